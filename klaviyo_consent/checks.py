@@ -1,0 +1,47 @@
+"""System checks: catch a misconfiguration at start-up, not at the first consent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+
+from klaviyo_consent.conf import consent_settings
+from klaviyo_consent.exceptions import ConfigurationError
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    try:
+        backend = consent_settings.BACKEND
+    except ConfigurationError as exc:
+        return [checks.Error(str(exc), id="klaviyo_consent.E001")]
+    from klaviyo_consent.backends.http import KlaviyoBackend
+
+    is_fake = backend.__module__.startswith("klaviyo_consent.backends.fake")
+    if issubclass(backend, KlaviyoBackend) and not is_fake and not consent_settings.API_KEY:
+        messages.append(
+            checks.Error(
+                'KLAVIYO_CONSENT["API_KEY"] is not set but BACKEND is the HTTP backend.',
+                hint="Set a private key, or use klaviyo_consent.backends.fake.FakeKlaviyoBackend "
+                "to run offline.",
+                id="klaviyo_consent.E002",
+            )
+        )
+    key = consent_settings.API_KEY or ""
+    if key.startswith("pk_") is False and key and not is_fake:
+        messages.append(
+            checks.Warning(
+                "KLAVIYO_CONSENT['API_KEY'] does not look like a private key (pk_…).",
+                id="klaviyo_consent.W001",
+            )
+        )
+    if not consent_settings.SMS_COUNTRIES:
+        messages.append(
+            checks.Warning(
+                "KLAVIYO_CONSENT['SMS_COUNTRIES'] is empty: every SMS consent will be refused.",
+                id="klaviyo_consent.W002",
+            )
+        )
+    return messages

@@ -1,0 +1,166 @@
+"""One settings door for the app, in the manner of DRF's ``api_settings``.
+
+Settings live in one dict::
+
+    KLAVIYO_CONSENT = {
+        "API_KEY": env("KLAVIYO_PRIVATE_API_KEY"),
+        "DEFAULT_LIST_ID": "Y6nRLr",
+    }
+
+and are read as ``consent_settings.API_KEY``. ``DEFAULTS`` below is the documentation: every key,
+its default and why. Unknown keys raise, dotted paths are imported lazily, and the object reloads
+when a test overrides ``KLAVIYO_CONSENT``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+from klaviyo_consent.exceptions import ConfigurationError
+
+#: Where Klaviyo sends SMS (help centre "Where is Klaviyo SMS available"), as ISO 3166 codes.
+#: The US entry means the 50 states only: phonenumbers gives Puerto Rico its own region (PR).
+KLAVIYO_SMS_COUNTRIES = (
+    "US",
+    "CA",
+    "GB",
+    "IE",
+    "DE",
+    "NL",
+    "FR",
+    "BE",
+    "AT",
+    "ES",
+    "CH",
+    "DK",
+    "SE",
+    "NO",
+    "FI",
+    "IT",
+    "PT",
+    "AU",
+    "NZ",
+)
+
+DEFAULTS: dict[str, Any] = {
+    # Private API key (``pk_…``). Sent only in the Authorization header, never logged.
+    "API_KEY": None,
+    # Klaviyo's base URL; point it at ``manage.py klaviyo_fake_server`` to test over real HTTP.
+    "API_URL": "https://a.klaviyo.com",
+    # The API revision every request pins; bump deliberately, after reading Klaviyo's changelog.
+    "REVISION": "2026-07-15",
+    # List every subscribe job adds profiles to when the caller names none (None: no list).
+    "DEFAULT_LIST_ID": None,
+    # Dotted path to the backend, like EMAIL_BACKEND. The fake answers in-process, offline.
+    "BACKEND": "klaviyo_consent.backends.http.KlaviyoBackend",
+    # Keyword arguments for the backend's constructor (e.g. the fake's ``sms_countries``).
+    "BACKEND_OPTIONS": {},
+    # Seconds for connect and read on each HTTP request.
+    "TIMEOUT": 10.0,
+    # ISO codes where Klaviyo texts; SMS consent elsewhere is refused with a 400.
+    "SMS_COUNTRIES": KLAVIYO_SMS_COUNTRIES,
+    # Region used to parse national-format phone numbers (None: only +E.164 input is accepted).
+    "DEFAULT_PHONE_REGION": None,
+    # DRF permission classes guarding the write endpoints (subscribe/unsubscribe).
+    "WRITE_PERMISSION_CLASSES": ("rest_framework.permissions.IsAuthenticated",),
+    # Seconds to wait after Klaviyo accepts a job before reading the profiles back.
+    "VERIFY_DELAY": 30.0,
+    # How many times a pushed event is re-read before its verdict becomes not_applied/unknown.
+    "VERIFY_ATTEMPTS": 5,
+    # Attempts (429, 5xx, timeouts, dropped connections) before an event goes dead-letter.
+    "MAX_ATTEMPTS": 10,
+    # Retry n waits a random time in [b·2ⁿ/2, b·2ⁿ] seconds (full jitter), capped; a 429's
+    # Retry-After wins.
+    "RETRY_BACKOFF_BASE": 2.0,
+    "RETRY_BACKOFF_MAX": 900.0,
+    # Seconds a worker owns the rows it claimed; a crashed worker's rows are reclaimed after it.
+    "LEASE_SECONDS": 300.0,
+    # Push through the Django Tasks framework on commit (False: only klaviyo_consent_sync pushes).
+    "PUSH_ON_COMMIT": True,
+    # Task backend alias in TASKS used to enqueue pushes.
+    "TASK_BACKEND": "default",
+    # Client-side rate limiter: None (off), "local" (this process) or a redis:// URL (shared by
+    # every worker of the site, so together they stay inside the account's limits).
+    "RATE_LIMITER": "local",
+    # Real seconds added to each rate window, for the time a request takes to reach Klaviyo.
+    "RATE_LIMIT_MARGIN": 0.1,
+    # Shared secret Klaviyo signs webhooks with (the webhook's secret_key).
+    "WEBHOOK_SECRET": None,
+    # Seconds a webhook's Klaviyo-Timestamp may be old before it counts as a replay.
+    "WEBHOOK_TOLERANCE": 300,
+}
+
+IMPORT_STRINGS = ("BACKEND", "WRITE_PERMISSION_CLASSES")
+
+
+def _import(value: Any, setting: str) -> Any:
+    if isinstance(value, str):
+        try:
+            return import_string(value)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"Could not import {value!r} for KLAVIYO_CONSENT[{setting!r}]: {exc}"
+            ) from exc
+    if isinstance(value, (list, tuple)):
+        return [_import(item, setting) for item in value]
+    return value
+
+
+class ConsentSettings:
+    """Lazy, cached view over ``settings.KLAVIYO_CONSENT`` with validated keys."""
+
+    def __init__(self, user_settings: dict[str, Any] | None = None) -> None:
+        self._explicit = user_settings
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if not hasattr(self, "_user_settings"):
+            given = self._explicit
+            if given is None:
+                given = getattr(settings, "KLAVIYO_CONSENT", {}) or {}
+            unknown = sorted(set(given) - set(DEFAULTS))
+            if unknown:
+                raise ConfigurationError(
+                    f"Unknown KLAVIYO_CONSENT setting(s): {', '.join(unknown)}. "
+                    f"Known settings: {', '.join(sorted(DEFAULTS))}."
+                )
+            self._user_settings = dict(given)
+        return self._user_settings
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr not in DEFAULTS:
+            raise AttributeError(f"Invalid KLAVIYO_CONSENT setting: {attr!r}")
+        value = self.user_settings.get(attr, DEFAULTS[attr])
+        if attr in IMPORT_STRINGS:
+            value = _import(value, attr)
+        if attr == "SMS_COUNTRIES":
+            value = frozenset(code.upper() for code in value)
+        self._cached.add(attr)
+        setattr(self, attr, value)
+        return value
+
+    def reload(self) -> None:
+        for attr in self._cached:
+            delattr(self, attr)
+        self._cached.clear()
+        if hasattr(self, "_user_settings"):
+            delattr(self, "_user_settings")
+
+
+consent_settings = ConsentSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "KLAVIYO_CONSENT":
+        consent_settings.reload()
+        from klaviyo_consent.backends import reset_backend
+
+        reset_backend()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,315 @@
+"""Data and invariants: the local profile, its append-only consent ledger, and the outbox.
+
+No HTTP here; services move data between these rows and Klaviyo.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, models
+from django.db.models import Q
+from django.utils import timezone
+
+from klaviyo_consent.choices import (
+    CHANNEL_PURPOSES,
+    Channel,
+    Consent,
+    DeliveryStatus,
+    Method,
+    OptInProcess,
+    Purpose,
+)
+from klaviyo_consent.exceptions import ImmutableConsentEvent
+
+
+def normalize_email(value: str) -> str:
+    """Emails compare case-insensitively in Klaviyo; store them trimmed and lower-cased."""
+    return (value or "").strip().lower()
+
+
+class Profile(models.Model):
+    """A person the site knows, and Klaviyo's ``subscriptions`` object for them, as last read."""
+
+    email = models.EmailField(max_length=254, null=True, blank=True)
+    phone_number = models.CharField(
+        max_length=16, null=True, blank=True, help_text="E.164, e.g. +13239169023."
+    )
+    external_id = models.CharField(max_length=255, null=True, blank=True)
+    klaviyo_id = models.CharField("Klaviyo profile id", max_length=64, blank=True, db_index=True)
+    subscriptions = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Klaviyo's subscriptions object, exactly as Klaviyo returned it.",
+    )
+    mirrored_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["email"], condition=Q(email__isnull=False), name="kc_profile_unique_email"
+            ),
+            models.UniqueConstraint(
+                fields=["phone_number"],
+                condition=Q(phone_number__isnull=False),
+                name="kc_profile_unique_phone",
+            ),
+            models.UniqueConstraint(
+                fields=["external_id"],
+                condition=Q(external_id__isnull=False),
+                name="kc_profile_unique_external_id",
+            ),
+            models.CheckConstraint(
+                condition=Q(email__isnull=False) | Q(phone_number__isnull=False),
+                name="kc_profile_has_email_or_phone",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email or self.phone_number or f"profile {self.pk}"
+
+    def klaviyo_leaf(self, channel: str, purpose: str) -> dict[str, Any]:
+        """The mirrored ``subscriptions.<channel>.<purpose>`` object, or ``{}``."""
+        return ((self.subscriptions or {}).get(channel) or {}).get(purpose) or {}
+
+    def update_from_klaviyo_data(
+        self, data: dict[str, Any], *, now: datetime | None = None
+    ) -> None:
+        """Take Klaviyo's profile resource as the mirror; pure, the caller saves."""
+        self.klaviyo_id = data.get("id") or self.klaviyo_id
+        attributes = data.get("attributes") or {}
+        self.subscriptions = attributes.get("subscriptions") or {}
+        self.mirrored_at = now or timezone.now()
+
+
+class KlaviyoList(models.Model):
+    """A Klaviyo list as last read; its opt-in process decides what a subscribe does."""
+
+    list_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=255, blank=True)
+    opt_in_process = models.CharField(max_length=20, choices=OptInProcess.choices, blank=True)
+    klaviyo_data = models.JSONField(default=dict, blank=True)
+    mirrored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "list_id"]
+        verbose_name = "Klaviyo list"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.list_id})" if self.name else self.list_id
+
+    def update_from_klaviyo_data(
+        self, data: dict[str, Any], *, now: datetime | None = None
+    ) -> None:
+        attributes = data.get("attributes") or {}
+        self.name = attributes.get("name") or ""
+        self.opt_in_process = attributes.get("opt_in_process") or ""
+        self.klaviyo_data = data
+        self.mirrored_at = now or timezone.now()
+
+
+class ConsentEventQuerySet(models.QuerySet):
+    def append(self, events: list[ConsentEvent], **delivery: Any) -> list[ConsentEvent]:
+        """Insert new events and each one's ``Delivery`` row together: no event without one.
+
+        ``delivery`` sets the rows' fields (status, reason, next_attempt_at...). Call it inside
+        the transaction that must hold both.
+        """
+        if connections[self.db].features.can_return_rows_from_bulk_insert:
+            self.bulk_create(events)  # one INSERT; the events get their ids
+        else:
+            for event in events:
+                event.save(using=self.db)
+        Delivery.objects.using(self.db).bulk_create(
+            Delivery(
+                event=event,
+                profile_id=event.profile_id,
+                channel=event.channel,
+                purpose=event.purpose,
+                **delivery,
+            )
+            for event in events
+        )
+        return events
+
+    def update(self, **kwargs: Any) -> int:
+        raise ImmutableConsentEvent("Consent events are append-only; record a new event.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise ImmutableConsentEvent("Consent events are append-only and cannot be deleted.")
+
+
+#: The fields of an event that make its proof, in the order the API and the admin show them.
+EVENT_FIELDS = (
+    "profile",
+    "email",
+    "phone_number",
+    "channel",
+    "purpose",
+    "consent",
+    "method",
+    "method_detail",
+    "custom_source",
+    "consent_text",
+    "consented_at",
+    "recorded_at",
+    "list_id",
+    "historical_import",
+    "ip_address",
+    "user_agent",
+    "page_url",
+    "recorded_by",
+    "klaviyo_data",
+)
+
+
+class ConsentEvent(models.Model):
+    """One consent given or withdrawn, with its proof. Append-only: never updated or deleted."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="events")
+    # The identifiers as they were when the person agreed: proof outlives a later change.
+    email = models.EmailField(max_length=254, blank=True)
+    phone_number = models.CharField(max_length=16, blank=True)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    consent = models.CharField(
+        max_length=20,
+        choices=[(Consent.SUBSCRIBED, "Subscribed"), (Consent.UNSUBSCRIBED, "Unsubscribed")],
+    )
+    method = models.CharField(max_length=20, choices=Method.choices, default=Method.API)
+    method_detail = models.CharField(max_length=255, blank=True)
+    custom_source = models.CharField(max_length=255, blank=True)
+    consent_text = models.TextField(blank=True, help_text="The exact text the person was shown.")
+    consented_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the person agreed (historical imports only)."
+    )
+    recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
+    list_id = models.CharField(max_length=64, blank=True)
+    historical_import = models.BooleanField(default=False)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True)
+    page_url = models.TextField(blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    #: For inbound events (method ``klaviyo``): Klaviyo's method, method_detail and timestamp.
+    klaviyo_data = models.JSONField(default=dict, blank=True)
+
+    objects = ConsentEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-recorded_at", "-id"]
+        indexes = [
+            models.Index(fields=["profile", "channel", "purpose", "-id"], name="kc_event_key")
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(channel="sms") | Q(purpose="marketing"),
+                name="kc_event_email_is_marketing_only",
+            ),
+            models.CheckConstraint(
+                condition=Q(historical_import=False, consented_at__isnull=True)
+                | Q(historical_import=True, consented_at__isnull=False),
+                name="kc_event_consented_at_iff_historical_import",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consent} {self.channel}.{self.purpose} for {self.profile_id} (#{self.pk})"
+
+    def clean(self) -> None:
+        if self.purpose not in CHANNEL_PURPOSES.get(self.channel, ()):
+            raise ValueError(f"Klaviyo has no {self.channel}.{self.purpose} subscription.")
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise ImmutableConsentEvent("Consent events are append-only; record a new event.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise ImmutableConsentEvent("Consent events are append-only and cannot be deleted.")
+
+    @property
+    def effective_at(self) -> datetime:
+        return self.consented_at or self.recorded_at
+
+
+class Delivery(models.Model):
+    """The outbox row for one event and its verdict: the one state machine of its journey.
+
+    Written in the same transaction as the event, so a crash or a Klaviyo outage loses nothing.
+    Workers claim rows by setting a lease; an expired lease is free to claim again.
+    """
+
+    event = models.OneToOneField(
+        ConsentEvent, on_delete=models.PROTECT, primary_key=True, related_name="delivery"
+    )
+    # Copied from the event so the claim query needs no join.
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="+")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    status = models.CharField(
+        max_length=24, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    reason = models.TextField(blank=True)
+    errors = models.JSONField(default=list, blank=True, help_text="Klaviyo's errors[] as sent.")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    lease_token = models.CharField(max_length=36, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verify_attempts = models.PositiveIntegerField(default=0)
+    dead_lettered_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set when retries ran out; retry from admin or command."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="kc_delivery_due"),
+            models.Index(
+                fields=["profile", "channel", "purpose", "status"], name="kc_delivery_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} (event #{self.event_id})"
+
+
+class WebhookDelivery(models.Model):
+    """One verified Klaviyo webhook delivery: the audit trail, and the memory that stops replays.
+
+    Only deliveries that passed verification are stored; ``signature`` is unique, so the same
+    signed delivery is accepted once even when two copies arrive at the same moment.
+    """
+
+    webhook_id = models.CharField(max_length=255, help_text="The Klaviyo-Webhook-Id header.")
+    signature = models.CharField(
+        max_length=128, unique=True, help_text="Hex HMAC-SHA256 of the body and timestamp."
+    )
+    klaviyo_timestamp = models.CharField(
+        max_length=64, help_text="The Klaviyo-Timestamp header, exactly as sent."
+    )
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    topics = models.JSONField(default=list, blank=True)
+    body = models.JSONField(default=dict, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why processing failed; empty when it did not.")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.webhook_id} at {self.received_at:%Y-%m-%d %H:%M:%S} (#{self.pk})"
