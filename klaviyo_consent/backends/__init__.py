@@ -1,0 +1,28 @@
+"""Pluggable Klaviyo backends, chosen by ``KLAVIYO_CONSENT["BACKEND"]`` like ``EMAIL_BACKEND``."""
+
+from __future__ import annotations
+
+import threading
+
+from klaviyo_consent.backends.base import BaseKlaviyoBackend
+
+_local = threading.local()
+
+
+def get_backend() -> BaseKlaviyoBackend:
+    """This thread's backend instance (a requests.Session is not shared across threads)."""
+    backend = getattr(_local, "backend", None)
+    if backend is None:
+        from klaviyo_consent.conf import consent_settings
+
+        backend = consent_settings.BACKEND(**consent_settings.BACKEND_OPTIONS)
+        _local.backend = backend
+    return backend
+
+
+def reset_backend() -> None:
+    """Forget this thread's instance so the next call reads the settings again."""
+    backend = getattr(_local, "backend", None)
+    if backend is not None:
+        backend.close()
+    _local.backend = None

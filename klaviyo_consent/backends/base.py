@@ -1,0 +1,205 @@
+"""The backend contract and the request flow every backend shares.
+
+``_request`` is a template method (as in anymail's ``_send``): build headers → ``send`` (the one
+hook a transport overrides) → parse → raise for status. Operations are thin and typed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from klaviyo_consent.exceptions import (
+    ConfigurationError,
+    KlaviyoAPIError,
+    KlaviyoAuthenticationError,
+    KlaviyoClientError,
+    KlaviyoRateLimited,
+    KlaviyoServerError,
+)
+
+logger = logging.getLogger("klaviyo_consent.backends")
+
+JSON_API = "application/vnd.api+json"
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str = ""
+    elapsed: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+class BaseKlaviyoBackend:
+    """Speaks Klaviyo's JSON:API; subclasses only move bytes (``send``)."""
+
+    #: GETs are safe to repeat: retry them this many times on 429/5xx/connection errors.
+    read_retries = 4
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        revision: str | None = None,
+        timeout: float | None = None,
+        limiter: Any = None,
+    ) -> None:
+        from klaviyo_consent.conf import consent_settings
+
+        self.api_key = api_key if api_key is not None else consent_settings.API_KEY
+        self.api_url = (api_url or consent_settings.API_URL).rstrip("/")
+        self.revision = revision or consent_settings.REVISION
+        self.timeout = timeout if timeout is not None else consent_settings.TIMEOUT
+        if limiter is None:
+            from klaviyo_consent.ratelimit import get_limiter
+
+            limiter = get_limiter()
+        self.limiter = limiter
+
+    # -- the one transport hook ------------------------------------------------------------
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+    ) -> RawResponse:
+        raise NotImplementedError("subclasses of BaseKlaviyoBackend must provide a send() method")
+
+    def close(self) -> None:
+        """Release connections; the base holds none."""
+
+    # -- flow ------------------------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        if not self.api_key:
+            raise ConfigurationError(
+                'KLAVIYO_CONSENT["API_KEY"] is not set; the HTTP backend needs a private key.'
+            )
+        return {
+            "Authorization": f"Klaviyo-API-Key {self.api_key}",
+            "revision": self.revision,
+            "Accept": JSON_API,
+            "Content-Type": JSON_API,
+        }
+
+    def _request(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Any:
+        url = path if path.startswith("http") else f"{self.api_url}{path}"
+        body = json.dumps(payload, separators=(",", ":")).encode() if payload is not None else None
+        if self.limiter is not None:
+            self.limiter.acquire(operation)
+        response = self.send(method, url, headers=self.headers(), params=params, body=body)
+        self.raise_for_status(response)
+        return response.json()
+
+    def _read(self, operation: str, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET with retries: reads are idempotent, so 429/5xx/timeouts are waited out here."""
+        for attempt in range(self.read_retries + 1):
+            try:
+                return self._request(operation, "GET", path, params=params)
+            except KlaviyoAPIError as exc:
+                if not exc.retryable or attempt == self.read_retries:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else min(2**attempt, 30)
+                logger.info("Klaviyo %s: %s; retrying in %.1fs", operation, exc, wait)
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def raise_for_status(response: RawResponse) -> None:
+        if response.status < 400:
+            return
+        try:
+            data = response.json() or {}
+            errors = data.get("errors") if isinstance(data, dict) else None
+        except ValueError:
+            errors = None
+        if not errors:
+            text = response.body[:300].decode("utf-8", "replace")
+            errors = [{"status": response.status, "title": "HTTP error", "detail": text}]
+        retry_after = None
+        if response.status == 429:
+            try:
+                retry_after = float(response.headers.get("Retry-After", "1"))
+            except ValueError:
+                retry_after = 1.0
+            raise KlaviyoRateLimited(status=429, errors=errors, retry_after=retry_after)
+        if response.status >= 500:
+            raise KlaviyoServerError(status=response.status, errors=errors)
+        if response.status in (401, 403):
+            raise KlaviyoAuthenticationError(status=response.status, errors=errors)
+        raise KlaviyoClientError(status=response.status, errors=errors)
+
+    # -- operations ------------------------------------------------------------------------
+    def bulk_subscribe_profiles(self, payload: dict[str, Any]) -> None:
+        """POST a subscribe job (≤ 1000 profiles); Klaviyo answers 202, not yet applied."""
+        self._request(
+            "bulk_subscribe_profiles",
+            "POST",
+            "/api/profile-subscription-bulk-create-jobs",
+            payload=payload,
+        )
+
+    def bulk_unsubscribe_profiles(self, payload: dict[str, Any]) -> None:
+        """POST an unsubscribe job (≤ 100 profiles)."""
+        self._request(
+            "bulk_unsubscribe_profiles",
+            "POST",
+            "/api/profile-subscription-bulk-delete-jobs",
+            payload=payload,
+        )
+
+    def bulk_suppress_profiles(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST an email suppression job (≤ 100 emails); returns the job resource."""
+        return self._request(
+            "bulk_suppress_profiles",
+            "POST",
+            "/api/profile-suppression-bulk-create-jobs",
+            payload=payload,
+        )
+
+    def get_profiles(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """One page of ``GET /api/profiles``."""
+        return self._read("get_profiles", "/api/profiles", params)
+
+    def iter_profiles(self, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+        """Every page, following ``links.next`` (its cursor is opaque)."""
+        page = self.get_profiles(params)
+        while True:
+            yield page
+            next_url = (page.get("links") or {}).get("next")
+            if not next_url:
+                return
+            page = self._read("get_profiles", next_url)
+
+    def get_list(self, list_id: str) -> dict[str, Any]:
+        return self._read("get_list", f"/api/lists/{list_id}")
+
+    def get_lists(self) -> Iterator[dict[str, Any]]:
+        page = self._read("get_lists", "/api/lists")
+        while True:
+            yield from page.get("data") or []
+            next_url = (page.get("links") or {}).get("next")
+            if not next_url:
+                return
+            page = self._read("get_lists", next_url)
