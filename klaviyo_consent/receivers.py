@@ -1,0 +1,30 @@
+"""Receivers of the app's own signals. The outbox row is the truth; the task is only a nudge."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.dispatch import receiver
+
+from klaviyo_consent.conf import consent_settings
+from klaviyo_consent.signals import consent_recorded
+
+logger = logging.getLogger("klaviyo_consent.receivers")
+
+
+def enqueue_push() -> None:
+    """Enqueue the push task; if the queue is down the outbox keeps the work for the next sync."""
+    from klaviyo_consent.tasks import push_pending
+
+    try:
+        push_pending.using(backend=consent_settings.TASK_BACKEND).enqueue()
+    except Exception:
+        logger.exception("Could not enqueue the Klaviyo push; klaviyo_consent_sync will send it.")
+
+
+@receiver(consent_recorded, dispatch_uid="klaviyo_consent.push_on_commit")
+def push_on_commit(sender: Any, **kwargs: Any) -> None:
+    if consent_settings.PUSH_ON_COMMIT:
+        transaction.on_commit(enqueue_push, robust=True)

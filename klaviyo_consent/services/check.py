@@ -1,0 +1,105 @@
+"""Prior-consent check: what the ledger says of each email and phone number, in request order.
+
+It replaces the retired Klaviyo ``/get-members`` call, which silently dropped numbers it could
+not parse; here every identifier gets an answer, a malformed one an ``error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.models import Profile
+from klaviyo_consent.phone import normalize_phone_number
+from klaviyo_consent.services.ledger import clean_email, ledger_for
+
+#: The most identifiers (emails and phone numbers together) one check may name.
+MAX_IDENTIFIERS = 1000
+
+EMAIL = "email"
+PHONE_NUMBER = "phone_number"
+
+
+def _normalized_email(raw: str) -> tuple[str | None, str | None]:
+    """(normalised email, None) or (None, why it is malformed)."""
+    try:
+        email = clean_email(raw)
+    except ConsentValidationError as error:
+        return None, error.message
+    if email is None:
+        return None, f"{raw!r} is not a valid email address."
+    return email, None
+
+
+def _normalized_phone(raw: str) -> tuple[str | None, str | None]:
+    """(E.164 number, None) or (None, why it is malformed)."""
+    try:
+        return normalize_phone_number(raw), None
+    except ConsentValidationError as error:
+        return None, error.message
+
+
+def _leaves(ledger: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The ledger's leaves in the check's shape."""
+    return {
+        channel: {
+            purpose: {
+                "status": leaf["status"],
+                "delivery": leaf["delivery"],
+                "reason": leaf["reason"],
+                "last_change": leaf["consented_at"],
+            }
+            for purpose, leaf in purposes.items()
+        }
+        for channel, purposes in ledger.items()
+    }
+
+
+def check_prior_consent(
+    emails: Sequence[str], phone_numbers: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One result per identifier, emails first, each list in the order given.
+
+    Answers from the local ledger (which includes changes recorded from Klaviyo), not from a
+    live Klaviyo call. Profiles are fetched in one query per identifier type; each distinct
+    profile's ledger is read once however many identifiers point at it.
+    """
+    items: list[tuple[str, str, str | None, str | None]] = []
+    for kind, values, normalize in (
+        (EMAIL, emails, _normalized_email),
+        (PHONE_NUMBER, phone_numbers, _normalized_phone),
+    ):
+        for raw in values:
+            normalized, error = normalize(raw)
+            items.append((kind, raw, normalized, error))
+
+    wanted: dict[str, set[str]] = {EMAIL: set(), PHONE_NUMBER: set()}
+    for kind, _, normalized, _ in items:
+        if normalized:
+            wanted[kind].add(normalized)
+    found: dict[tuple[str, str], Profile] = {}
+    for kind, values in wanted.items():
+        if values:
+            for profile in Profile.objects.filter(**{f"{kind}__in": values}):
+                found[(kind, getattr(profile, kind))] = profile
+
+    ledgers: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}
+    results = []
+    for kind, raw, normalized, error in items:
+        profile = found.get((kind, normalized)) if normalized else None
+        if profile is not None and profile.pk not in ledgers:
+            ledgers[profile.pk] = ledger_for(profile)
+        results.append(
+            {
+                "identifier": raw,
+                "type": kind,
+                "normalized": normalized,
+                "profile_id": profile.pk if profile is not None else None,
+                "error": error,
+                "consent": None
+                if error
+                else _leaves(ledgers[profile.pk] if profile is not None else ledger_for(None)),
+            }
+        )
+    return results

@@ -1,0 +1,285 @@
+"""Recording consent: validate, find or create the profile, write events and outbox rows at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Method
+from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
+from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
+from klaviyo_consent.phone import normalize_phone_number, require_sms_country
+from klaviyo_consent.signals import consent_recorded
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Proof of how the consent was given; views fill it from the request."""
+
+    ip_address: str | None = None
+    user_agent: str = ""
+    page_url: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentRequest:
+    """Everything one subscribe or unsubscribe carries, in Klaviyo's words.
+
+    ``subscriptions`` maps channel → purpose → bool: True records a change for that purpose.
+    """
+
+    consent: str
+    subscriptions: Mapping[str, Mapping[str, bool]]
+    email: str | None = None
+    phone_number: str | None = None
+    external_id: str | None = None
+    list_id: str = ""
+    method: str = Method.API
+    method_detail: str = ""
+    custom_source: str = ""
+    consent_text: str = ""
+    consented_at: datetime | None = None
+    historical_import: bool = False
+    evidence: Evidence = field(default_factory=Evidence)
+    recorded_by: Any = None
+
+
+@dataclass
+class RecordResult:
+    profile: Profile
+    events: list[ConsentEvent]
+    created: bool
+
+
+def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+    """Apply every rule before anything is written; raise naming the offending field."""
+    email = clean_email(request.email) if request.email else None
+    phone = None
+    if request.phone_number:
+        phone = normalize_phone_number(request.phone_number, field="profile.phone_number")
+    if not (email or phone or request.external_id):
+        raise ConsentValidationError(
+            "Give an email, a phone_number or a known external_id.", field="profile"
+        )
+
+    changes: list[tuple[str, str]] = []
+    for channel, purposes in (request.subscriptions or {}).items():
+        if channel not in CHANNEL_PURPOSES:
+            raise ConsentValidationError(
+                f"Unknown channel {channel!r}; use email or sms.", field=f"subscriptions.{channel}"
+            )
+        for purpose, wanted in (purposes or {}).items():
+            if purpose not in CHANNEL_PURPOSES[channel]:
+                raise ConsentValidationError(
+                    f"Klaviyo has no {channel}.{purpose} subscription.",
+                    field=f"subscriptions.{channel}.{purpose}",
+                )
+            if wanted:
+                changes.append((channel, purpose))
+    if not changes:
+        raise ConsentValidationError(
+            'Name at least one channel and purpose, e.g. {"email": {"marketing": true}}.',
+            field="subscriptions",
+        )
+
+    channels = {channel for channel, _ in changes}
+    if Channel.EMAIL in channels and not email and not request.external_id:
+        raise ConsentValidationError("Email consent needs an email.", field="profile.email")
+    if Channel.SMS in channels and not phone and not request.external_id:
+        raise ConsentValidationError(
+            "SMS consent needs a phone_number.", field="profile.phone_number"
+        )
+    if Channel.SMS in channels and phone and request.consent == Consent.SUBSCRIBED:
+        require_sms_country(phone, field="profile.phone_number")
+
+    if request.historical_import and request.consented_at is None:
+        raise ConsentValidationError(
+            "historical_import needs consented_at: when the person agreed.", field="consented_at"
+        )
+    if request.consented_at is not None and not request.historical_import:
+        raise ConsentValidationError(
+            "consented_at is only accepted with historical_import: true (Klaviyo's rule); "
+            "a live consent is timed when it is recorded.",
+            field="historical_import",
+        )
+    if request.consented_at is not None and request.consented_at > timezone.now():
+        raise ConsentValidationError("consented_at must be in the past.", field="consented_at")
+    if request.historical_import and request.consent != Consent.SUBSCRIBED:
+        raise ConsentValidationError(
+            "historical_import applies to subscriptions only.", field="historical_import"
+        )
+    return email, phone, changes
+
+
+def clean_email(raw: str, *, field: str = "profile.email") -> str | None:
+    """The email normalised (None when blank), or raise naming ``field`` if malformed."""
+    email = normalize_email(raw)
+    if not email:
+        return None
+    try:
+        validate_email(email)
+    except DjangoValidationError:
+        raise ConsentValidationError(
+            f"{raw!r} is not a valid email address.", field=field
+        ) from None
+    return email
+
+
+def _find_profile(email: str | None, phone: str | None, external_id: str | None) -> Profile | None:
+    """One profile for the identifiers given, or None; refuse ones that belong to two people."""
+    given = [
+        (name, value)
+        for name, value in (("email", email), ("phone_number", phone), ("external_id", external_id))
+        if value
+    ]
+    if not given:
+        return None
+    # One query for all identifiers (each is unique, so at most one row matches each).
+    condition = Q()
+    for name, value in given:
+        condition |= Q(**{name: value})
+    candidates = list(Profile.objects.select_for_update().filter(condition).order_by())
+    found: dict[str, Profile] = {}
+    for name, value in given:
+        profile = next((p for p in candidates if getattr(p, name) == value), None)
+        if profile is not None:
+            found[name] = profile
+    distinct = {p.pk: p for p in found.values()}
+    if len(distinct) > 1:
+        first = next(iter(found))
+        clash = next(name for name, p in found.items() if p.pk != found[first].pk)
+        raise IdentityConflict(
+            f"This {clash} belongs to another profile than the {first} given.",
+            field=f"profile.{clash}",
+        )
+    return next(iter(distinct.values()), None)
+
+
+def _resolve_profile(
+    email: str | None, phone: str | None, external_id: str | None
+) -> tuple[Profile, bool]:
+    profile = _find_profile(email, phone, external_id)
+    if profile is None:
+        if not (email or phone):
+            raise ConsentValidationError(
+                "No profile has this external_id; give an email or a phone_number.",
+                field="profile.external_id",
+            )
+        try:
+            with transaction.atomic():
+                return Profile.objects.create(
+                    email=email, phone_number=phone, external_id=external_id
+                ), True
+        except IntegrityError:
+            profile = _find_profile(email, phone, external_id)
+            if profile is None:
+                raise
+    changed = []
+    for name, value in (("email", email), ("phone_number", phone), ("external_id", external_id)):
+        if value and getattr(profile, name) != value:
+            setattr(profile, name, value)
+            changed.append(name)
+    if changed:
+        profile.save(update_fields=[*changed, "updated_at"])
+    return profile, False
+
+
+def record_consent(request: ConsentRequest) -> RecordResult:
+    """Write one event per channel and purpose, with its outbox row, in one transaction.
+
+    The ``consent_recorded`` signal is sent inside the transaction; the push happens on commit,
+    so a failed push or a crash never loses an event.
+    """
+    email, phone, changes = _clean(request)
+    with transaction.atomic():
+        profile, created = _resolve_profile(email, phone, request.external_id)
+        if any(channel == Channel.SMS for channel, _ in changes) and not profile.phone_number:
+            raise ConsentValidationError(
+                "SMS consent needs a phone_number.", field="profile.phone_number"
+            )
+        if any(channel == Channel.EMAIL for channel, _ in changes) and not profile.email:
+            raise ConsentValidationError("Email consent needs an email.", field="profile.email")
+        now = timezone.now()
+        events = [
+            ConsentEvent(
+                profile=profile,
+                email=profile.email or "",
+                phone_number=profile.phone_number or "",
+                channel=channel,
+                purpose=purpose,
+                consent=request.consent,
+                method=request.method,
+                method_detail=request.method_detail,
+                custom_source=request.custom_source,
+                consent_text=request.consent_text,
+                consented_at=request.consented_at,
+                recorded_at=now,
+                list_id=request.list_id,
+                historical_import=request.historical_import,
+                ip_address=request.evidence.ip_address,
+                user_agent=request.evidence.user_agent,
+                page_url=request.evidence.page_url,
+                recorded_by=request.recorded_by,
+            )
+            for channel, purpose in changes
+        ]
+        ConsentEvent.objects.append(events, next_attempt_at=now)
+        consent_recorded.send(sender=ConsentEvent, events=events, profile=profile)
+    return RecordResult(profile=profile, events=events, created=created)
+
+
+def ledger_for(
+    profile: Profile | None, *, events: Iterable[ConsentEvent] | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The latest local state per channel and purpose: what the ledger alone says of consent.
+
+    ``events``: the profile's events in id order with their deliveries, when the caller has
+    already read them (the subscribe view does, for its response), to spare a query. No
+    profile: every leaf is NEVER_SUBSCRIBED.
+    """
+    if profile is None:
+        events = ()
+    elif events is None:
+        events = profile.events.select_related("delivery").order_by("id")
+    latest: dict[tuple[str, str], ConsentEvent] = {}
+    for event in events:
+        latest[(event.channel, event.purpose)] = event
+    ledger: dict[str, dict[str, dict[str, Any]]] = {}
+    for channel, purposes in CHANNEL_PURPOSES.items():
+        for purpose in purposes:
+            event = latest.get((channel, purpose))
+            if event is None:
+                leaf: dict[str, Any] = {
+                    "status": Consent.NEVER_SUBSCRIBED,
+                    "delivery": None,
+                    "reason": "",
+                    "event_id": None,
+                    "consented_at": None,
+                }
+            else:
+                delivery = getattr(event, "delivery", None)
+                leaf = {
+                    "status": event.consent,
+                    "delivery": delivery.status if delivery else None,
+                    "reason": delivery.reason if delivery else "",
+                    "event_id": event.pk,
+                    "consented_at": _consented_at(event),
+                }
+            ledger.setdefault(channel, {})[purpose] = leaf
+    return ledger
+
+
+def _consented_at(event: ConsentEvent) -> str | None:
+    """When the person agreed: the import's date, Klaviyo's timestamp, or when we recorded it."""
+    if event.consented_at:
+        return event.consented_at.isoformat()
+    stamp = (event.klaviyo_data or {}).get("consent_timestamp")
+    return stamp or event.recorded_at.isoformat()

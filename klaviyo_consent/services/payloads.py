@@ -1,0 +1,127 @@
+"""Pure JSON:API builders for Klaviyo's bulk jobs; the contract tests validate their output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from klaviyo_consent.choices import Consent
+
+MAX_SUBSCRIBE_PROFILES = 1000
+MAX_UNSUBSCRIBE_PROFILES = 100
+MAX_SUPPRESS_PROFILES = 100
+MAX_PAGE_SIZE = 100
+
+
+def isoformat(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def profile_entry(
+    *,
+    email: str | None,
+    phone_number: str | None,
+    consents: Iterable[tuple[str, str, str, datetime | None]],
+    klaviyo_id: str | None = None,
+) -> dict[str, Any]:
+    """One profile of a job: ``consents`` are (channel, purpose, consent, consented_at)."""
+    subscriptions: dict[str, dict[str, dict[str, str]]] = {}
+    for channel, purpose, consent, consented_at in consents:
+        leaf: dict[str, str] = {"consent": consent}
+        if consented_at is not None and consent == Consent.SUBSCRIBED:
+            leaf["consented_at"] = isoformat(consented_at)
+        subscriptions.setdefault(channel, {})[purpose] = leaf
+    attributes: dict[str, Any] = {}
+    if email:
+        attributes["email"] = email
+    if phone_number:
+        attributes["phone_number"] = phone_number
+    attributes["subscriptions"] = subscriptions
+    entry: dict[str, Any] = {"type": "profile", "attributes": attributes}
+    if klaviyo_id:
+        entry["id"] = klaviyo_id
+    return entry
+
+
+def _list_relationship(list_id: str | None) -> dict[str, Any]:
+    return {"list": {"data": {"type": "list", "id": list_id}}} if list_id else {}
+
+
+def subscribe_job(
+    profiles: Sequence[dict[str, Any]],
+    *,
+    list_id: str | None = None,
+    historical_import: bool = False,
+    custom_source: str | None = None,
+) -> dict[str, Any]:
+    """``profile-subscription-bulk-create-job`` for at most 1000 profiles."""
+    if not 0 < len(profiles) <= MAX_SUBSCRIBE_PROFILES:
+        raise ValueError(f"a subscribe job takes 1 to {MAX_SUBSCRIBE_PROFILES} profiles")
+    attributes: dict[str, Any] = {"profiles": {"data": list(profiles)}}
+    if custom_source:
+        attributes["custom_source"] = custom_source
+    attributes["historical_import"] = historical_import
+    data: dict[str, Any] = {
+        "type": "profile-subscription-bulk-create-job",
+        "attributes": attributes,
+    }
+    relationships = _list_relationship(list_id)
+    if relationships:
+        data["relationships"] = relationships
+    return {"data": data}
+
+
+def unsubscribe_job(
+    profiles: Sequence[dict[str, Any]], *, list_id: str | None = None
+) -> dict[str, Any]:
+    """``profile-subscription-bulk-delete-job`` for at most 100 profiles.
+
+    Klaviyo's warning applies: profiles not in ``list_id`` are unsubscribed globally.
+    """
+    if not 0 < len(profiles) <= MAX_UNSUBSCRIBE_PROFILES:
+        raise ValueError(f"an unsubscribe job takes 1 to {MAX_UNSUBSCRIBE_PROFILES} profiles")
+    data: dict[str, Any] = {
+        "type": "profile-subscription-bulk-delete-job",
+        "attributes": {"profiles": {"data": list(profiles)}},
+    }
+    relationships = _list_relationship(list_id)
+    if relationships:
+        data["relationships"] = relationships
+    return {"data": data}
+
+
+def suppress_job(emails: Sequence[str]) -> dict[str, Any]:
+    """``profile-suppression-bulk-create-job`` (email only, at most 100)."""
+    if not 0 < len(emails) <= MAX_SUPPRESS_PROFILES:
+        raise ValueError(f"a suppression job takes 1 to {MAX_SUPPRESS_PROFILES} emails")
+    return {
+        "data": {
+            "type": "profile-suppression-bulk-create-job",
+            "attributes": {
+                "profiles": {
+                    "data": [{"type": "profile", "attributes": {"email": e}} for e in emails]
+                }
+            },
+        }
+    }
+
+
+def profile_filter(field: str, values: Sequence[str]) -> str:
+    """``equals(field,"v")`` or ``any(field,["a","b"])`` with JSON string quoting."""
+    if len(values) == 1:
+        return f"equals({field},{json.dumps(values[0])})"
+    return f"any({field},[{','.join(json.dumps(v) for v in values)}])"
+
+
+def profiles_query(
+    filter_expression: str | None = None, *, page_size: int = MAX_PAGE_SIZE
+) -> dict[str, str]:
+    """Query parameters for ``GET /api/profiles`` with the subscriptions object included."""
+    params = {"additional-fields[profile]": "subscriptions", "page[size]": str(page_size)}
+    if filter_expression:
+        params["filter"] = filter_expression
+    return params

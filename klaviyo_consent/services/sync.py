@@ -1,0 +1,593 @@
+"""Pushing the outbox to Klaviyo: claim due rows with a lease, batch them into jobs, mark them.
+
+Order per (profile, channel, purpose) is kept: only the oldest undelivered event of each key is
+claimable, so a withdrawal can never overtake the subscription it withdraws.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from klaviyo_consent.backends import get_backend
+from klaviyo_consent.choices import Consent, DeliveryStatus
+from klaviyo_consent.conf import consent_settings
+from klaviyo_consent.exceptions import KlaviyoAPIError
+from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+from klaviyo_consent.services import payloads
+from klaviyo_consent.signals import consent_push_failed, consent_pushed
+
+logger = logging.getLogger("klaviyo_consent.sync")
+
+CLAIM_SIZE = 5000
+_PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(/|$)")
+
+
+@dataclass
+class SyncReport:
+    """What one run did; commands print it and benchmarks read it."""
+
+    claimed: int = 0
+    pushed: int = 0
+    failed: int = 0
+    retried: int = 0
+    jobs: int = 0
+    requests: int = 0
+    verified: int = 0
+    #: Rows a stopped worker had sent: found applied in Klaviyo and not sent again.
+    settled: int = 0
+    verdicts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def merge(self, other: SyncReport) -> None:
+        for name in self._counters():
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for key, value in other.verdicts.items():
+            self.verdicts[key] += value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **{name: getattr(self, name) for name in self._counters()},
+            "verdicts": dict(self.verdicts),
+        }
+
+    @classmethod
+    def _counters(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "verdicts"]
+
+
+def _free(now: datetime) -> Q:
+    return Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+
+
+def claim(
+    status: str,
+    *,
+    limit: int,
+    due_before: datetime | None = None,
+    profile_ids: Sequence[int] | None = None,
+) -> list[Delivery]:
+    """Lease up to ``limit`` due rows in ``status``; no other worker can claim them meanwhile.
+
+    PostgreSQL skips rows another worker has locked; everywhere the lease is set by a conditional
+    UPDATE, so two workers can never both win a row.
+    """
+    lease = _lease(status, limit=limit, due_before=due_before, profile_ids=profile_ids)
+    if lease is None:
+        return []
+    token, lease_until, _, _ = lease
+    return list(
+        Delivery.objects.filter(lease_token=token, lease_expires_at=lease_until)
+        .select_related("event", "profile")
+        .order_by("event_id")
+    )
+
+
+def _lease(
+    status: str,
+    *,
+    limit: int,
+    due_before: datetime | None = None,
+    profile_ids: Sequence[int] | None = None,
+    keep: tuple[str, Sequence[int]] | None = None,
+) -> tuple[str, datetime, int, dict[int, datetime]] | None:
+    """Set a new lease on up to ``limit`` due rows, or return None.
+
+    Returns (token, lease end, rows kept, stranded): ``stranded`` maps the rows whose previous
+    lease had expired (a worker stopped while holding them, maybe mid-push) to when that
+    worker claimed them. ``keep`` = (token, pks): rows this worker already holds under
+    ``token`` move to the new lease too (and have it renewed); a row whose lease another
+    worker took over stays theirs.
+    """
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    lease_until = now + timedelta(seconds=consent_settings.LEASE_SECONDS)
+    ids: list[int] = []
+    kept = 0
+    stranded: dict[int, datetime] = {}
+    lease_length = timedelta(seconds=consent_settings.LEASE_SECONDS)
+    with transaction.atomic():
+        if limit > 0:
+            due = Delivery.objects.filter(status=status, next_attempt_at__lte=due_before or now)
+            due = due.filter(_free(now))
+            if profile_ids is not None:
+                due = due.filter(profile_id__in=list(profile_ids))
+            if status == DeliveryStatus.PENDING:
+                older = Delivery.objects.filter(
+                    profile_id=OuterRef("profile_id"),
+                    channel=OuterRef("channel"),
+                    purpose=OuterRef("purpose"),
+                    status=DeliveryStatus.PENDING,
+                    event_id__lt=OuterRef("event_id"),
+                )
+                due = due.exclude(Exists(older))
+            candidates = due.order_by("event_id")
+            if connection.features.has_select_for_update_skip_locked:
+                candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+            picked = list(candidates.values_list("pk", "lease_token", "lease_expires_at")[:limit])
+            ids = [pk for pk, _, _ in picked]
+            stranded = {pk: ends - lease_length for pk, old, ends in picked if old and ends}
+            if ids:
+                Delivery.objects.filter(pk__in=ids).filter(_free(now)).update(
+                    lease_token=token, lease_expires_at=lease_until
+                )
+        if keep is not None and keep[1]:
+            kept = Delivery.objects.filter(
+                pk__in=list(keep[1]), lease_token=keep[0], status=status
+            ).update(lease_token=token, lease_expires_at=lease_until)
+    if not ids and not kept:
+        return None
+    return token, lease_until, kept, stranded
+
+
+class _Row(NamedTuple):
+    """What pushing one outbox row needs, read as plain values (no model instances)."""
+
+    pk: int
+    profile_id: int
+    channel: str
+    purpose: str
+    attempts: int
+    lease_token: str
+    email: str
+    phone_number: str
+    consent: str
+    consented_at: datetime | None
+    list_id: str
+    historical_import: bool
+    custom_source: str
+    klaviyo_id: str
+    #: The event, when the caller already loaded it (``Pusher.push`` of claimed deliveries).
+    event: ConsentEvent | None = None
+
+
+_ROW_COLUMNS = (
+    "event_id",
+    "profile_id",
+    "channel",
+    "purpose",
+    "attempts",
+    "lease_token",
+    "event__email",
+    "event__phone_number",
+    "event__consent",
+    "event__consented_at",
+    "event__list_id",
+    "event__historical_import",
+    "event__custom_source",
+    "profile__klaviyo_id",
+)
+
+
+def _row_of(delivery: Delivery | _Row) -> _Row:
+    if isinstance(delivery, _Row):
+        return delivery
+    event = delivery.event
+    return _Row(
+        delivery.pk,
+        delivery.profile_id,
+        delivery.channel,
+        delivery.purpose,
+        delivery.attempts,
+        delivery.lease_token,
+        event.email,
+        event.phone_number,
+        event.consent,
+        event.consented_at,
+        event.list_id,
+        event.historical_import,
+        event.custom_source,
+        delivery.profile.klaviyo_id,
+        event,
+    )
+
+
+def _leased_rows(token: str, lease_until: datetime) -> list[_Row]:
+    return [
+        _Row(*values)
+        for values in Delivery.objects.filter(lease_token=token, lease_expires_at=lease_until)
+        .order_by("event_id")
+        .values_list(*_ROW_COLUMNS)
+    ]
+
+
+def _events(rows: Sequence[_Row]) -> list[ConsentEvent]:
+    """The full events of these rows, for signal receivers (loaded only when someone listens)."""
+    missing = [row.pk for row in rows if row.event is None]
+    loaded = ConsentEvent.objects.in_bulk(missing) if missing else {}
+    return [row.event if row.event is not None else loaded[row.pk] for row in rows]
+
+
+def _announce(signal: Any, rows: Sequence[_Row], **kwargs: Any) -> None:
+    if signal.has_listeners(ConsentEvent):
+        signal.send_robust(sender=ConsentEvent, events=_events(rows), **kwargs)
+
+
+@dataclass
+class _Job:
+    operation: str
+    list_id: str | None
+    historical_import: bool = False
+    custom_source: str = ""
+    #: profile id -> its rows in this job
+    members: dict[int, list[_Row]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        if self.operation == "subscribe":
+            return payloads.MAX_SUBSCRIBE_PROFILES
+        return payloads.MAX_UNSUBSCRIBE_PROFILES
+
+    def payload(self, profile_ids: Sequence[int]) -> dict[str, Any]:
+        entries = [self._entry(self.members[pid]) for pid in profile_ids]
+        if self.operation == "subscribe":
+            return payloads.subscribe_job(
+                entries,
+                list_id=self.list_id,
+                historical_import=self.historical_import,
+                custom_source=self.custom_source or None,
+            )
+        return payloads.unsubscribe_job(entries, list_id=self.list_id)
+
+    @staticmethod
+    def _entry(rows: list[_Row]) -> dict[str, Any]:
+        newest = rows[-1]
+        return payloads.profile_entry(
+            email=newest.email or None,
+            phone_number=newest.phone_number or None,
+            klaviyo_id=newest.klaviyo_id or None,
+            consents=[(r.channel, r.purpose, r.consent, r.consented_at) for r in rows],
+        )
+
+
+def build_jobs(deliveries: Iterable[Delivery | _Row]) -> list[tuple[_Job, list[list[int]]]]:
+    """Group into one job per operation / list / historical_import / custom_source, chunked."""
+    jobs: dict[tuple[Any, ...], _Job] = {}
+    default_list = consent_settings.DEFAULT_LIST_ID or None
+    for delivery in deliveries:
+        row = _row_of(delivery)
+        list_id = row.list_id or default_list
+        if row.consent == Consent.SUBSCRIBED:
+            key: tuple[Any, ...] = (
+                "subscribe",
+                list_id,
+                row.historical_import,
+                row.custom_source,
+            )
+        else:
+            key = ("unsubscribe", list_id)
+        job = jobs.get(key)
+        if job is None:
+            job = jobs[key] = _Job(*key)
+        members = job.members.get(row.profile_id)
+        if members is None:
+            job.members[row.profile_id] = [row]
+        else:
+            members.append(row)
+    result = []
+    for job in jobs.values():
+        size = job.size
+        ids = list(job.members)
+        result.append((job, [ids[i : i + size] for i in range(0, len(ids), size)]))
+    return result
+
+
+def _send(job: _Job, payload: dict[str, Any]) -> None:
+    backend = get_backend()
+    if job.operation == "subscribe":
+        backend.bulk_subscribe_profiles(payload)
+    else:
+        backend.bulk_unsubscribe_profiles(payload)
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> float:
+    """Seconds before the next try: Klaviyo's Retry-After, else exponential with full jitter."""
+    if retry_after is not None:
+        return retry_after
+    ceiling = min(
+        consent_settings.RETRY_BACKOFF_MAX, consent_settings.RETRY_BACKOFF_BASE * 2**attempts
+    )
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class Pusher:
+    """Sends one claimed batch; marks each row pushed, retried or failed, never silently."""
+
+    def __init__(self, report: SyncReport, send: Callable[[_Job, dict[str, Any]], None] = _send):
+        self.report = report
+        self.send = send
+
+    def push(self, deliveries: Sequence[Delivery | _Row]) -> None:
+        self.push_rows([_row_of(d) for d in deliveries], flush=True)
+
+    def push_rows(
+        self, rows: Sequence[_Row], *, flush: bool, hold_at_most: int | None = None
+    ) -> list[_Row]:
+        """Push ``rows``; unless ``flush``, hold back each group's last, partly filled job.
+
+        Returns the rows held back: the caller adds the next claimed rows to them, so a backlog
+        goes out in full jobs (fewer requests against Klaviyo's rate limits) however it was
+        split into claims. ``hold_at_most`` bounds what stays held (so no worker sits on more
+        than a claim of the backlog): past it, the fullest partial jobs go out now, as they
+        waste the least.
+        """
+        tails: list[tuple[_Job, list[int], list[_Row]]] = []
+        for job, chunks in build_jobs(rows):
+            if not flush and chunks and len(chunks[-1]) < job.size:
+                tail = chunks.pop()
+                tails.append((job, tail, self._rows(job, tail)))
+            for profile_ids in chunks:
+                self._push_chunk(job, profile_ids)
+        if hold_at_most is not None:
+            tails.sort(key=lambda tail: len(tail[1]) / tail[0].size)
+            count = sum(len(tail_rows) for _, _, tail_rows in tails)
+            while tails and count > hold_at_most:
+                job, profile_ids, tail_rows = tails.pop()
+                self._push_chunk(job, profile_ids)
+                count -= len(tail_rows)
+        return [row for _, _, tail_rows in tails for row in tail_rows]
+
+    def _push_chunk(self, job: _Job, profile_ids: list[int]) -> None:
+        payload = job.payload(profile_ids)
+        self.report.requests += 1
+        try:
+            self.send(job, payload)
+        except KlaviyoAPIError as error:
+            if error.retryable:
+                self._retry(job, profile_ids, error)
+            else:
+                self._refused(job, profile_ids, error)
+            return
+        self.report.jobs += 1
+        self._mark_pushed(job, profile_ids)
+
+    def _refused(self, job: _Job, profile_ids: list[int], error: KlaviyoAPIError) -> None:
+        """A 4xx: isolate the profiles Klaviyo names (or bisect) so the good ones still go."""
+        if len(profile_ids) == 1:
+            self._mark_failed(job, profile_ids, error)
+            return
+        named: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for err in error.errors:
+            match = _PROFILE_POINTER.match(((err.get("source") or {}).get("pointer")) or "")
+            if match and int(match.group(1)) < len(profile_ids):
+                named[int(match.group(1))].append(err)
+        if named:
+            bad = {profile_ids[i] for i in named}
+            for index, errs in named.items():
+                self._mark_failed(
+                    job, [profile_ids[index]], type(error)(status=error.status, errors=errs)
+                )
+            rest = [pid for pid in profile_ids if pid not in bad]
+            if rest:
+                self._push_chunk(job, rest)
+            return
+        middle = len(profile_ids) // 2
+        self._push_chunk(job, profile_ids[:middle])
+        self._push_chunk(job, profile_ids[middle:])
+
+    def _rows(self, job: _Job, profile_ids: Sequence[int]) -> list[_Row]:
+        return [d for pid in profile_ids for d in job.members[pid]]
+
+    @staticmethod
+    def _owned(rows: Sequence[_Row]) -> Any:
+        """Only rows whose lease is still ours: a reclaimed row belongs to its new worker."""
+        return Delivery.objects.filter(pk__in=[d.pk for d in rows], lease_token=rows[0].lease_token)
+
+    def _mark_pushed(self, job: _Job, profile_ids: list[int]) -> None:
+        rows = self._rows(job, profile_ids)
+        self.mark_rows_pushed(rows)
+        _announce(consent_pushed, rows, operation=job.operation, list_id=job.list_id)
+
+    def mark_rows_pushed(self, rows: Sequence[_Row], reason: str = "") -> None:
+        now = timezone.now()
+        verify_at = now + timedelta(seconds=consent_settings.VERIFY_DELAY)
+        self._owned(rows).update(
+            status=DeliveryStatus.PUSHED,
+            pushed_at=now,
+            next_attempt_at=verify_at,
+            reason=reason,
+            errors=[],
+            lease_token="",
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        self.report.pushed += len(rows)
+
+    def settle_stranded(self, rows: Sequence[_Row], claimed_at: dict[int, datetime]) -> list[_Row]:
+        """Rows a stopped worker may already have sent: skip those Klaviyo shows it applied.
+
+        A worker killed between Klaviyo's 202 and its own UPDATE leaves rows whose job arrived.
+        Klaviyo offers no job status and no idempotency key, so read the profiles back: a row
+        whose consent Klaviyo shows with a timestamp after that worker's claim is marked pushed
+        without a second job. The rest (Klaviyo slower, or the job never arrived) go out again,
+        which is harmless in effect. Returns the rows still to send.
+        """
+        from klaviyo_consent.services.mirror import PullReport, _fetch, store_mirrors
+
+        stranded = [row for row in rows if row.pk in claimed_at]
+        if not stranded:
+            return list(rows)
+        profiles = Profile.objects.filter(pk__in={row.profile_id for row in stranded})
+        try:
+            found = _fetch(list(profiles), PullReport())
+        except KlaviyoAPIError:
+            return list(rows)
+        store_mirrors(found)  # a fresh read of Klaviyo is worth keeping as the mirror
+        settled = []
+        for row in stranded:
+            if row.profile_id in found:
+                leaf = found[row.profile_id][0].klaviyo_leaf(row.channel, row.purpose)
+                stamp = parse_datetime(str(leaf.get("consent_timestamp") or ""))
+                if leaf.get("consent") == row.consent and stamp and stamp >= claimed_at[row.pk]:
+                    settled.append(row)
+        if settled:
+            self.mark_rows_pushed(
+                settled, reason="found applied in Klaviyo after a worker stopped mid-push"
+            )
+            self.report.settled += len(settled)
+        done = {row.pk for row in settled}
+        return [row for row in rows if row.pk not in done]
+
+    def _mark_failed(self, job: _Job, profile_ids: list[int], error: KlaviyoAPIError) -> None:
+        rows = self._rows(job, profile_ids)
+        self._owned(rows).update(
+            status=DeliveryStatus.FAILED,
+            reason=str(error),
+            errors=error.errors,
+            next_attempt_at=None,
+            lease_token="",
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+        self.report.failed += len(rows)
+        _announce(consent_push_failed, rows, error=error, final=True)
+
+    def _retry(self, job: _Job, profile_ids: list[int], error: KlaviyoAPIError) -> None:
+        rows = self._rows(job, profile_ids)
+        now = timezone.now()
+        by_attempts: dict[int, list[_Row]] = defaultdict(list)
+        for row in rows:
+            by_attempts[row.attempts + 1].append(row)
+        dead: list[_Row] = []
+        for attempts, group in by_attempts.items():
+            if attempts >= consent_settings.MAX_ATTEMPTS:
+                self._owned(group).update(
+                    status=DeliveryStatus.FAILED,
+                    attempts=attempts,
+                    reason=f"Gave up after {attempts} attempts: {error}",
+                    errors=error.errors,
+                    next_attempt_at=None,
+                    dead_lettered_at=now,
+                    lease_token="",
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+                dead += group
+            else:
+                self._owned(group).update(
+                    attempts=attempts,
+                    reason=f"Will retry: {error}",
+                    errors=error.errors,
+                    next_attempt_at=now + timedelta(seconds=backoff(attempts, error.retry_after)),
+                    lease_token="",
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+        self.report.retried += len(rows) - len(dead)
+        self.report.failed += len(dead)
+        _announce(consent_push_failed, rows, error=error, final=False)
+        if dead:
+            _announce(consent_push_failed, dead, error=error, final=True)
+
+
+def push_pending(
+    *,
+    limit: int | None = None,
+    claim_size: int = CLAIM_SIZE,
+    profile_ids: Sequence[int] | None = None,
+    include_scheduled: bool = False,
+) -> SyncReport:
+    """Push every due pending event, batch after batch, until none is due (or ``limit``).
+
+    ``include_scheduled`` also takes rows waiting for a retry (an operator's "push now").
+    """
+    report = SyncReport()
+    pusher = Pusher(report)
+    held: list[_Row] = []
+    while True:
+        room = claim_size if limit is None else min(claim_size, limit - report.claimed)
+        lease = _lease(
+            DeliveryStatus.PENDING,
+            limit=max(room, 0),
+            profile_ids=profile_ids,
+            due_before=_far_future() if include_scheduled else None,
+            keep=(held[0].lease_token, [row.pk for row in held]) if held else None,
+        )
+        if lease is None:
+            break
+        token, lease_until, kept, stranded = lease
+        rows = _leased_rows(token, lease_until)
+        fresh = len(rows) - kept
+        report.claimed += fresh
+        if stranded:
+            rows = pusher.settle_stranded(rows, stranded)
+        # A short claim means nothing more is due now; then, or at the limit, send it all. At
+        # most a claim's worth stays held, so no worker sits on a share of the backlog.
+        done = limit is not None and report.claimed >= limit
+        held = pusher.push_rows(rows, flush=fresh < room or done, hold_at_most=claim_size)
+    return report
+
+
+def _far_future() -> datetime:
+    return timezone.now() + timedelta(days=3650)
+
+
+def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) -> SyncReport:
+    """Push what is pending, then verify what is due; with ``wait``, until nothing is pending."""
+    from klaviyo_consent.services.mirror import verify_pushed
+
+    report = SyncReport()
+    deadline = time.monotonic() + max_wait
+    while True:
+        report.merge(push_pending())
+        if verify:
+            report.merge(verify_pushed())
+        if not wait:
+            return report
+        upcoming = (
+            Delivery.objects.filter(status=DeliveryStatus.PENDING)
+            .order_by("next_attempt_at")
+            .values_list("next_attempt_at", flat=True)
+            .first()
+        )
+        if upcoming is None or time.monotonic() >= deadline:
+            return report
+        time.sleep(min(max((upcoming - timezone.now()).total_seconds(), 0.05), 5.0))
+
+
+def retry_failed(*, event_ids: Sequence[int] | None = None) -> int:
+    """Put failed (and dead-lettered) events back in the outbox for another round of attempts."""
+    rows = Delivery.objects.filter(status=DeliveryStatus.FAILED)
+    if event_ids is not None:
+        rows = rows.filter(event_id__in=list(event_ids))
+    return rows.update(
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=timezone.now(),
+        dead_lettered_at=None,
+        lease_token="",
+        lease_expires_at=None,
+        updated_at=timezone.now(),
+    )

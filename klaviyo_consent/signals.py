@@ -1,0 +1,35 @@
+"""Public signals: facts in the past tense, sent with the model class as sender.
+
+Connect to them like Django's own::
+
+    from klaviyo_consent.signals import consent_recorded
+
+    @receiver(consent_recorded)
+    def audit(sender, events, **kwargs): ...
+"""
+
+from django.dispatch import Signal
+
+#: kwargs: events (list[ConsentEvent]), profile (Profile). Sent inside the recording transaction.
+consent_recorded = Signal()
+
+#: kwargs: events (list[ConsentEvent]), operation ("subscribe" | "unsubscribe"), list_id.
+#: Klaviyo accepted a job with these events (202: accepted, not yet applied).
+consent_pushed = Signal()
+
+#: kwargs: events (list[ConsentEvent]), error (KlaviyoAPIError), final (bool).
+#: ``final`` is True when the events ended ``failed``; False when they will be retried.
+consent_push_failed = Signal()
+
+#: kwargs: profile (Profile), subscriptions (dict): Klaviyo's object, just mirrored.
+subscriptions_mirrored = Signal()
+
+#: kwargs: event (ConsentEvent), delivery (Delivery). Klaviyo shows the consent took effect.
+consent_applied = Signal()
+
+#: kwargs: event (ConsentEvent), delivery (Delivery), reason (str). Klaviyo does not show it.
+consent_not_applied = Signal()
+
+#: kwargs: profile (Profile), event (ConsentEvent): the inbound event recording a change made
+#: in Klaviyo (STOP reply, unsubscribe link, spam complaint, double opt-in confirmed).
+drift_detected = Signal()

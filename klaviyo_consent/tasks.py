@@ -1,0 +1,60 @@
+"""Task wrappers over the services, on Django's Tasks framework.
+
+``django.tasks`` on Django 6.x, the ``django-tasks`` backport on 5.2. Which backend runs them
+(immediate for the demo, the database worker, or Celery) is the site's ``TASKS`` setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from django.tasks import task
+except ImportError:  # Django < 6.0
+    from django_tasks import task
+
+
+@task()
+def push_pending() -> dict[str, Any]:
+    """Push what is due, then verify what is due; safe to run any number of times.
+
+    When it pushed something and the task backend can defer, it schedules itself again for when
+    the read-back is due, so verdicts arrive without a separate worker loop.
+    """
+    from klaviyo_consent.services.sync import sync
+
+    report = sync()
+    if report.pushed or report.retried:
+        schedule_follow_up()
+    return report.as_dict()
+
+
+def schedule_follow_up() -> bool:
+    """Enqueue ``push_pending`` for when the next retry or read-back is due, if the backend can.
+
+    Only a run that pushed or scheduled a retry calls this, so follow-ups form one short chain
+    per burst of work; long waits (double opt-in confirmations) are left to
+    ``klaviyo_consent_sync --loop`` or a periodic job.
+    """
+    from django.utils import timezone
+
+    from klaviyo_consent.choices import DeliveryStatus
+    from klaviyo_consent.conf import consent_settings
+    from klaviyo_consent.models import Delivery
+
+    deferred = push_pending.using(backend=consent_settings.TASK_BACKEND)
+    if not deferred.get_backend().supports_defer:
+        return False
+    due = (
+        Delivery.objects.filter(
+            status__in=(DeliveryStatus.PENDING, DeliveryStatus.PUSHED),
+            next_attempt_at__isnull=False,
+        )
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    if due is None:
+        return False
+    deferred.using(run_after=max(due, timezone.now())).enqueue()
+    return True
