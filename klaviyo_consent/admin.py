@@ -1,0 +1,359 @@
+"""Admin: each profile's mirrored Klaviyo subscriptions beside its local ledger, all read-only.
+
+Actions call the same services as the API and the commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from klaviyo_consent.choices import CHANNEL_PURPOSES, DeliveryStatus, Method
+from klaviyo_consent.models import (
+    EVENT_FIELDS,
+    ConsentEvent,
+    Delivery,
+    KlaviyoList,
+    Profile,
+    WebhookDelivery,
+)
+from klaviyo_consent.services.ledger import ledger_for
+from klaviyo_consent.services.lists import mirror_lists
+from klaviyo_consent.services.mirror import pull_profiles
+from klaviyo_consent.services.sync import push_pending, retry_failed
+
+BADGE_COLOURS = {
+    DeliveryStatus.PENDING: "#6c757d",
+    DeliveryStatus.PUSHED: "#0d6efd",
+    DeliveryStatus.APPLIED: "#198754",
+    DeliveryStatus.PENDING_CONFIRMATION: "#b58105",
+    DeliveryStatus.NOT_APPLIED: "#dc3545",
+    DeliveryStatus.FAILED: "#842029",
+}
+MIRROR_COLUMNS = (
+    "consent",
+    "consent_timestamp",
+    "method",
+    "method_detail",
+    "custom_method_detail",
+    "double_optin",
+    "suppression",
+)
+
+
+def badge(status: str | None, title: str = "") -> SafeString:
+    if not status:
+        return format_html("<span>{}</span>", "—")
+    return format_html(
+        '<span title="{}" style="background:{};color:#fff;padding:1px 6px;border-radius:8px;'
+        'font-size:11px;white-space:nowrap">{}</span>',
+        title,
+        BADGE_COLOURS.get(status, "#6c757d"),
+        status,
+    )
+
+
+def _cell(name: str, leaf: dict[str, Any]) -> str:
+    if name not in leaf:
+        return "—"
+    value = leaf[name]
+    if name == "suppression":
+        return (
+            ", ".join(f"{s.get('reason')} ({s.get('timestamp') or '?'})" for s in value or [])
+            or "none"
+        )
+    return "—" if value in (None, "") else str(value)
+
+
+class ConsentFilter(admin.SimpleListFilter):
+    """Filter by Klaviyo's mirrored consent on a channel."""
+
+    title = "consent (Klaviyo)"
+    parameter_name = "consent"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (f"{channel}.{purpose}.{consent}", f"{channel} {purpose}: {consent}")
+            for channel, purposes in CHANNEL_PURPOSES.items()
+            for purpose in purposes
+            for consent in ("SUBSCRIBED", "UNSUBSCRIBED", "NEVER_SUBSCRIBED")
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if not self.value():
+            return queryset
+        channel, purpose, consent = self.value().split(".")
+        return queryset.filter(**{f"subscriptions__{channel}__{purpose}__consent": consent})
+
+
+class VerdictFilter(admin.SimpleListFilter):
+    """Profiles with an event in a given verdict, or with drift recorded from Klaviyo."""
+
+    title = "verdict"
+    parameter_name = "verdict"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (DeliveryStatus.NOT_APPLIED, "not applied"),
+            (DeliveryStatus.PENDING_CONFIRMATION, "pending confirmation"),
+            (DeliveryStatus.FAILED, "failed"),
+            (DeliveryStatus.PENDING, "pending"),
+            ("drift", "drift (changed in Klaviyo)"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if not value:
+            return queryset
+        if value == "drift":
+            inbound = ConsentEvent.objects.filter(profile=OuterRef("pk"), method=Method.KLAVIYO)
+            return queryset.filter(Exists(inbound))
+        rows = Delivery.objects.filter(profile=OuterRef("pk"), status=value)
+        return queryset.filter(Exists(rows))
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ConsentEventInline(ReadOnlyMixin, admin.TabularInline):
+    model = ConsentEvent
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ["-recorded_at", "-id"]
+    fields = [
+        "recorded_at",
+        "channel",
+        "purpose",
+        "consent",
+        "method",
+        "method_detail",
+        "custom_source",
+        "list_id",
+        "verdict",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="verdict")
+    def verdict(self, event: ConsentEvent) -> SafeString:
+        delivery = getattr(event, "delivery", None)
+        if delivery is None:
+            return badge(None)
+        return format_html("{} {}", badge(delivery.status), delivery.reason)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("delivery")
+
+
+@admin.register(Profile)
+class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "phone_number",
+        "email_marketing",
+        "sms_marketing",
+        "verdicts",
+        "mirrored_at",
+    ]
+    search_fields = ["email", "phone_number", "external_id", "klaviyo_id"]
+    list_filter = [ConsentFilter, VerdictFilter]
+    readonly_fields = [
+        "email",
+        "phone_number",
+        "external_id",
+        "klaviyo_id",
+        "mirrored_at",
+        "created_at",
+        "consent_side_by_side",
+    ]
+    fieldsets = [
+        (None, {"fields": ["email", "phone_number", "external_id", "klaviyo_id"]}),
+        (
+            "Consent: Klaviyo's mirror beside the local ledger",
+            {"fields": ["mirrored_at", "consent_side_by_side"]},
+        ),
+    ]
+    inlines = [ConsentEventInline]
+    actions = ["push_pending_action", "refresh_action"]
+
+    def _mirror_consent(self, profile: Profile, channel: str) -> str:
+        return profile.klaviyo_leaf(channel, "marketing").get("consent") or "—"
+
+    @admin.display(description="email marketing (Klaviyo)")
+    def email_marketing(self, profile: Profile) -> str:
+        return self._mirror_consent(profile, "email")
+
+    @admin.display(description="SMS marketing (Klaviyo)")
+    def sms_marketing(self, profile: Profile) -> str:
+        return self._mirror_consent(profile, "sms")
+
+    @admin.display(description="verdicts")
+    def verdicts(self, profile: Profile) -> SafeString:
+        ledger = ledger_for(profile)
+        return format_html_join(
+            " ",
+            "{}",
+            (
+                (badge(leaf["delivery"], f"{channel}.{purpose}: {leaf['reason']}"),)
+                for channel, purposes in ledger.items()
+                for purpose, leaf in purposes.items()
+                if leaf["delivery"]
+            ),
+        )
+
+    @admin.display(description="subscriptions")
+    def consent_side_by_side(self, profile: Profile) -> SafeString:
+        ledger = ledger_for(profile)
+        head = format_html_join(
+            "",
+            "<th>{}</th>",
+            ((c,) for c in ("channel / purpose", *MIRROR_COLUMNS, "ledger", "verdict", "reason")),
+        )
+        rows = []
+        for channel, purposes in CHANNEL_PURPOSES.items():
+            for purpose in purposes:
+                leaf = profile.klaviyo_leaf(channel, purpose)
+                local = ledger[channel][purpose]
+                cells = format_html_join(
+                    "", "<td>{}</td>", ((_cell(c, leaf),) for c in MIRROR_COLUMNS)
+                )
+                rows.append(
+                    format_html(
+                        "<tr><th>{}.{}</th>{}<td>{}</td><td>{}</td><td>{}</td></tr>",
+                        channel,
+                        purpose,
+                        cells,
+                        local["status"],
+                        badge(local["delivery"]),
+                        local["reason"],
+                    )
+                )
+        note = "" if profile.mirrored_at else " (never read back from Klaviyo yet)"
+        return format_html(
+            '<table class="kc-subscriptions"><caption>Klaviyo subscriptions{}</caption>'
+            "<thead><tr>{}</tr></thead><tbody>{}</tbody></table>",
+            note,
+            head,
+            format_html_join("", "{}", ((r,) for r in rows)),
+        )
+
+    @admin.action(description="Push pending consent to Klaviyo now")
+    def push_pending_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        report = push_pending(
+            profile_ids=list(queryset.values_list("pk", flat=True)), include_scheduled=True
+        )
+        self.message_user(
+            request,
+            f"Pushed {report.pushed}, retrying {report.retried}, failed {report.failed}.",
+            messages.WARNING if report.failed else messages.SUCCESS,
+        )
+
+    @admin.action(description="Refresh from Klaviyo (read back and re-verify)")
+    def refresh_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        report = pull_profiles(list(queryset))
+        self.message_user(
+            request,
+            f"Mirrored {report.profiles_mirrored} profile(s); {len(report.not_found)} unknown to "
+            f"Klaviyo; {report.verdicts_changed} verdict(s) changed; {report.drifts} drift(s).",
+        )
+
+
+@admin.register(ConsentEvent)
+class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "recorded_at",
+        "profile",
+        "channel",
+        "purpose",
+        "consent",
+        "method",
+        "verdict",
+    ]
+    list_filter = [
+        "channel",
+        "purpose",
+        "consent",
+        "method",
+        "delivery__status",
+        "historical_import",
+    ]
+    search_fields = [
+        "email",
+        "phone_number",
+        "profile__email",
+        "profile__phone_number",
+        "custom_source",
+    ]
+    list_select_related = ["profile", "delivery"]
+    date_hierarchy = "recorded_at"
+    actions = ["retry_action"]
+    readonly_fields = [*EVENT_FIELDS, "delivery_state"]
+
+    @admin.display(description="verdict", ordering="delivery__status")
+    def verdict(self, event: ConsentEvent) -> SafeString:
+        return badge(event.delivery.status, event.delivery.reason)
+
+    @admin.display(description="delivery")
+    def delivery_state(self, event: ConsentEvent) -> SafeString:
+        d = event.delivery
+        return format_html(
+            "{} {}<br>attempts {}, pushed {}, verified {}, dead-lettered {}<br><code>{}</code>",
+            badge(d.status),
+            d.reason,
+            d.attempts,
+            d.pushed_at or "—",
+            d.verified_at or "—",
+            d.dead_lettered_at or "—",
+            d.errors or "",
+        )
+
+    @admin.action(description="Retry failed / dead-letter events")
+    def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = retry_failed(event_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} event(s) queued again.")
+
+
+@admin.register(KlaviyoList)
+class KlaviyoListAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["list_id", "name", "opt_in_process", "mirrored_at"]
+    search_fields = ["list_id", "name"]
+    actions = ["refresh_lists"]
+    readonly_fields = ["list_id", "name", "opt_in_process", "klaviyo_data", "mirrored_at"]
+
+    @admin.action(description="Refresh all lists from Klaviyo")
+    def refresh_lists(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.message_user(request, f"Mirrored {len(mirror_lists())} list(s).")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Verified Klaviyo webhook deliveries, for audit; unprocessed ones carry their error."""
+
+    list_display = ["received_at", "webhook_id", "topics", "processed_at", "error"]
+    list_filter = [("processed_at", admin.EmptyFieldListFilter), "webhook_id"]
+    search_fields = ["webhook_id", "signature"]
+    date_hierarchy = "received_at"
+    readonly_fields = [
+        "webhook_id",
+        "signature",
+        "klaviyo_timestamp",
+        "received_at",
+        "topics",
+        "body",
+        "processed_at",
+        "error",
+    ]

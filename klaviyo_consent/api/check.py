@@ -1,0 +1,57 @@
+"""``check/``: has this email or phone number consented before? Answered from the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from klaviyo_consent.api.permissions import CanViewConsent
+from klaviyo_consent.api.serializers import StrictSerializer
+from klaviyo_consent.services.check import MAX_IDENTIFIERS, check_prior_consent
+
+
+def _identifiers() -> serializers.ListField:
+    # Blank and odd strings are kept: each gets its own error in the answer, never a silent drop.
+    return serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=320),
+        required=False,
+        default=list,
+        max_length=MAX_IDENTIFIERS,
+    )
+
+
+class PriorConsentCheckSerializer(StrictSerializer):
+    """Body of ``check/``: up to 1000 emails and phone numbers together."""
+
+    emails = _identifiers()
+    phone_numbers = _identifiers()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        total = len(attrs["emails"]) + len(attrs["phone_numbers"])
+        if total == 0:
+            raise serializers.ValidationError("Give at least one email or phone number.")
+        if total > MAX_IDENTIFIERS:
+            message = (
+                f"At most {MAX_IDENTIFIERS} identifiers per check (emails and phone_numbers "
+                f"together); got {total}."
+            )
+            raise serializers.ValidationError(
+                {name: [message] for name in ("emails", "phone_numbers") if attrs[name]}
+            )
+        return attrs
+
+
+class PriorConsentCheckView(APIView):
+    """Each identifier's consent per channel and purpose, in the order given."""
+
+    permission_classes = [CanViewConsent]
+
+    def post(self, request: Request) -> Response:
+        serializer = PriorConsentCheckSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return Response({"results": check_prior_consent(data["emails"], data["phone_numbers"])})

@@ -1,0 +1,28 @@
+"""Who may read the ledger (personal data) and who may write consent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+
+
+class CanViewConsent(BasePermission):
+    """An authenticated user holding the app's view permission for the model read."""
+
+    message = "Reading consent records needs the klaviyo_consent view permission."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        model = view.get_queryset().model if hasattr(view, "get_queryset") else None
+        name = model._meta.model_name if model is not None else "profile"
+        return bool(user.has_perm(f"klaviyo_consent.view_{name}"))
+
+
+def write_permissions() -> list[BasePermission]:
+    """Instances of ``KLAVIYO_CONSENT["WRITE_PERMISSION_CLASSES"]``."""
+    from klaviyo_consent.conf import consent_settings
+
+    return [permission() for permission in consent_settings.WRITE_PERMISSION_CLASSES]

@@ -1,0 +1,138 @@
+"""Request and response shapes of the consent API, in Klaviyo's vocabulary."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from rest_framework import serializers
+
+from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Method
+from klaviyo_consent.models import EVENT_FIELDS, ConsentEvent, Delivery, Profile
+from klaviyo_consent.services.ledger import ledger_for
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses keys it does not know, so a typo is a 400, not a silently ignored field."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class ProfileInputSerializer(StrictSerializer):
+    email = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=254)
+    phone_number = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=32
+    )
+    external_id = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=255
+    )
+
+
+def _purposes_serializer(channel: str) -> type[StrictSerializer]:
+    fields = {
+        purpose: serializers.BooleanField(required=False) for purpose in CHANNEL_PURPOSES[channel]
+    }
+    return type(f"{channel.title()}PurposesSerializer", (StrictSerializer,), fields)
+
+
+class SubscriptionsInputSerializer(StrictSerializer):
+    email = _purposes_serializer(Channel.EMAIL)(required=False)
+    sms = _purposes_serializer(Channel.SMS)(required=False)
+
+
+class ConsentRequestSerializer(StrictSerializer):
+    """Body of ``subscribe/`` and ``unsubscribe/``."""
+
+    profile = ProfileInputSerializer()
+    subscriptions = SubscriptionsInputSerializer()
+    list_id = serializers.CharField(required=False, allow_blank=True, max_length=64, default="")
+    method = serializers.ChoiceField(
+        choices=[c for c in Method.choices if c[0] != Method.KLAVIYO], default=Method.API
+    )
+    method_detail = serializers.CharField(
+        required=False, allow_blank=True, max_length=255, default=""
+    )
+    custom_source = serializers.CharField(
+        required=False, allow_blank=True, max_length=255, default=""
+    )
+    consent_text = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    consented_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    historical_import = serializers.BooleanField(required=False, default=False)
+
+
+class _BuiltOnce:
+    """Build a ModelSerializer's fields once per class, then hand each instance deep copies.
+
+    ``ModelSerializer.get_fields()`` introspects the model on every instantiation, which cost
+    more than the rest of a subscribe response; a deep copy is what DRF itself gives each
+    instance of its declared fields. Only the class that lists this mixin is cached: a
+    subclass (which may build fields from its context) gets DRF's behaviour unchanged.
+    """
+
+    _prototype_fields: dict[str, Any] | None = None
+
+    def get_fields(self) -> dict[str, Any]:
+        cls = type(self)
+        if _BuiltOnce not in cls.__bases__:
+            return super().get_fields()  # type: ignore[misc]
+        prototype = cls.__dict__.get("_prototype_fields")
+        if prototype is None:
+            prototype = super().get_fields()  # type: ignore[misc]
+            cls._prototype_fields = prototype
+        return copy.deepcopy(prototype)
+
+
+class DeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
+    class Meta:
+        model = Delivery
+        fields = [
+            "status",
+            "reason",
+            "errors",
+            "attempts",
+            "pushed_at",
+            "verified_at",
+            "dead_lettered_at",
+        ]
+
+
+class ConsentEventSerializer(_BuiltOnce, serializers.ModelSerializer):
+    delivery = DeliverySerializer(read_only=True)
+    recorded_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ConsentEvent
+        fields = ["id", *EVENT_FIELDS, "delivery"]
+
+    def get_recorded_by(self, event: ConsentEvent) -> str | None:
+        return event.recorded_by.get_username() if event.recorded_by_id else None
+
+
+class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):
+    ledger = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Profile
+        fields = [
+            "id",
+            "email",
+            "phone_number",
+            "external_id",
+            "klaviyo_id",
+            "subscriptions",
+            "mirrored_at",
+            "ledger",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_ledger(self, profile: Profile) -> dict[str, Any]:
+        # The subscribe view passes the profile's events it has just read.
+        return ledger_for(profile, events=self.context.get("ledger_events"))

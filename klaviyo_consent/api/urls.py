@@ -1,0 +1,19 @@
+"""Mount with ``path("api/consent/", include("klaviyo_consent.api.urls"))``."""
+
+from django.urls import path
+
+from klaviyo_consent.api import views
+from klaviyo_consent.api.check import PriorConsentCheckView
+from klaviyo_consent.api.webhooks import KlaviyoWebhookView
+
+app_name = "klaviyo_consent"
+
+urlpatterns = [
+    path("subscribe/", views.SubscribeView.as_view(), name="subscribe"),
+    path("unsubscribe/", views.UnsubscribeView.as_view(), name="unsubscribe"),
+    path("profiles/", views.ProfileList.as_view(), name="profile-list"),
+    path("profiles/<int:pk>/", views.ProfileDetail.as_view(), name="profile-detail"),
+    path("events/", views.EventList.as_view(), name="event-list"),
+    path("check/", PriorConsentCheckView.as_view(), name="check"),
+    path("webhooks/klaviyo/", KlaviyoWebhookView.as_view(), name="klaviyo-webhook"),
+]

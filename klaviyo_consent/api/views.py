@@ -1,0 +1,161 @@
+"""Thin views: validate, call one service, serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from klaviyo_consent.api.permissions import CanViewConsent, write_permissions
+from klaviyo_consent.api.serializers import (
+    ConsentEventSerializer,
+    ConsentRequestSerializer,
+    ProfileSerializer,
+)
+from klaviyo_consent.choices import Consent
+from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
+from klaviyo_consent.phone import normalize_phone_number
+from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
+
+
+def field_error(error: ConsentValidationError) -> ValidationError:
+    """``profile.phone_number`` → ``{"profile": {"phone_number": [message]}}``."""
+    detail: Any = [error.message]
+    for part in reversed((error.field or "non_field_errors").split(".")):
+        detail = {part: detail}
+    return ValidationError(detail)
+
+
+def evidence_from(request: Request) -> Evidence:
+    meta = request.META
+    return Evidence(
+        ip_address=meta.get("REMOTE_ADDR") or None,
+        user_agent=meta.get("HTTP_USER_AGENT", ""),
+        page_url=meta.get("HTTP_REFERER", ""),
+    )
+
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class _RecordView(APIView):
+    consent: str = ""
+
+    def get_permissions(self) -> list[Any]:
+        return write_permissions()
+
+    def post(self, request: Request) -> Response:
+        serializer = ConsentRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = request.user if request.user and request.user.is_authenticated else None
+        try:
+            result = record_consent(
+                ConsentRequest(
+                    consent=self.consent,
+                    subscriptions=data["subscriptions"],
+                    email=data["profile"].get("email"),
+                    phone_number=data["profile"].get("phone_number"),
+                    external_id=data["profile"].get("external_id") or None,
+                    list_id=data["list_id"],
+                    method=data["method"],
+                    method_detail=data["method_detail"],
+                    custom_source=data["custom_source"],
+                    consent_text=data["consent_text"],
+                    consented_at=data["consented_at"],
+                    historical_import=data["historical_import"],
+                    evidence=evidence_from(request),
+                    recorded_by=user,
+                )
+            )
+        except ConsentValidationError as error:
+            raise field_error(error) from error
+        # Re-read: with an immediate task backend the push (and read-back) already ran on commit.
+        # One read of the profile's events serves both its ledger and this request's events.
+        profile = Profile.objects.get(pk=result.profile.pk)
+        history = list(
+            ConsentEvent.objects.select_related("delivery", "recorded_by")
+            .filter(profile=profile)
+            .order_by("id")
+        )
+        recorded = {event.pk for event in result.events}
+        events = [event for event in history if event.pk in recorded]
+        context = {"ledger_events": history}
+        return Response(
+            {
+                "profile": ProfileSerializer(profile, context=context).data,
+                "events": ConsentEventSerializer(events, many=True).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class SubscribeView(_RecordView):
+    """Record consent given; it is pushed to Klaviyo once the transaction commits."""
+
+    consent = Consent.SUBSCRIBED
+
+
+class UnsubscribeView(_RecordView):
+    """Record consent withdrawn for the channels and purposes named."""
+
+    consent = Consent.UNSUBSCRIBED
+
+
+class ProfileList(generics.ListAPIView):
+    serializer_class = ProfileSerializer
+    permission_classes = [CanViewConsent]
+    pagination_class = Pagination
+
+    def get_queryset(self) -> Any:
+        queryset = Profile.objects.all()
+        params = self.request.query_params
+        if params.get("email"):
+            queryset = queryset.filter(email=normalize_email(params["email"]))
+        if params.get("phone_number"):
+            try:
+                phone = normalize_phone_number(params["phone_number"])
+            except ConsentValidationError as error:
+                raise ValidationError({"phone_number": [error.message]}) from error
+            queryset = queryset.filter(phone_number=phone)
+        if params.get("external_id"):
+            queryset = queryset.filter(external_id=params["external_id"])
+        return queryset
+
+
+class ProfileDetail(generics.RetrieveAPIView):
+    serializer_class = ProfileSerializer
+    permission_classes = [CanViewConsent]
+    queryset = Profile.objects.all()
+
+
+class EventList(generics.ListAPIView):
+    """The audit trail, newest first."""
+
+    serializer_class = ConsentEventSerializer
+    permission_classes = [CanViewConsent]
+    pagination_class = Pagination
+
+    def get_queryset(self) -> Any:
+        queryset = ConsentEvent.objects.select_related("delivery", "recorded_by").order_by(
+            "-recorded_at", "-id"
+        )
+        params = self.request.query_params
+        if params.get("profile"):
+            if not params["profile"].isdigit():
+                raise ValidationError({"profile": ["A profile id is a whole number."]})
+            queryset = queryset.filter(profile_id=int(params["profile"]))
+        if params.get("channel"):
+            if params["channel"] not in ("email", "sms"):
+                raise ValidationError({"channel": ["Use email or sms."]})
+            queryset = queryset.filter(channel=params["channel"])
+        return queryset

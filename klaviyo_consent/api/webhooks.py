@@ -1,0 +1,39 @@
+"""The endpoint Klaviyo's webhooks post to: verified by signature, not by a user."""
+
+from __future__ import annotations
+
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from klaviyo_consent.exceptions import MalformedWebhook, WebhookRejected
+from klaviyo_consent.services.webhooks import handle_webhook, verify_webhook
+
+
+class KlaviyoWebhookView(APIView):
+    """Accept a signed Klaviyo delivery and re-read the profiles it names.
+
+    No authentication (Klaviyo has no session or token) and so no CSRF check: the HMAC
+    signature over the raw body is the credential.
+    """
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+
+    def post(self, request: Request) -> Response:
+        try:
+            delivery = verify_webhook(request.body, request.headers)
+        except WebhookRejected as rejected:
+            return Response(
+                {"detail": rejected.message, "code": rejected.code},
+                status=status.HTTP_403_FORBIDDEN,
+            )
+        except MalformedWebhook as error:
+            return Response(
+                {"detail": str(error), "code": "malformed"}, status=status.HTTP_400_BAD_REQUEST
+            )
+        return Response(handle_webhook(delivery).as_dict())

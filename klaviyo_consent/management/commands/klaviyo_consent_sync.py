@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from klaviyo_consent.services import sync as sync_service
+
+
+class Command(BaseCommand):
+    help = "Push every pending consent event to Klaviyo, verify what is due, and exit (or --loop)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--loop", action="store_true", help="Keep running as a worker.")
+        parser.add_argument("--interval", type=float, default=1.0, help="Seconds between runs.")
+        parser.add_argument(
+            "--retry-failed",
+            action="store_true",
+            help="First put failed and dead-lettered events back in the outbox.",
+        )
+        parser.add_argument(
+            "--no-wait",
+            action="store_true",
+            help="Exit at once even if retries are scheduled (default: wait for them).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["retry_failed"]:
+            queued = sync_service.retry_failed()
+            self.stdout.write(f"{queued} failed event(s) queued again")
+        while True:
+            report = sync_service.sync(wait=not (options["loop"] or options["no_wait"]))
+            self.stdout.write(
+                "pushed {pushed}, retried {retried}, failed {failed} in {jobs} jobs; "
+                "verified {verified} {verdicts}".format(**report.as_dict())
+            )
+            if not options["loop"]:
+                return
+            time.sleep(options["interval"])
