@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SignupConfig(AppConfig):
+    name = "example_project.signup"
+    label = "signup"

@@ -1,0 +1,50 @@
+"""The demo's signup page: records consent through the same service as the API."""
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+
+from example_project.signup.forms import EMAIL_DISCLOSURE, SMS_DISCLOSURE, SignupForm
+from klaviyo_consent.choices import Consent, Method
+from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
+
+
+def signup(request):
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        texts = [EMAIL_DISCLOSURE] if data["email_marketing"] else []
+        if data["sms_marketing"]:
+            texts.append(SMS_DISCLOSURE)
+        try:
+            result = record_consent(
+                ConsentRequest(
+                    consent=Consent.SUBSCRIBED,
+                    subscriptions={
+                        "email": {"marketing": data["email_marketing"]},
+                        "sms": {"marketing": data["sms_marketing"]},
+                    },
+                    email=data["email"],
+                    phone_number=data["phone_number"] or None,
+                    method=Method.FORM,
+                    method_detail="example signup page",
+                    custom_source="Example signup page",
+                    consent_text="\n".join(texts),
+                    evidence=Evidence(
+                        ip_address=request.META.get("REMOTE_ADDR"),
+                        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                        page_url=request.build_absolute_uri(),
+                    ),
+                    recorded_by=request.user if request.user.is_authenticated else None,
+                )
+            )
+        except ConsentValidationError as error:
+            field = (error.field or "").rsplit(".", 1)[-1]
+            form.add_error(field if field in form.fields else None, error.message)
+        else:
+            messages.success(
+                request,
+                f"Thanks! Recorded {len(result.events)} consent(s) for {result.profile}.",
+            )
+            return redirect("signup")
+    return render(request, "signup/signup.html", {"form": form})
