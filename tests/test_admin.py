@@ -1,0 +1,71 @@
+"""The admin shows Klaviyo's mirror beside the ledger, read-only, with working actions."""
+
+from __future__ import annotations
+
+import pytest
+
+from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+from tests.test_api_subscribe import SUBSCRIBE, body
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client_with_profile(admin_client, api, fake, on_commit):
+    with on_commit():
+        profile_id = api.post(SUBSCRIBE, body(), format="json").data["profile"]["id"]
+    return admin_client, Profile.objects.get(pk=profile_id)
+
+
+def test_profile_page_renders_the_mirror_beside_the_ledger(admin_client_with_profile):
+    client, profile = admin_client_with_profile
+    page = client.get(f"/admin/klaviyo_consent/profile/{profile.pk}/change/").content.decode()
+    assert "kc-subscriptions" in page
+    assert "email.marketing" in page and "sms.transactional" in page
+    assert "SUBSCRIBED" in page and "Footer signup" in page  # custom_method_detail from Klaviyo
+    assert "applied" in page
+
+
+def test_profiles_are_searchable_and_filterable(admin_client_with_profile):
+    client, profile = admin_client_with_profile
+    found = client.get("/admin/klaviyo_consent/profile/", {"q": "+447400123456"}).content.decode()
+    assert "ada@example.com" in found
+    subscribed = client.get(
+        "/admin/klaviyo_consent/profile/", {"consent": "sms.marketing.SUBSCRIBED"}
+    )
+    assert "ada@example.com" in subscribed.content.decode()
+    never = client.get(
+        "/admin/klaviyo_consent/profile/", {"consent": "sms.transactional.SUBSCRIBED"}
+    )
+    assert "ada@example.com" not in never.content.decode()
+
+
+def test_events_are_read_only_in_the_admin(admin_client_with_profile):
+    client, profile = admin_client_with_profile
+    event = ConsentEvent.objects.first()
+    assert client.get(f"/admin/klaviyo_consent/consentevent/{event.pk}/delete/").status_code == 403
+    assert client.get("/admin/klaviyo_consent/consentevent/add/").status_code == 403
+    page = client.get(f"/admin/klaviyo_consent/consentevent/{event.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="consent_text"' not in page.content  # displayed, not editable
+
+
+def test_refresh_action_reads_klaviyo_back(admin_client_with_profile, fake):
+    client, profile = admin_client_with_profile
+    fake.reply_stop("+447400123456")
+    client.post(
+        "/admin/klaviyo_consent/profile/",
+        {"action": "refresh_action", "_selected_action": [profile.pk]},
+    )
+    profile.refresh_from_db()
+    assert profile.klaviyo_leaf("sms", "marketing")["consent"] == "UNSUBSCRIBED"
+
+
+def test_push_action_pushes_the_selected_profiles_now(admin_client, api, fake, settings):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    profile_id = api.post(SUBSCRIBE, body(), format="json").data["profile"]["id"]
+    admin_client.post(
+        "/admin/klaviyo_consent/profile/",
+        {"action": "push_pending_action", "_selected_action": [profile_id]},
+    )
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"pushed"}

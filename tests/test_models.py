@@ -1,0 +1,96 @@
+"""The ledger's invariants hold at the model layer, whoever writes."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from klaviyo_consent.exceptions import ImmutableConsentEvent
+from klaviyo_consent.models import ConsentEvent, Profile
+from klaviyo_consent.services.ledger import ConsentRequest, record_consent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def event(fake):
+    result = record_consent(
+        ConsentRequest(
+            consent="SUBSCRIBED",
+            subscriptions={"email": {"marketing": True}},
+            email="ada@example.com",
+        )
+    )
+    return result.events[0]
+
+
+def test_a_consent_event_cannot_be_changed(event):
+    event.consent_text = "something else"
+    with pytest.raises(ImmutableConsentEvent):
+        event.save()
+
+
+def test_a_consent_event_cannot_be_deleted(event):
+    with pytest.raises(ImmutableConsentEvent):
+        event.delete()
+    with pytest.raises(ImmutableConsentEvent):
+        ConsentEvent.objects.all().delete()
+
+
+def test_consent_events_cannot_be_bulk_updated(event):
+    with pytest.raises(ImmutableConsentEvent):
+        ConsentEvent.objects.filter(pk=event.pk).update(consent="UNSUBSCRIBED")
+    assert ConsentEvent.objects.get(pk=event.pk).consent == "SUBSCRIBED"
+
+
+def test_a_profile_with_consent_cannot_be_deleted_out_from_under_its_ledger(event):
+    from django.db.models import ProtectedError
+
+    with pytest.raises(ProtectedError):
+        Profile.objects.filter(pk=event.profile_id).delete()
+
+
+def test_the_database_refuses_email_transactional(event):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ConsentEvent.objects.create(
+            profile=event.profile, channel="email", purpose="transactional", consent="SUBSCRIBED"
+        )
+
+
+def test_every_event_gets_its_outbox_row_in_the_same_transaction(fake):
+    result = record_consent(
+        ConsentRequest(
+            consent="SUBSCRIBED",
+            subscriptions={
+                "email": {"marketing": True},
+                "sms": {"marketing": True, "transactional": True},
+            },
+            email="b@example.com",
+            phone_number="+12025550143",
+        )
+    )
+    assert [e.delivery.status for e in result.events] == ["pending"] * 3
+
+
+def test_the_database_itself_refuses_to_change_a_consent_event(event):
+    from django.db import DatabaseError, connection
+
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE klaviyo_consent_consentevent SET consent = 'UNSUBSCRIBED' WHERE id = %s",
+                [event.pk],
+            )
+    assert ConsentEvent.objects.get(pk=event.pk).consent == "SUBSCRIBED"
+
+
+@pytest.mark.postgres
+def test_postgresql_refuses_to_delete_a_consent_event(event):
+    from django.db import DatabaseError, connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the DELETE trigger is PostgreSQL's")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM klaviyo_consent_delivery WHERE event_id = %s", [event.pk])
+            cursor.execute("DELETE FROM klaviyo_consent_consentevent WHERE id = %s", [event.pk])
