@@ -1,0 +1,1 @@
+"""Benchmarks: standalone scripts; speed claims in the project come only from here."""
