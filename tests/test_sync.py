@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.utils import timezone
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.services.sync import claim, push_pending
+from klaviyo_consent.signals import consent_pushed
 
 pytestmark = pytest.mark.django_db
 
@@ -105,6 +107,27 @@ def test_a_leased_row_cannot_be_claimed_twice_until_its_lease_expires(fake):
     assert claim("pending", limit=10) == []
     Delivery.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert len(claim("pending", limit=10)) == 1
+
+
+def test_a_worker_still_pushing_keeps_its_lease_so_no_other_worker_takes_its_rows(fake, settings):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEASE_SECONDS": 0.3}
+    for i in range(5):  # five jobs, one per sign-up form
+        record(f"p{i}@example.com", custom_source=f"form-{i}")
+    taken_over = []
+
+    def slow_klaviyo_then_another_worker_claims(sender, **kwargs):
+        time.sleep(0.15)  # five jobs take 0.75 s: more than two leases
+        taken_over.extend(claim("pending", limit=10))
+
+    consent_pushed.connect(slow_klaviyo_then_another_worker_claims)
+    try:
+        report = push_pending()
+    finally:
+        consent_pushed.disconnect(slow_klaviyo_then_another_worker_claims)
+
+    assert taken_over == []
+    assert report.pushed == 5 and fake.counts["bulk_subscribe_profiles"] == 5
+    assert sorted(fake.applied.values()) == [1] * 5
 
 
 def test_klaviyo_names_the_bad_profile_and_only_it_fails(fake):

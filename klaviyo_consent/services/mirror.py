@@ -357,9 +357,14 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
 
 
 def _fetch(
-    profiles: Sequence[Profile], report: PullReport
+    profiles: Sequence[Profile],
+    report: PullReport,
+    on_page: Callable[[], None] | None = None,
 ) -> dict[int, tuple[Profile, dict[str, Any]]]:
-    """Klaviyo's resource for each of these profiles that Klaviyo knows, keyed by local pk."""
+    """Klaviyo's resource for each of these profiles that Klaviyo knows, keyed by local pk.
+
+    ``on_page`` runs after each page read (a pushing worker renews its lease there).
+    """
     backend = get_backend()
     matcher = _Matcher(profiles)
     matched: dict[int, tuple[Profile, dict[str, Any]]] = {}
@@ -373,4 +378,6 @@ def _fetch(
                 profile = matcher.match(data)
                 if profile is not None:
                     matched[profile.pk] = (profile, data)
+            if on_page is not None:
+                on_page()
     return matched

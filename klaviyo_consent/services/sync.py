@@ -152,6 +152,29 @@ def _lease(
     return token, lease_until, kept, stranded
 
 
+@dataclass
+class Lease:
+    """A worker's hold on the rows it claimed, renewed while the worker is still working.
+
+    A slow Klaviyo, a rate-limit wait or a long read-back must not let another worker take over
+    rows this one is about to send (that would send them twice); only a stopped or hung worker's
+    rows run out and are reclaimed. Renewal is one UPDATE each time a third of the lease passed.
+    """
+
+    token: str
+    until: datetime
+
+    def keep(self) -> None:
+        now = timezone.now()
+        length = timedelta(seconds=consent_settings.LEASE_SECONDS)
+        if self.until - now > length * 2 / 3:
+            return
+        self.until = now + length
+        Delivery.objects.filter(lease_token=self.token, status=DeliveryStatus.PENDING).update(
+            lease_expires_at=self.until
+        )
+
+
 class _Row(NamedTuple):
     """What pushing one outbox row needs, read as plain values (no model instances)."""
 
@@ -328,6 +351,12 @@ class Pusher:
     def __init__(self, report: SyncReport, send: Callable[[_Job, dict[str, Any]], None] = _send):
         self.report = report
         self.send = send
+        #: The lease the pushed rows are held under, kept alive between requests.
+        self.lease: Lease | None = None
+
+    def keep_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.keep()
 
     def push(self, deliveries: Sequence[Delivery | _Row]) -> None:
         self.push_rows([_row_of(d) for d in deliveries], flush=True)
@@ -361,6 +390,7 @@ class Pusher:
 
     def _push_chunk(self, job: _Job, profile_ids: list[int]) -> None:
         payload = job.payload(profile_ids)
+        self.keep_lease()
         self.report.requests += 1
         try:
             self.send(job, payload)
@@ -441,7 +471,7 @@ class Pusher:
             return list(rows)
         profiles = Profile.objects.filter(pk__in={row.profile_id for row in stranded})
         try:
-            found = _fetch(list(profiles), PullReport())
+            found = _fetch(list(profiles), PullReport(), on_page=self.keep_lease)
         except KlaviyoAPIError:
             return list(rows)
         store_mirrors(found)  # a fresh read of Klaviyo is worth keeping as the mirror
@@ -538,6 +568,7 @@ def push_pending(
         if lease is None:
             break
         token, lease_until, kept, stranded = lease
+        pusher.lease = Lease(token, lease_until)
         rows = _leased_rows(token, lease_until)
         fresh = len(rows) - kept
         report.claimed += fresh
