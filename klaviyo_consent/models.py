@@ -125,7 +125,7 @@ class ConsentEventQuerySet(models.QuerySet):
         else:
             for event in events:
                 event.save(using=self.db)
-        Delivery.objects.using(self.db).bulk_create(
+        deliveries = [
             Delivery(
                 event=event,
                 profile_id=event.profile_id,
@@ -134,7 +134,10 @@ class ConsentEventQuerySet(models.QuerySet):
                 **delivery,
             )
             for event in events
-        )
+        ]
+        Delivery.objects.using(self.db).bulk_create(deliveries)
+        for event, row in zip(events, deliveries, strict=True):
+            event.delivery = row  # so ``event.delivery`` costs no query
         return events
 
     def update(self, **kwargs: Any) -> int:

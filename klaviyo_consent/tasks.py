@@ -10,8 +10,10 @@ from typing import Any
 
 try:
     from django.tasks import task
+    from django.tasks.backends.immediate import ImmediateBackend
 except ImportError:  # Django < 6.0
     from django_tasks import task
+    from django_tasks.backends.immediate import ImmediateBackend
 
 
 @task()
@@ -27,6 +29,18 @@ def push_pending() -> dict[str, Any]:
     if report.pushed or report.retried:
         schedule_follow_up()
     return report.as_dict()
+
+
+def runs_inline() -> bool:
+    """Whether the task backend runs ``push_pending`` inside ``enqueue`` (the immediate backend).
+
+    Then a push, and its read-back, have already happened when a recording transaction has
+    committed, and whoever shows the result must read it again.
+    """
+    from klaviyo_consent.conf import consent_settings
+
+    backend = push_pending.using(backend=consent_settings.TASK_BACKEND).get_backend()
+    return isinstance(backend, ImmediateBackend)
 
 
 def schedule_follow_up() -> bool:

@@ -296,3 +296,33 @@ def test_a_klaviyo_outage_loses_nothing_and_the_next_sync_delivers(api, fake, on
     Delivery.objects.update(next_attempt_at=timezone.now())
     sync()
     assert {ConsentEvent.objects.get(pk=i).delivery.status for i in ids} == {"applied"}
+
+
+@pytest.mark.parametrize("history", ["new profile", "known profile"])
+def test_the_201_body_says_what_the_profile_and_events_endpoints_say(api, fake, history):
+    if history == "known profile":
+        api.post(SUBSCRIBE, body(subscriptions={"sms": {"transactional": True}}), format="json")
+    response = api.post(SUBSCRIBE, body(), format="json", REMOTE_ADDR="203.0.113.9")
+    assert response.status_code == 201, response.content
+
+    profile_id = response.data["profile"]["id"]
+    detail = api.get(f"/api/consent/profiles/{profile_id}/").json()
+    listed = api.get(f"/api/consent/events/?profile={profile_id}").json()["results"]
+    assert response.json()["profile"] == detail
+    by_id = {event["id"]: event for event in listed}
+    assert response.json()["events"] == [by_id[event["id"]] for event in response.json()["events"]]
+    expected = "SUBSCRIBED" if history == "known profile" else "NEVER_SUBSCRIBED"
+    assert detail["ledger"]["sms"]["transactional"]["status"] == expected
+    assert detail["ledger"]["sms"]["marketing"]["delivery"] == "pending"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_immediate_task_backend_the_201_already_shows_the_consent_applied(api, fake):
+    response = api.post(SUBSCRIBE, body(), format="json")  # commits: the push runs inline
+
+    assert response.status_code == 201, response.content
+    assert {event["delivery"]["status"] for event in response.data["events"]} == {"applied"}
+    ledger = response.data["profile"]["ledger"]
+    assert ledger["email"]["marketing"]["delivery"] == "applied"
+    subscriptions = response.data["profile"]["subscriptions"]
+    assert subscriptions["sms"]["marketing"]["consent"] == "SUBSCRIBED"

@@ -21,7 +21,7 @@ from klaviyo_consent.choices import Consent
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
+from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent, settled
 
 
 def field_error(error: ConsentValidationError) -> ValidationError:
@@ -79,21 +79,12 @@ class _RecordView(APIView):
             )
         except ConsentValidationError as error:
             raise field_error(error) from error
-        # Re-read: with an immediate task backend the push (and read-back) already ran on commit.
-        # One read of the profile's events serves both its ledger and this request's events.
-        profile = Profile.objects.get(pk=result.profile.pk)
-        history = list(
-            ConsentEvent.objects.select_related("delivery", "recorded_by")
-            .filter(profile=profile)
-            .order_by("id")
-        )
-        recorded = {event.pk for event in result.events}
-        events = [event for event in history if event.pk in recorded]
-        context = {"ledger_events": history}
+        result = settled(result)
+        context = {"ledger_events": result.history}
         return Response(
             {
-                "profile": ProfileSerializer(profile, context=context).data,
-                "events": ConsentEventSerializer(events, many=True).data,
+                "profile": ProfileSerializer(result.profile, context=context).data,
+                "events": ConsentEventSerializer(result.events, many=True).data,
             },
             status=status.HTTP_201_CREATED,
         )

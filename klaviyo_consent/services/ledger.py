@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Method
+from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
 from klaviyo_consent.phone import normalize_phone_number, require_sms_country
@@ -57,6 +58,8 @@ class RecordResult:
     profile: Profile
     events: list[ConsentEvent]
     created: bool
+    #: The profile's whole history in id order (with deliveries), once :func:`settled` knows it.
+    history: list[ConsentEvent] | None = None
 
 
 def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[str, str]]]:
@@ -234,6 +237,33 @@ def record_consent(request: ConsentRequest) -> RecordResult:
         ConsentEvent.objects.append(events, next_attempt_at=now)
         consent_recorded.send(sender=ConsentEvent, events=events, profile=profile)
     return RecordResult(profile=profile, events=events, created=created)
+
+
+def settled(result: RecordResult) -> RecordResult:
+    """``result`` as the database has it after the recording committed, with its history.
+
+    With the immediate task backend the push and its read-back ran on commit, so deliveries and
+    the mirror are read again. Otherwise the rows just written are current: a new profile's
+    history is exactly its new events (no query), an existing profile's is read once.
+    """
+    from klaviyo_consent.tasks import runs_inline
+
+    pushed = (
+        consent_settings.PUSH_ON_COMMIT
+        and not transaction.get_connection().in_atomic_block
+        and runs_inline()
+    )
+    if result.created and not pushed:
+        return replace(result, history=list(result.events))
+    profile = Profile.objects.get(pk=result.profile.pk) if pushed else result.profile
+    history = list(
+        ConsentEvent.objects.select_related("delivery", "recorded_by")
+        .filter(profile=profile)
+        .order_by("id")
+    )
+    recorded = {event.pk for event in result.events}
+    events = [event for event in history if event.pk in recorded]
+    return replace(result, profile=profile, events=events, history=history)
 
 
 def ledger_for(
