@@ -111,3 +111,20 @@ def test_session_authentication_is_accepted(staff, fake):
 
 def test_unknown_profile_is_a_404(api, fake):
     assert api.get("/api/consent/profiles/999999/").status_code == 404
+
+
+def test_serializers_built_once_still_bind_each_instance_to_its_own_profile(two_profiles):
+    from klaviyo_consent.api.serializers import ProfileSerializer
+    from klaviyo_consent.models import Profile
+
+    first, second = (Profile.objects.get(pk=pk) for pk in two_profiles)
+    no_history = ProfileSerializer(first, context={"ledger_events": []})
+    own_history = ProfileSerializer(second)
+
+    # Read in the other order than built: a field shared between instances would answer for
+    # the last serializer it was bound to.
+    second_data, first_data = own_history.data, no_history.data
+
+    assert (first_data["id"], second_data["id"]) == (first.pk, second.pk)
+    assert first_data["ledger"]["email"]["marketing"]["status"] == "NEVER_SUBSCRIBED"
+    assert second_data["ledger"]["email"]["marketing"]["status"] == "SUBSCRIBED"

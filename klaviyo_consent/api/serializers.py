@@ -68,12 +68,14 @@ class ConsentRequestSerializer(StrictSerializer):
 
 
 class _BuiltOnce:
-    """Build a ModelSerializer's fields once per class, then hand each instance deep copies.
+    """Build a read-only ModelSerializer's fields once per class; each instance gets copies.
 
     ``ModelSerializer.get_fields()`` introspects the model on every instantiation, which cost
-    more than the rest of a subscribe response; a deep copy is what DRF itself gives each
-    instance of its declared fields. Only the class that lists this mixin is cached: a
-    subclass (which may build fields from its context) gets DRF's behaviour unchanged.
+    more than the rest of a subscribe response, and DRF's deep copy of each field (it rebuilds
+    the field from its arguments) cost most of what was left. A shallow copy is enough for
+    output-only fields: binding a field to its serializer sets attributes on the copy, never
+    on what the copies share. Only the class that lists this mixin is cached: a subclass
+    (which may build fields from its context) gets DRF's behaviour unchanged.
     """
 
     _prototype_fields: dict[str, Any] | None = None
@@ -86,7 +88,7 @@ class _BuiltOnce:
         if prototype is None:
             prototype = super().get_fields()  # type: ignore[misc]
             cls._prototype_fields = prototype
-        return copy.deepcopy(prototype)
+        return {name: copy.copy(field) for name, field in prototype.items()}
 
 
 class DeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
@@ -101,6 +103,7 @@ class DeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
             "verified_at",
             "dead_lettered_at",
         ]
+        read_only_fields = fields
 
 
 class ConsentEventSerializer(_BuiltOnce, serializers.ModelSerializer):
@@ -110,6 +113,7 @@ class ConsentEventSerializer(_BuiltOnce, serializers.ModelSerializer):
     class Meta:
         model = ConsentEvent
         fields = ["id", *EVENT_FIELDS, "delivery"]
+        read_only_fields = fields
 
     def get_recorded_by(self, event: ConsentEvent) -> str | None:
         return event.recorded_by.get_username() if event.recorded_by_id else None
@@ -132,7 +136,8 @@ class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+        read_only_fields = fields
 
     def get_ledger(self, profile: Profile) -> dict[str, Any]:
-        # The subscribe view passes the profile's events it has just read.
+        # The subscribe view passes the profile's history it already holds.
         return ledger_for(profile, events=self.context.get("ledger_events"))
