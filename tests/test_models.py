@@ -94,3 +94,62 @@ def test_postgresql_refuses_to_delete_a_consent_event(event):
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM klaviyo_consent_delivery WHERE event_id = %s", [event.pk])
             cursor.execute("DELETE FROM klaviyo_consent_consentevent WHERE id = %s", [event.pk])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_requests_for_the_same_new_person_at_once_make_one_profile(fake, settings, monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    from klaviyo_consent.services import ledger
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs real row locks and concurrent connections (set DATABASE_URL)")
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    both_looked = threading.Barrier(2, timeout=10)
+    looked: set[int] = set()
+    find = ledger._find_profile
+
+    def find_then_wait_for_the_other(*args):
+        found = find(*args)
+        if threading.get_ident() not in looked:  # both see no profile before either creates one
+            looked.add(threading.get_ident())
+            both_looked.wait()
+        return found
+
+    monkeypatch.setattr(ledger, "_find_profile", find_then_wait_for_the_other)
+    results, errors = [], []
+
+    def subscribe(channel: str, purpose: str) -> None:
+        try:
+            results.append(
+                record_consent(
+                    ConsentRequest(
+                        consent="SUBSCRIBED",
+                        subscriptions={channel: {purpose: True}},
+                        email="ada@example.com",
+                        phone_number="+447400123456",
+                    )
+                )
+            )
+        except Exception as error:  # noqa: BLE001 - the assertion below shows it
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=subscribe, args=args)
+        for args in (("email", "marketing"), ("sms", "marketing"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    [profile] = Profile.objects.all()
+    assert {result.profile.pk for result in results} == {profile.pk}
+    assert sorted(result.created for result in results) == [False, True]
+    assert ConsentEvent.objects.filter(profile=profile).count() == 2

@@ -176,15 +176,11 @@ def _resolve_profile(
                 "No profile has this external_id; give an email or a phone_number.",
                 field="profile.external_id",
             )
-        try:
-            with transaction.atomic():
-                return Profile.objects.create(
-                    email=email, phone_number=phone, external_id=external_id
-                ), True
-        except IntegrityError:
-            profile = _find_profile(email, phone, external_id)
-            if profile is None:
-                raise
+        # No savepoint: if another request creates this person first, the INSERT fails and
+        # record_consent runs its transaction again, finding the profile this time.
+        return Profile.objects.create(
+            email=email, phone_number=phone, external_id=external_id
+        ), True
     changed = []
     for name, value in (("email", email), ("phone_number", phone), ("external_id", external_id)):
         if value and getattr(profile, name) != value:
@@ -202,6 +198,17 @@ def record_consent(request: ConsentRequest) -> RecordResult:
     so a failed push or a crash never loses an event.
     """
     email, phone, changes = _clean(request)
+    try:
+        return _record(request, email, phone, changes)
+    except IntegrityError:
+        # Two requests created the same new person at once and this one lost the race. Its
+        # transaction (or savepoint) is rolled back whole; the second run finds the profile.
+        return _record(request, email, phone, changes)
+
+
+def _record(
+    request: ConsentRequest, email: str | None, phone: str | None, changes: list[tuple[str, str]]
+) -> RecordResult:
     with transaction.atomic():
         profile, created = _resolve_profile(email, phone, request.external_id)
         if any(channel == Channel.SMS for channel, _ in changes) and not profile.phone_number:
