@@ -13,7 +13,14 @@ from klaviyo_consent.services.ledger import ledger_for
 
 
 class StrictSerializer(serializers.Serializer):
-    """Refuses keys it does not know, so a typo is a 400, not a silently ignored field."""
+    """Refuses keys it does not know, so a typo is a 400, not a silently ignored field.
+
+    Its declared fields are copied shallowly per instance (see :class:`_BuiltOnce`): these
+    input fields keep no state between validations, and the subscribe body nests four levels.
+    """
+
+    def get_fields(self) -> dict[str, Any]:
+        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
