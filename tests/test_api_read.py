@@ -118,7 +118,7 @@ def test_serializers_built_once_still_bind_each_instance_to_its_own_profile(two_
     from klaviyo_consent.models import Profile
 
     first, second = (Profile.objects.get(pk=pk) for pk in two_profiles)
-    no_history = ProfileSerializer(first, context={"ledger_events": []})
+    no_history = ProfileSerializer(first, context={"ledger_events": {first.pk: []}})
     own_history = ProfileSerializer(second)
 
     # Read in the other order than built: a field shared between instances would answer for
@@ -128,3 +128,32 @@ def test_serializers_built_once_still_bind_each_instance_to_its_own_profile(two_
     assert (first_data["id"], second_data["id"]) == (first.pk, second.pk)
     assert first_data["ledger"]["email"]["marketing"]["status"] == "NEVER_SUBSCRIBED"
     assert second_data["ledger"]["email"]["marketing"]["status"] == "SUBSCRIBED"
+
+
+def test_a_page_of_profiles_reads_every_ledger_in_one_query(api, fake):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for i in range(12):
+        for path in (SUBSCRIBE, "/api/consent/unsubscribe/"):
+            api.post(
+                path,
+                body(
+                    profile={"email": f"p{i}@example.com"},
+                    subscriptions={"email": {"marketing": True}},
+                ),
+                format="json",
+            )
+
+    def queries_for_a_page_of(size: int) -> tuple[int, list[dict]]:
+        with CaptureQueriesContext(connection) as queries:
+            page = api.get("/api/consent/profiles/", {"page_size": size}).json()["results"]
+        ledger_reads = [q for q in queries.captured_queries if "consentevent" in q["sql"]]
+        return len(ledger_reads), page
+
+    one_read, _ = queries_for_a_page_of(1)
+    ten_reads, page = queries_for_a_page_of(10)
+
+    assert one_read == ten_reads == 1
+    assert len(page) == 10
+    assert {p["ledger"]["email"]["marketing"]["status"] for p in page} == {"UNSUBSCRIBED"}

@@ -146,5 +146,7 @@ class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_ledger(self, profile: Profile) -> dict[str, Any]:
-        # The subscribe view passes the profile's history it already holds.
-        return ledger_for(profile, events=self.context.get("ledger_events"))
+        # Views that already hold the events pass {profile pk: events} (subscribe: the history
+        # it wrote; lists: latest_events() of the page), so a list costs no query per profile.
+        events = (self.context.get("ledger_events") or {}).get(profile.pk)
+        return ledger_for(profile, events=events)

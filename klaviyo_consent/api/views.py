@@ -21,7 +21,13 @@ from klaviyo_consent.choices import Consent
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent, settled
+from klaviyo_consent.services.ledger import (
+    ConsentRequest,
+    Evidence,
+    latest_events,
+    record_consent,
+    settled,
+)
 
 
 def field_error(error: ConsentValidationError) -> ValidationError:
@@ -80,7 +86,7 @@ class _RecordView(APIView):
         except ConsentValidationError as error:
             raise field_error(error) from error
         result = settled(result)
-        context = {"ledger_events": result.history}
+        context = {"ledger_events": {result.profile.pk: result.history}}
         return Response(
             {
                 "profile": ProfileSerializer(result.profile, context=context).data,
@@ -106,6 +112,15 @@ class ProfileList(generics.ListAPIView):
     serializer_class = ProfileSerializer
     permission_classes = [CanViewConsent]
     pagination_class = Pagination
+
+    def paginate_queryset(self, queryset: Any) -> list[Profile] | None:
+        page = super().paginate_queryset(queryset)
+        self.ledger_events = latest_events(p.pk for p in page) if page is not None else None
+        return page
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        events = getattr(self, "ledger_events", None)  # set once the page is known
+        return {**super().get_serializer_context(), "ledger_events": events}
 
     def get_queryset(self) -> Any:
         queryset = Profile.objects.all()

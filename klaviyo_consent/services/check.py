@@ -12,7 +12,7 @@ from typing import Any
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import Profile
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.ledger import clean_email, ledger_for
+from klaviyo_consent.services.ledger import clean_email, latest_events, ledger_for
 
 #: The most identifiers (emails and phone numbers together) one check may name.
 MAX_IDENTIFIERS = 1000
@@ -62,8 +62,8 @@ def check_prior_consent(
     """One result per identifier, emails first, each list in the order given.
 
     Answers from the local ledger (which includes changes recorded from Klaviyo), not from a
-    live Klaviyo call. Profiles are fetched in one query per identifier type; each distinct
-    profile's ledger is read once however many identifiers point at it.
+    live Klaviyo call. Profiles are fetched in one query per identifier type, and the latest
+    events of all of them in one more.
     """
     items: list[tuple[str, str, str | None, str | None]] = []
     for kind, values, normalize in (
@@ -84,12 +84,13 @@ def check_prior_consent(
             for profile in Profile.objects.filter(**{f"{kind}__in": values}):
                 found[(kind, getattr(profile, kind))] = profile
 
-    ledgers: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}
+    latest = latest_events({profile.pk for profile in found.values()})
+    ledgers = {
+        profile.pk: ledger_for(profile, events=latest[profile.pk]) for profile in found.values()
+    }
     results = []
     for kind, raw, normalized, error in items:
         profile = found.get((kind, normalized)) if normalized else None
-        if profile is not None and profile.pk not in ledgers:
-            ledgers[profile.pk] = ledger_for(profile)
         results.append(
             {
                 "identifier": raw,

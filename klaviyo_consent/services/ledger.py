@@ -10,7 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Method
@@ -273,19 +273,43 @@ def settled(result: RecordResult) -> RecordResult:
     return replace(result, profile=profile, events=events, history=history)
 
 
+def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
+    """Each profile's latest event per channel and purpose, with its delivery, in id order.
+
+    One query however many profiles and however long their histories (the ``kc_event_key``
+    index answers the per-key maximum), for the check endpoint and the profile lists.
+    """
+    ids = list(profile_ids)
+    if not ids:
+        return {}
+    newest = (
+        ConsentEvent.objects.filter(profile_id__in=ids)
+        .order_by()
+        .values("profile_id", "channel", "purpose")
+        .annotate(newest=Max("id"))
+        .values("newest")
+    )
+    latest: dict[int, list[ConsentEvent]] = {pk: [] for pk in ids}
+    for event in (
+        ConsentEvent.objects.filter(pk__in=newest).select_related("delivery").order_by("id")
+    ):
+        latest[event.profile_id].append(event)
+    return latest
+
+
 def ledger_for(
     profile: Profile | None, *, events: Iterable[ConsentEvent] | None = None
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """The latest local state per channel and purpose: what the ledger alone says of consent.
 
-    ``events``: the profile's events in id order with their deliveries, when the caller has
-    already read them (the subscribe view does, for its response), to spare a query. No
-    profile: every leaf is NEVER_SUBSCRIBED.
+    ``events``: the profile's events in id order with their deliveries (its whole history, or
+    only the latest per key from :func:`latest_events`) when the caller already holds them,
+    to spare a query. No profile: every leaf is NEVER_SUBSCRIBED.
     """
     if profile is None:
         events = ()
     elif events is None:
-        events = profile.events.select_related("delivery").order_by("id")
+        events = latest_events([profile.pk])[profile.pk]
     latest: dict[tuple[str, str], ConsentEvent] = {}
     for event in events:
         latest[(event.channel, event.purpose)] = event
