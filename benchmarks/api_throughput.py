@@ -2,13 +2,17 @@
 
 The bare endpoint is the floor a DRF site pays for any write: a ModelSerializer and a
 CreateAPIView on a tiny model (no unique fields, so no validator queries); a second one does
-the same on Profile itself (its unique email/phone checks included). Both use the same
-authentication (token) and permission (IsAuthenticated) as the consent API, on the same
-database, in the same run, through the same client (Django's test Client: the full handler,
-middleware and URL stack, no sockets). The subscribe calls record an email + SMS consent for
-a new person each time (profile, two events, two outbox rows, the 201 with the ledger);
-PUSH_ON_COMMIT is False: pushing is asynchronous work, not part of the request. The two
-endpoints take turns in rounds so that neither gets a warmer machine. Goal: ratio >= 0.8.
+the same on Profile itself (its unique email/phone checks included). A third writes the rows a
+subscribe writes (a profile, two events, two outbox rows) the bare way: a plain serializer whose
+``create()`` makes them with the ORM in one transaction, without our validation, evidence,
+identity checks, signal or ledger; it is the floor for any ORM implementation of the endpoint.
+All use the same authentication (token) and permission (IsAuthenticated) as the consent API,
+on the same database, in the same run, through the same client (Django's test Client: the full
+handler, middleware and URL stack, no sockets). The subscribe calls record an email + SMS
+consent for a new person each time (profile, two events, two outbox rows, the 201 with the
+ledger); PUSH_ON_COMMIT is False: pushing is asynchronous work, not part of the request. The
+endpoints take turns in rounds so that none gets a warmer machine. Goal: ratio to the tiny
+model >= 0.8.
 
     cd /work/main && .venv/bin/python benchmarks/api_throughput.py [--events N]
         [--database sqlite|postgres] [--rounds R] [--profile FILE]
@@ -33,15 +37,16 @@ def main() -> None:
     common.setup(args.database)
 
     from django.contrib.auth import get_user_model
-    from django.db import connection, models
+    from django.db import connection, models, transaction
     from django.test import Client
     from django.urls import clear_url_caches, path
+    from django.utils import timezone
     from rest_framework import generics, serializers
     from rest_framework.authtoken.models import Token
     from rest_framework.permissions import IsAuthenticated
 
     from benchmarks import urls
-    from klaviyo_consent.models import Profile
+    from klaviyo_consent.models import ConsentEvent, Delivery, Profile
 
     class BenchSignup(models.Model):
         email = models.EmailField(max_length=254)
@@ -70,6 +75,47 @@ def main() -> None:
         serializer_class = ProfileCreateSerializer
         permission_classes = [IsAuthenticated]
 
+    class SameRowsSerializer(serializers.Serializer):
+        id = serializers.IntegerField(read_only=True)
+        email = serializers.EmailField()
+        phone_number = serializers.CharField(max_length=32)
+        consent_text = serializers.CharField(write_only=True)
+
+        def create(self, validated_data: dict) -> Profile:
+            now = timezone.now()
+            with transaction.atomic():
+                profile = Profile.objects.create(
+                    email=validated_data["email"], phone_number=validated_data["phone_number"]
+                )
+                events = ConsentEvent.objects.bulk_create(
+                    ConsentEvent(
+                        profile=profile,
+                        email=profile.email,
+                        phone_number=profile.phone_number,
+                        channel=channel,
+                        purpose="marketing",
+                        consent="SUBSCRIBED",
+                        consent_text=validated_data["consent_text"],
+                        recorded_at=now,
+                    )
+                    for channel in ("email", "sms")
+                )
+                Delivery.objects.bulk_create(
+                    Delivery(
+                        event=event,
+                        profile=profile,
+                        channel=event.channel,
+                        purpose=event.purpose,
+                        next_attempt_at=now,
+                    )
+                    for event in events
+                )
+            return profile
+
+    class BareSameRows(generics.CreateAPIView):
+        serializer_class = SameRowsSerializer
+        permission_classes = [IsAuthenticated]
+
     if BenchSignup._meta.db_table in connection.introspection.table_names():
         with connection.schema_editor() as editor:
             editor.delete_model(BenchSignup)
@@ -78,6 +124,7 @@ def main() -> None:
     urls.urlpatterns += [
         path("bare/", BareCreate.as_view()),
         path("bare-profile/", BareProfileCreate.as_view()),
+        path("bare-same-rows/", BareSameRows.as_view()),
     ]
     clear_url_caches()
 
@@ -112,9 +159,19 @@ def main() -> None:
         phone_number = common.phone(3_000_000 + i)
         return json.dumps({"email": f"p{i}@example.com", "phone_number": phone_number})
 
+    def same_rows_body(i: int) -> str:
+        return json.dumps(
+            {
+                "email": f"s{i}@example.com",
+                "phone_number": common.phone(5_000_000 + i),
+                "consent_text": "Yes, text me offers. Reply STOP to cancel.",
+            }
+        )
+
     endpoints = {
         "bare": ("/bare/", bare_body),
         "bare_profile": ("/bare-profile/", bare_profile_body),
+        "bare_same_rows": ("/bare-same-rows/", same_rows_body),
         "subscribe": ("/api/consent/subscribe/", subscribe_body),
     }
     extra = {
@@ -157,6 +214,8 @@ def main() -> None:
     rates = {name: done[name] / seconds[name] for name in endpoints}
     ratio = rates["subscribe"] / rates["bare"]
     ratio_profile = rates["subscribe"] / rates["bare_profile"]
+    ratio_same_rows = rates["subscribe"] / rates["bare_same_rows"]
+    ceiling = rates["bare_same_rows"] / rates["bare"]
     info = common.machine()
     result = {
         "machine": info,
@@ -167,15 +226,19 @@ def main() -> None:
         "ms_per_request": {name: round(1000 / value, 3) for name, value in rates.items()},
         "ratio_subscribe_to_bare": round(ratio, 3),
         "ratio_subscribe_to_bare_profile": round(ratio_profile, 3),
+        "ratio_subscribe_to_bare_same_rows": round(ratio_same_rows, 3),
+        "ratio_bare_same_rows_to_bare": round(ceiling, 3),
     }
     print(
-        "| benchmark | database | requests each | bare (tiny model) req/s "
-        "| bare (Profile) req/s | subscribe req/s | ratio to tiny | ratio to Profile |"
+        "| database | requests each | bare (tiny) req/s | bare (Profile) req/s "
+        "| bare (same rows) req/s | subscribe req/s | ratio to tiny | ratio to Profile "
+        "| ratio to same rows | same rows to tiny |"
     )
     row = (
-        f"| api_throughput | {common.database_label(info)} | {done['subscribe']:,} | "
-        f"{rates['bare']:.0f} | {rates['bare_profile']:.0f} | {rates['subscribe']:.0f} | "
-        f"**{ratio:.2f}** | {ratio_profile:.2f} |"
+        f"| {common.database_label(info)} | {done['subscribe']:,} | "
+        f"{rates['bare']:.0f} | {rates['bare_profile']:.0f} | {rates['bare_same_rows']:.0f} | "
+        f"{rates['subscribe']:.0f} | **{ratio:.2f}** | {ratio_profile:.2f} | "
+        f"{ratio_same_rows:.2f} | {ceiling:.2f} |"
     )
     common.emit("api_throughput", row, result)
 
