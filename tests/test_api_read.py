@@ -6,7 +6,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.test_api_subscribe import SUBSCRIBE, body
+from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body, email_history
 
 pytestmark = pytest.mark.django_db
 
@@ -135,15 +135,7 @@ def test_a_page_of_profiles_reads_every_ledger_in_one_query(api, fake):
     from django.test.utils import CaptureQueriesContext
 
     for i in range(12):
-        for path in (SUBSCRIBE, "/api/consent/unsubscribe/"):
-            api.post(
-                path,
-                body(
-                    profile={"email": f"p{i}@example.com"},
-                    subscriptions={"email": {"marketing": True}},
-                ),
-                format="json",
-            )
+        email_history(api, f"p{i}@example.com", SUBSCRIBE, UNSUBSCRIBE)
 
     def queries_for_a_page_of(size: int) -> tuple[int, list[dict]]:
         with CaptureQueriesContext(connection) as queries:

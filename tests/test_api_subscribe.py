@@ -30,6 +30,17 @@ def body(**overrides: Any) -> dict[str, Any]:
     return data
 
 
+def email_history(api: Any, email: str, *paths: str) -> None:
+    """Record an email-marketing history for ``email``: one call to each of ``paths``."""
+    for path in paths:
+        response = api.post(
+            path,
+            body(profile={"email": email}, subscriptions={"email": {"marketing": True}}),
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+
+
 def test_subscribe_records_one_event_per_channel_with_its_evidence(api, fake):
     response = api.post(
         SUBSCRIBE,

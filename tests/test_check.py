@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from klaviyo_consent.models import Profile
 from klaviyo_consent.services.check import check_prior_consent
-from tests.test_api_subscribe import SUBSCRIBE, body
+from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body, email_history
 
 pytestmark = pytest.mark.django_db
 
@@ -125,15 +125,7 @@ def test_profiles_and_ledgers_are_read_in_three_queries_however_many_and_however
     api, ada, texter, django_assert_num_queries
 ):
     for i in range(20):  # twenty more known people, each with a history of three events
-        for path in (SUBSCRIBE, "/api/consent/unsubscribe/", SUBSCRIBE):
-            api.post(
-                path,
-                body(
-                    profile={"email": f"known{i}@example.com"},
-                    subscriptions={"email": {"marketing": True}},
-                ),
-                format="json",
-            )
+        email_history(api, f"known{i}@example.com", SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE)
     emails = [
         "ada@example.com",
         *(f"known{i}@example.com" for i in range(20)),
