@@ -14,6 +14,7 @@ from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Consent, DeliveryStatus, Method
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+from klaviyo_consent.services.ledger import latest_events
 from klaviyo_consent.signals import drift_detected
 
 #: Our verdicts after which Klaviyo's state is expected to match the ledger.
@@ -21,14 +22,11 @@ SETTLED = frozenset({DeliveryStatus.APPLIED, DeliveryStatus.NOT_APPLIED, Deliver
 
 
 def _latest_events(profile_ids: list[int]) -> dict[tuple[int, str, str], ConsentEvent]:
-    latest: dict[tuple[int, str, str], ConsentEvent] = {}
-    for event in (
-        ConsentEvent.objects.filter(profile_id__in=profile_ids)
-        .select_related("delivery")
-        .order_by("id")
-    ):
-        latest[(event.profile_id, event.channel, event.purpose)] = event
-    return latest
+    return {
+        (event.profile_id, event.channel, event.purpose): event
+        for events in latest_events(profile_ids).values()
+        for event in events
+    }
 
 
 def _changed_after(leaf: dict[str, Any], moment: datetime) -> bool:
