@@ -5,7 +5,15 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sqlite test-postgres test-all lint bench services clean
+.PHONY: demo test test-sqlite test-postgres test-django6 test-all lint bench services clean
+
+# Django 6 needs Python >= 3.12: the first python3.12 / python3.13 on PATH or in pyenv, if any.
+PYTHON_DJANGO6 ?= $(shell for v in 3.12 3.13; do \
+	if python$$v -c '' 2>/dev/null; then command -v python$$v; exit; fi; \
+	found=$$(pyenv versions --bare 2>/dev/null | grep "^$$v" | tail -1); \
+	if [ -n "$$found" ]; then PYENV_VERSION=$$found pyenv which python$$v 2>/dev/null; exit; fi; \
+	done)
+VENV6 ?= .venv-django6
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +38,17 @@ test: $(STAMP)
 test-postgres: $(STAMP)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/test $(PY) -m pytest -q
 
+## make test-django6: the suite again on Django 6 (SQLite, then PostgreSQL), in $(VENV6)
+test-django6:
+	@set -e; \
+	if [ -z "$(PYTHON_DJANGO6)" ]; then echo "test-django6: no Python 3.12+ found; Django 6 not tested"; exit 0; fi; \
+	test -x $(VENV6)/bin/python || $(PYTHON_DJANGO6) -m venv $(VENV6); \
+	$(VENV6)/bin/pip install --quiet --upgrade pip; \
+	$(VENV6)/bin/pip install --quiet -e '.[test]' 'django>=6,<7'; \
+	$(VENV6)/bin/python -c 'import django, sys; print("Django", django.get_version(), "on Python", sys.version.split()[0])'; \
+	$(VENV6)/bin/python -m pytest -q; \
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/test $(VENV6)/bin/python -m pytest -q
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check klaviyo_consent tests example_project benchmarks
 
@@ -37,4 +56,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/push_throughput.py
 
 clean:
-	rm -rf $(VENV) demo.sqlite3 demo-fake-klaviyo.json .pytest_cache
+	rm -rf $(VENV) $(VENV6) demo.sqlite3 demo-fake-klaviyo.json .pytest_cache

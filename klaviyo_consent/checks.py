@@ -10,7 +10,7 @@ from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
 
 
-@checks.register()
+@checks.register("klaviyo_consent")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
     try:

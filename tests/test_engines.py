@@ -21,6 +21,7 @@ from django.db import connection
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.testing.fake import FakeKlaviyo, FakeKlaviyoServer
+from tests.settings import TASKS_MODULE
 from tests.workers import (
     DB_WORKER,
     LIST_ID,
@@ -85,7 +86,7 @@ def test_the_immediate_backend_pushes_on_commit_and_verifies(
     settings: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    settings.TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
     settings.KLAVIYO_CONSENT = {
         **settings.KLAVIYO_CONSENT,
         "BACKEND": "klaviyo_consent.backends.http.KlaviyoBackend",

@@ -144,7 +144,10 @@ def test_a_bad_backend_path_names_the_setting():
 
 def test_system_check_flags_the_http_backend_without_a_key(settings):
     settings.KLAVIYO_CONSENT = {"BACKEND": "klaviyo_consent.backends.http.KlaviyoBackend"}
-    ids = [m.id for m in checks.run_checks()]
+    # Only this app's checks (manage.py check --tag klaviyo_consent): Django 6.1's model
+    # checks open a database connection, which this test has no use for.
+    ids = [m.id for m in checks.run_checks(tags=["klaviyo_consent"])]
     assert "klaviyo_consent.E002" in ids
     settings.KLAVIYO_CONSENT = {"BACKEND": "klaviyo_consent.backends.fake.FakeKlaviyoBackend"}
-    assert "klaviyo_consent.E002" not in [m.id for m in checks.run_checks()]
+    ids = [m.id for m in checks.run_checks(tags=["klaviyo_consent"])]
+    assert "klaviyo_consent.E002" not in ids

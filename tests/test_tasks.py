@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,13 @@ from django.utils import timezone
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.tasks import push_pending
+from tests.settings import TASKS_MODULE
+
+
+def task_backends():
+    """The Tasks framework's backend handler: ``django.tasks`` on 6.x, the backport on 5.2."""
+    return importlib.import_module(TASKS_MODULE).task_backends
+
 
 pytestmark = pytest.mark.django_db
 
@@ -17,8 +25,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def deferring_backend(settings):
     settings.TASKS = {
-        "default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"},
-        "deferring": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"},
+        "default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"},
+        "deferring": {"BACKEND": f"{TASKS_MODULE}.backends.dummy.DummyBackend"},
     }
     settings.KLAVIYO_CONSENT = {
         **settings.KLAVIYO_CONSENT,
@@ -26,9 +34,7 @@ def deferring_backend(settings):
         "VERIFY_DELAY": 30,
         "PUSH_ON_COMMIT": False,
     }
-    from django_tasks import task_backends
-
-    return task_backends["deferring"]
+    return task_backends()["deferring"]
 
 
 def test_a_push_schedules_its_own_read_back_when_the_backend_can_defer(fake, deferring_backend):
@@ -76,8 +82,7 @@ def test_a_push_that_only_hit_a_429_schedules_the_retry(fake, deferring_backend)
 def test_the_push_is_enqueued_on_commit_and_only_then(
     fake, settings, django_capture_on_commit_callbacks
 ):
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
-    from django_tasks import task_backends
+    settings.TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.dummy.DummyBackend"}}
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         record_consent(
@@ -87,10 +92,10 @@ def test_the_push_is_enqueued_on_commit_and_only_then(
                 email="a@example.com",
             )
         )
-    assert task_backends["default"].results == []
+    assert task_backends()["default"].results == []
     for callback in callbacks:
         callback()
-    assert len(task_backends["default"].results) == 1
+    assert len(task_backends()["default"].results) == 1
 
 
 def test_a_broken_queue_loses_nothing(fake, settings, django_capture_on_commit_callbacks, caplog):

@@ -26,7 +26,7 @@ import json
 import os
 
 from tests.settings import *  # noqa: F403
-from tests.settings import INSTALLED_APPS, KLAVIYO_CONSENT
+from tests.settings import INSTALLED_APPS, KLAVIYO_CONSENT, TASKS_MODULE
 
 _overrides = json.loads(os.environ.get("KLAVIYO_CONSENT_JSON") or "{}")
 KLAVIYO_CONSENT = {
@@ -51,7 +51,7 @@ if _time_scale != 1.0 and isinstance(_limiter, str) and _limiter.startswith("red
 
 ENGINE = os.environ.get("TASKS_ENGINE", "immediate")
 if ENGINE == "immediate":
-    TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
 elif ENGINE == "database":
     INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
