@@ -130,6 +130,35 @@ def test_a_worker_still_pushing_keeps_its_lease_so_no_other_worker_takes_its_row
     assert sorted(fake.applied.values()) == [1] * 5
 
 
+def test_a_worker_whose_lease_ran_out_sends_only_the_rows_still_its_own(fake, settings):
+    from klaviyo_consent.services.sync import Pusher, SyncReport
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEASE_SECONDS": 0.3}
+    for i in range(3):  # three jobs, one per sign-up form
+        record(f"p{i}@example.com", custom_source=f"form-{i}")
+    taken_over = []
+
+    def stall_then_another_worker_takes_over(sender, **kwargs):
+        if not taken_over:
+            time.sleep(0.35)  # the first worker stalls past its lease after its first job
+            taken_over.extend(claim("pending", limit=10))
+
+    consent_pushed.connect(stall_then_another_worker_takes_over)
+    try:
+        push_pending()
+    finally:
+        consent_pushed.disconnect(stall_then_another_worker_takes_over)
+
+    assert len(taken_over) == 2 and fake.counts["bulk_subscribe_profiles"] == 1
+    assert set(
+        Delivery.objects.filter(pk__in=[d.pk for d in taken_over]).values_list(
+            "status", "lease_token"
+        )
+    ) == {("pending", taken_over[0].lease_token)}
+    Pusher(SyncReport()).push(taken_over)  # the second worker sends what it took
+    assert sorted(fake.applied.values()) == [1, 1, 1]
+
+
 def test_klaviyo_names_the_bad_profile_and_only_it_fails(fake):
     for i in range(10):
         record(f"p{i}@example.com")

@@ -163,12 +163,16 @@ class Lease:
 
     token: str
     until: datetime
+    #: The lease ran out before a renewal (the worker stalled): another worker may have taken
+    #: some rows over meanwhile, so from then on each job is checked against what is still ours.
+    lapsed: bool = False
 
     def keep(self) -> None:
         now = timezone.now()
         length = timedelta(seconds=consent_settings.LEASE_SECONDS)
         if self.until - now > length * 2 / 3:
             return
+        self.lapsed = self.lapsed or self.until <= now
         self.until = now + length
         Delivery.objects.filter(lease_token=self.token, status=DeliveryStatus.PENDING).update(
             lease_expires_at=self.until
@@ -389,8 +393,12 @@ class Pusher:
         return [row for _, _, tail_rows in tails for row in tail_rows]
 
     def _push_chunk(self, job: _Job, profile_ids: list[int]) -> None:
-        payload = job.payload(profile_ids)
         self.keep_lease()
+        if self.lease is not None and self.lease.lapsed:
+            profile_ids = self._still_ours(job, profile_ids)
+            if not profile_ids:
+                return
+        payload = job.payload(profile_ids)
         self.report.requests += 1
         try:
             self.send(job, payload)
@@ -426,6 +434,17 @@ class Pusher:
         middle = len(profile_ids) // 2
         self._push_chunk(job, profile_ids[:middle])
         self._push_chunk(job, profile_ids[middle:])
+
+    def _still_ours(self, job: _Job, profile_ids: list[int]) -> list[int]:
+        """The profiles of this job, each with only its rows that still carry our lease."""
+        owned = set(self._owned(self._rows(job, profile_ids)).values_list("pk", flat=True))
+        kept = []
+        for profile_id in profile_ids:
+            mine = [row for row in job.members[profile_id] if row.pk in owned]
+            if mine:
+                job.members[profile_id] = mine
+                kept.append(profile_id)
+        return kept
 
     def _rows(self, job: _Job, profile_ids: Sequence[int]) -> list[_Row]:
         return [d for pid in profile_ids for d in job.members[pid]]
