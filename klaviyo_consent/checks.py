@@ -37,6 +37,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="klaviyo_consent.W001",
             )
         )
+    if consent_settings.PUSH_ON_COMMIT:
+        from klaviyo_consent.tasks import push_pending
+
+        alias = consent_settings.TASK_BACKEND
+        try:
+            push_pending.using(backend=alias).get_backend()
+        except Exception as exc:  # noqa: BLE001 - whatever the Tasks framework raises, say it
+            messages.append(
+                checks.Error(
+                    f'KLAVIYO_CONSENT["TASK_BACKEND"] = {alias!r} is not a usable task backend: '
+                    f"{exc}",
+                    hint="Name a backend of TASKS, or set PUSH_ON_COMMIT to False and run "
+                    "klaviyo_consent_sync --loop.",
+                    id="klaviyo_consent.E003",
+                )
+            )
     if not consent_settings.SMS_COUNTRIES:
         messages.append(
             checks.Warning(

@@ -310,10 +310,16 @@ def test_a_klaviyo_outage_loses_nothing_and_the_next_sync_delivers(api, fake, on
 
 
 @pytest.mark.parametrize("history", ["new profile", "known profile"])
-def test_the_201_body_says_what_the_profile_and_events_endpoints_say(api, fake, history):
+def test_the_201_body_says_what_the_profile_and_events_endpoints_say(api, fake, settings, history):
+    settings.TIME_ZONE = "Europe/Ljubljana"  # not UTC: the ledger's times must not depend on it
     if history == "known profile":
         api.post(SUBSCRIBE, body(subscriptions={"sms": {"transactional": True}}), format="json")
-    response = api.post(SUBSCRIBE, body(), format="json", REMOTE_ADDR="203.0.113.9")
+    response = api.post(
+        SUBSCRIBE,
+        body(consented_at="2024-01-01T12:00:00Z", historical_import=True, method="import"),
+        format="json",
+        REMOTE_ADDR="2001:0db8:0000:0000:0000:0000:0000:0001",  # stored compressed
+    )
     assert response.status_code == 201, response.content
 
     profile_id = response.data["profile"]["id"]
@@ -325,6 +331,8 @@ def test_the_201_body_says_what_the_profile_and_events_endpoints_say(api, fake, 
     expected = "SUBSCRIBED" if history == "known profile" else "NEVER_SUBSCRIBED"
     assert detail["ledger"]["sms"]["transactional"]["status"] == expected
     assert detail["ledger"]["sms"]["marketing"]["delivery"] == "pending"
+    assert detail["ledger"]["email"]["marketing"]["consented_at"] == "2024-01-01T12:00:00+00:00"
+    assert {event["ip_address"] for event in response.json()["events"]} == {"2001:db8::1"}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -337,3 +345,14 @@ def test_with_the_immediate_task_backend_the_201_already_shows_the_consent_appli
     assert ledger["email"]["marketing"]["delivery"] == "applied"
     subscriptions = response.data["profile"]["subscriptions"]
     assert subscriptions["sms"]["marketing"]["consent"] == "SUBSCRIBED"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_backend_that_cannot_load_still_answers_201_and_loses_nothing(api, fake, settings):
+    settings.TASKS = {"default": {"BACKEND": "no.such.Backend"}}  # system check E003 says so too
+
+    response = api.post(SUBSCRIBE, body(), format="json")
+
+    assert response.status_code == 201, response.content
+    assert {event["delivery"]["status"] for event in response.data["events"]} == {"pending"}
+    assert ConsentEvent.objects.filter(delivery__status="pending").count() == 2

@@ -151,3 +151,11 @@ def test_system_check_flags_the_http_backend_without_a_key(settings):
     settings.KLAVIYO_CONSENT = {"BACKEND": "klaviyo_consent.backends.fake.FakeKlaviyoBackend"}
     ids = [m.id for m in checks.run_checks(tags=["klaviyo_consent"])]
     assert "klaviyo_consent.E002" not in ids
+
+
+def test_system_check_flags_a_task_backend_that_cannot_be_loaded(settings):
+    settings.TASKS = {"default": {"BACKEND": "no.such.Backend"}}
+    [error] = [m for m in checks.run_checks(tags=["klaviyo_consent"]) if m.id.endswith("E003")]
+    assert "'default' is not a usable task backend" in error.msg
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    assert not [m for m in checks.run_checks(tags=["klaviyo_consent"]) if m.id.endswith("E003")]

@@ -153,3 +153,28 @@ def test_two_requests_for_the_same_new_person_at_once_make_one_profile(fake, set
     assert {result.profile.pk for result in results} == {profile.pk}
     assert sorted(result.created for result in results) == [False, True]
     assert ConsentEvent.objects.filter(profile=profile).count() == 2
+
+
+def test_an_integrity_error_that_is_not_a_profile_race_is_not_retried(fake):
+    from klaviyo_consent.signals import consent_recorded
+
+    calls = []
+
+    def receiver_that_breaks(sender, **kwargs):
+        calls.append(kwargs["profile"].email)
+        raise IntegrityError("a receiver's own constraint")
+
+    consent_recorded.connect(receiver_that_breaks)
+    try:
+        with pytest.raises(IntegrityError, match="a receiver's own constraint"):
+            record_consent(
+                ConsentRequest(
+                    consent="SUBSCRIBED",
+                    subscriptions={"email": {"marketing": True}},
+                    email="ada@example.com",
+                )
+            )
+    finally:
+        consent_recorded.disconnect(receiver_that_breaks)
+    assert calls == ["ada@example.com"]  # run once, not rerun with its side effects
+    assert not Profile.objects.exists()  # and the transaction rolled back whole

@@ -12,6 +12,17 @@ from klaviyo_consent.models import EVENT_FIELDS, ConsentEvent, Delivery, Profile
 from klaviyo_consent.services.ledger import ledger_for
 
 
+def _copies(fields: dict[str, Any]) -> dict[str, Any]:
+    """Each field copied for one serializer instance: shallowly, except a ``many=True`` field,
+    whose child points back at its parent and would be shared."""
+    return {
+        name: copy.deepcopy(field)
+        if isinstance(field, serializers.ListSerializer)
+        else copy.copy(field)
+        for name, field in fields.items()
+    }
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses keys it does not know, so a typo is a 400, not a silently ignored field.
 
@@ -20,7 +31,7 @@ class StrictSerializer(serializers.Serializer):
     """
 
     def get_fields(self) -> dict[str, Any]:
-        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+        return _copies(self._declared_fields)
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -95,7 +106,7 @@ class _BuiltOnce:
         if prototype is None:
             prototype = super().get_fields()  # type: ignore[misc]
             cls._prototype_fields = prototype
-        return {name: copy.copy(field) for name, field in prototype.items()}
+        return _copies(prototype)
 
 
 class DeliverySerializer(_BuiltOnce, serializers.ModelSerializer):

@@ -84,10 +84,9 @@ def check_prior_consent(
             for profile in Profile.objects.filter(**{f"{kind}__in": values}):
                 found[(kind, getattr(profile, kind))] = profile
 
-    latest = latest_events({profile.pk for profile in found.values()})
-    ledgers = {
-        profile.pk: ledger_for(profile, events=latest[profile.pk]) for profile in found.values()
-    }
+    profiles = {profile.pk: profile for profile in found.values()}
+    latest = latest_events(profiles)
+    ledgers = {pk: ledger_for(profile, events=latest[pk]) for pk, profile in profiles.items()}
     results = []
     for kind, raw, normalized, error in items:
         profile = found.get((kind, normalized)) if normalized else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -19,6 +19,14 @@ from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
 from klaviyo_consent.phone import normalize_phone_number, require_sms_country
 from klaviyo_consent.signals import consent_recorded
+
+#: Stores the evidence IP as the database keeps it (IPv6 compressed), so a response built
+#: from the new rows says what a later read says.
+_IP_FIELD = ConsentEvent._meta.get_field("ip_address")
+
+
+class _LostProfileRace(Exception):
+    """Another transaction created this person's profile between our lookup and our INSERT."""
 
 
 @dataclass(frozen=True)
@@ -178,9 +186,13 @@ def _resolve_profile(
             )
         # No savepoint: if another request creates this person first, the INSERT fails and
         # record_consent runs its transaction again, finding the profile this time.
-        return Profile.objects.create(
-            email=email, phone_number=phone, external_id=external_id
-        ), True
+        try:
+            profile = Profile.objects.create(
+                email=email, phone_number=phone, external_id=external_id
+            )
+        except IntegrityError as error:
+            raise _LostProfileRace from error
+        return profile, True
     changed = []
     for name, value in (("email", email), ("phone_number", phone), ("external_id", external_id)):
         if value and getattr(profile, name) != value:
@@ -200,7 +212,7 @@ def record_consent(request: ConsentRequest) -> RecordResult:
     email, phone, changes = _clean(request)
     try:
         return _record(request, email, phone, changes)
-    except IntegrityError:
+    except _LostProfileRace:
         # Two requests created the same new person at once and this one lost the race. Its
         # transaction (or savepoint) is rolled back whole; the second run finds the profile.
         return _record(request, email, phone, changes)
@@ -234,7 +246,7 @@ def _record(
                 recorded_at=now,
                 list_id=request.list_id,
                 historical_import=request.historical_import,
-                ip_address=request.evidence.ip_address,
+                ip_address=_IP_FIELD.get_prep_value(request.evidence.ip_address),
                 user_agent=request.evidence.user_agent,
                 page_url=request.evidence.page_url,
                 recorded_by=request.recorded_by,
@@ -255,11 +267,12 @@ def settled(result: RecordResult) -> RecordResult:
     """
     from klaviyo_consent.tasks import runs_inline
 
-    pushed = (
-        consent_settings.PUSH_ON_COMMIT
-        and not transaction.get_connection().in_atomic_block
-        and runs_inline()
-    )
+    pushed = consent_settings.PUSH_ON_COMMIT and not transaction.get_connection().in_atomic_block
+    if pushed:
+        try:
+            pushed = runs_inline()
+        except Exception:  # noqa: BLE001 - a broken TASKS setting (check E003); the events are
+            pushed = True  # committed, so answer 201 from a fresh read rather than fail
     if result.created and not pushed:
         return replace(result, history=list(result.events))
     profile = Profile.objects.get(pk=result.profile.pk) if pushed else result.profile
@@ -341,6 +354,6 @@ def ledger_for(
 def _consented_at(event: ConsentEvent) -> str | None:
     """When the person agreed: the import's date, Klaviyo's timestamp, or when we recorded it."""
     if event.consented_at:
-        return event.consented_at.isoformat()
+        return event.consented_at.astimezone(UTC).isoformat()
     stamp = (event.klaviyo_data or {}).get("consent_timestamp")
-    return stamp or event.recorded_at.isoformat()
+    return stamp or event.recorded_at.astimezone(UTC).isoformat()
