@@ -109,21 +109,28 @@ def test_a_leased_row_cannot_be_claimed_twice_until_its_lease_expires(fake):
     assert len(claim("pending", limit=10)) == 1
 
 
-def test_a_worker_still_pushing_keeps_its_lease_so_no_other_worker_takes_its_rows(fake, settings):
+def _push_with_a_pause_after_each_job(settings, jobs, pause):
+    """Record ``jobs`` jobs (one per sign-up form), push them under a 0.3 s lease, and run
+    ``pause`` after each job is marked pushed: where a test plays a slow Klaviyo, a stalled
+    worker, or a second worker claiming rows."""
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEASE_SECONDS": 0.3}
-    for i in range(5):  # five jobs, one per sign-up form
+    for i in range(jobs):
         record(f"p{i}@example.com", custom_source=f"form-{i}")
+    consent_pushed.connect(pause)
+    try:
+        return push_pending()
+    finally:
+        consent_pushed.disconnect(pause)
+
+
+def test_a_worker_still_pushing_keeps_its_lease_so_no_other_worker_takes_its_rows(fake, settings):
     taken_over = []
 
     def slow_klaviyo_then_another_worker_claims(sender, **kwargs):
         time.sleep(0.15)  # five jobs take 0.75 s: more than two leases
         taken_over.extend(claim("pending", limit=10))
 
-    consent_pushed.connect(slow_klaviyo_then_another_worker_claims)
-    try:
-        report = push_pending()
-    finally:
-        consent_pushed.disconnect(slow_klaviyo_then_another_worker_claims)
+    report = _push_with_a_pause_after_each_job(settings, 5, slow_klaviyo_then_another_worker_claims)
 
     assert taken_over == []
     assert report.pushed == 5 and fake.counts["bulk_subscribe_profiles"] == 5
@@ -133,9 +140,6 @@ def test_a_worker_still_pushing_keeps_its_lease_so_no_other_worker_takes_its_row
 def test_a_worker_whose_lease_ran_out_sends_only_the_rows_still_its_own(fake, settings):
     from klaviyo_consent.services.sync import Pusher, SyncReport
 
-    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEASE_SECONDS": 0.3}
-    for i in range(3):  # three jobs, one per sign-up form
-        record(f"p{i}@example.com", custom_source=f"form-{i}")
     taken_over = []
 
     def stall_then_another_worker_takes_over(sender, **kwargs):
@@ -143,11 +147,7 @@ def test_a_worker_whose_lease_ran_out_sends_only_the_rows_still_its_own(fake, se
             time.sleep(0.35)  # the first worker stalls past its lease after its first job
             taken_over.extend(claim("pending", limit=10))
 
-    consent_pushed.connect(stall_then_another_worker_takes_over)
-    try:
-        push_pending()
-    finally:
-        consent_pushed.disconnect(stall_then_another_worker_takes_over)
+    _push_with_a_pause_after_each_job(settings, 3, stall_then_another_worker_takes_over)
 
     assert len(taken_over) == 2 and fake.counts["bulk_subscribe_profiles"] == 1
     assert set(
