@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 from phonenumbers import geocoder
 
@@ -26,8 +28,12 @@ def normalize_phone_number(raw: str, *, field: str = "phone_number") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+@lru_cache(maxsize=4096)
 def phone_region(e164: str) -> str | None:
-    """The ISO region of a number by its numbering plan (+1 787 is PR, not US)."""
+    """The ISO region of a number by its numbering plan (+1 787 is PR, not US).
+
+    Cached: a subscribe asks right after normalising, verdicts ask for every SMS event.
+    """
     try:
         return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
     except phonenumbers.NumberParseException:
