@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+from klaviyo_consent.conf import TASKS_MODULE
+
 SECRET_KEY = "benchmarks-only"
 DEBUG = False  # DEBUG=True would keep every SQL query in memory
 USE_TZ = True
@@ -75,7 +77,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
 }
-TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
 KLAVIYO_CONSENT = {
     # The real HTTP client with the in-process fake Klaviyo mounted as its transport.
     "BACKEND": "klaviyo_consent.backends.fake.FakeKlaviyoBackend",

@@ -6,8 +6,9 @@ network). Set it → the HTTP backend talks to ``KLAVIYO_API_URL``.
 
 from pathlib import Path
 
-import django
 import environ
+
+from klaviyo_consent.conf import TASKS_MODULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env(
@@ -79,8 +80,6 @@ REST_FRAMEWORK = {
 
 # The immediate backend pushes right after each commit: fine for a demo. For production see
 # docs/delivery.md (database worker, or Celery with Redis).
-# Django 6 has the Tasks framework built in; 5.2 uses the django-tasks backport.
-TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
 TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
 
 KLAVIYO_API_KEY = env("KLAVIYO_PRIVATE_API_KEY")

@@ -1,7 +1,8 @@
 """Settings for the test suite: SQLite by default, PostgreSQL with DATABASE_URL."""
 
-import django
 import environ
+
+from klaviyo_consent.conf import TASKS_MODULE
 
 env = environ.Env()
 
@@ -50,8 +51,6 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
 }
-# Django 6 has the Tasks framework built in; 5.2 uses the django-tasks backport.
-TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
 TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
 KLAVIYO_CONSENT = {
     "BACKEND": "klaviyo_consent.backends.fake.FakeKlaviyoBackend",

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from klaviyo_consent.conf import TASKS_MODULE
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.testing.fake import FakeKlaviyo, FakeKlaviyoServer
-from tests.settings import TASKS_MODULE
 from tests.workers import (
     DB_WORKER,
     LIST_ID,

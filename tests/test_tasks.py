@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from klaviyo_consent.conf import TASKS_MODULE
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.tasks import push_pending
-from tests.settings import TASKS_MODULE
 
 
 def task_backends():

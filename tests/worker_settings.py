@@ -25,8 +25,9 @@ The three ``TASKS`` blocks below are the engine snippets of docs/delivery.md.
 import json
 import os
 
+from klaviyo_consent.conf import TASKS_MODULE
 from tests.settings import *  # noqa: F403
-from tests.settings import INSTALLED_APPS, KLAVIYO_CONSENT, TASKS_MODULE
+from tests.settings import INSTALLED_APPS, KLAVIYO_CONSENT
 
 _overrides = json.loads(os.environ.get("KLAVIYO_CONSENT_JSON") or "{}")
 KLAVIYO_CONSENT = {
