@@ -4,7 +4,8 @@ The bare endpoint is the floor a DRF site pays for any write: a ModelSerializer 
 CreateAPIView on a tiny model (no unique fields, so no validator queries); a second one does
 the same on Profile itself (its unique email/phone checks included). A third writes the rows a
 subscribe writes (a profile, two events, two outbox rows) the bare way: a plain serializer whose
-``create()`` makes them with the ORM in one transaction, without our validation, evidence,
+``create()`` makes them with the ORM in one transaction (``Profile.objects.create`` and
+``ConsentEvent.objects.append``: two bulk INSERTs), without our validation, evidence,
 identity checks, signal or ledger; it is the floor for any ORM implementation of the endpoint.
 All use the same authentication (token) and permission (IsAuthenticated) as the consent API,
 on the same database, in the same run, through the same client (Django's test Client: the full
@@ -46,7 +47,7 @@ def main() -> None:
     from rest_framework.permissions import IsAuthenticated
 
     from benchmarks import urls
-    from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+    from klaviyo_consent.models import ConsentEvent, Profile
 
     class BenchSignup(models.Model):
         email = models.EmailField(max_length=254)
@@ -87,28 +88,21 @@ def main() -> None:
                 profile = Profile.objects.create(
                     email=validated_data["email"], phone_number=validated_data["phone_number"]
                 )
-                events = ConsentEvent.objects.bulk_create(
-                    ConsentEvent(
-                        profile=profile,
-                        email=profile.email,
-                        phone_number=profile.phone_number,
-                        channel=channel,
-                        purpose="marketing",
-                        consent="SUBSCRIBED",
-                        consent_text=validated_data["consent_text"],
-                        recorded_at=now,
-                    )
-                    for channel in ("email", "sms")
-                )
-                Delivery.objects.bulk_create(
-                    Delivery(
-                        event=event,
-                        profile=profile,
-                        channel=event.channel,
-                        purpose=event.purpose,
-                        next_attempt_at=now,
-                    )
-                    for event in events
+                ConsentEvent.objects.append(
+                    [
+                        ConsentEvent(
+                            profile=profile,
+                            email=profile.email,
+                            phone_number=profile.phone_number,
+                            channel=channel,
+                            purpose="marketing",
+                            consent="SUBSCRIBED",
+                            consent_text=validated_data["consent_text"],
+                            recorded_at=now,
+                        )
+                        for channel in ("email", "sms")
+                    ],
+                    next_attempt_at=now,
                 )
             return profile
 

@@ -180,7 +180,7 @@ def seed_pending(
     from django.db import transaction
     from django.utils import timezone
 
-    from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+    from klaviyo_consent.models import ConsentEvent, Profile
 
     email_only = int(events * 0.4)
     email_sms = int(events * 0.4) // 2
@@ -226,18 +226,7 @@ def seed_pending(
                             page_url="https://shop.example.com/signup",
                         )
                     )
-            saved = ConsentEvent.objects.bulk_create(rows)
-            Delivery.objects.bulk_create(
-                Delivery(
-                    event=event,
-                    profile_id=event.profile_id,
-                    channel=event.channel,
-                    purpose=event.purpose,
-                    next_attempt_at=now,
-                )
-                for event in saved
-            )
-            created += len(saved)
+            created += len(ConsentEvent.objects.append(rows, next_attempt_at=now))
     return {"events": created, "profiles": len(plan), "groups": len(groups)}
 
 

@@ -27,36 +27,29 @@ def seed(events: int) -> None:
     """``events`` email signups, each from its own custom_source: one job each."""
     from django.utils import timezone
 
-    from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+    from klaviyo_consent.models import ConsentEvent, Profile
 
     now = timezone.now()
     profiles = Profile.objects.bulk_create(
         Profile(email=f"s{i}@example.com") for i in range(events)
     )
-    saved = ConsentEvent.objects.bulk_create(
-        ConsentEvent(
-            profile=profile,
-            email=profile.email,
-            channel="email",
-            purpose="marketing",
-            consent="SUBSCRIBED",
-            method="form",
-            custom_source=f"landing-page-{i}",
-            consent_text="Yes, send me news and offers.",
-            recorded_at=now,
-            list_id=LIST_ID,
-        )
-        for i, profile in enumerate(profiles)
-    )
-    Delivery.objects.bulk_create(
-        Delivery(
-            event=event,
-            profile_id=event.profile_id,
-            channel=event.channel,
-            purpose=event.purpose,
-            next_attempt_at=now,
-        )
-        for event in saved
+    ConsentEvent.objects.append(
+        [
+            ConsentEvent(
+                profile=profile,
+                email=profile.email,
+                channel="email",
+                purpose="marketing",
+                consent="SUBSCRIBED",
+                method="form",
+                custom_source=f"landing-page-{i}",
+                consent_text="Yes, send me news and offers.",
+                recorded_at=now,
+                list_id=LIST_ID,
+            )
+            for i, profile in enumerate(profiles)
+        ],
+        next_attempt_at=now,
     )
 
 

@@ -114,14 +114,16 @@ class KlaviyoList(models.Model):
 
 
 class ConsentEventQuerySet(models.QuerySet):
-    def append(self, events: list[ConsentEvent], **delivery: Any) -> list[ConsentEvent]:
+    def append(
+        self, events: list[ConsentEvent], *, batch_size: int | None = None, **delivery: Any
+    ) -> list[ConsentEvent]:
         """Insert new events and each one's ``Delivery`` row together: no event without one.
 
-        ``delivery`` sets the rows' fields (status, reason, next_attempt_at...). Call it inside
-        the transaction that must hold both.
+        ``delivery`` sets the rows' fields (status, reason, next_attempt_at...); ``batch_size``
+        is bulk_create's, for bulk loads. Call it inside the transaction that must hold both.
         """
         if connections[self.db].features.can_return_rows_from_bulk_insert:
-            self.bulk_create(events)  # one INSERT; the events get their ids
+            self.bulk_create(events, batch_size=batch_size)  # one INSERT; events get their ids
         else:
             for event in events:
                 event.save(using=self.db)
@@ -135,7 +137,7 @@ class ConsentEventQuerySet(models.QuerySet):
             )
             for event in events
         ]
-        Delivery.objects.using(self.db).bulk_create(deliveries)
+        Delivery.objects.using(self.db).bulk_create(deliveries, batch_size=batch_size)
         for event, row in zip(events, deliveries, strict=True):
             event.delivery = row  # so ``event.delivery`` costs no query
         return events

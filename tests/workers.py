@@ -311,7 +311,7 @@ def bulk_record(
     from django.utils import timezone
 
     from klaviyo_consent.choices import Method
-    from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+    from klaviyo_consent.models import ConsentEvent, Profile
 
     now = timezone.now()
     with transaction.atomic():
@@ -321,7 +321,7 @@ def bulk_record(
             batch_size=batch_size,
         )
         known = dict(Profile.objects.filter(email__in=list(addresses)).values_list("email", "pk"))
-        events = ConsentEvent.objects.bulk_create(
+        events = ConsentEvent.objects.append(
             [
                 ConsentEvent(
                     profile_id=known[email],
@@ -337,19 +337,7 @@ def bulk_record(
                 for index, email in enumerate(addresses)
             ],
             batch_size=batch_size,
-        )
-        Delivery.objects.bulk_create(
-            [
-                Delivery(
-                    event_id=event.pk,
-                    profile_id=event.profile_id,
-                    channel=event.channel,
-                    purpose=event.purpose,
-                    next_attempt_at=now,
-                )
-                for event in events
-            ],
-            batch_size=batch_size,
+            next_attempt_at=now,
         )
     return [event.pk for event in events]
 
