@@ -38,11 +38,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     if consent_settings.PUSH_ON_COMMIT:
-        from klaviyo_consent.tasks import push_pending
+        from klaviyo_consent.tasks import push_task
 
         alias = consent_settings.TASK_BACKEND
         try:
-            push_pending.using(backend=alias).get_backend()
+            push_task().get_backend()
         except Exception as exc:  # noqa: BLE001 - whatever the Tasks framework raises, say it
             messages.append(
                 checks.Error(

@@ -16,10 +16,10 @@ logger = logging.getLogger("klaviyo_consent.receivers")
 
 def enqueue_push() -> None:
     """Enqueue the push task; if the queue is down the outbox keeps the work for the next sync."""
-    from klaviyo_consent.tasks import push_pending
+    from klaviyo_consent.tasks import push_task
 
     try:
-        push_pending.using(backend=consent_settings.TASK_BACKEND).enqueue()
+        push_task().enqueue()
     except Exception:
         logger.exception("Could not enqueue the Klaviyo push; klaviyo_consent_sync will send it.")
 

@@ -31,16 +31,20 @@ def push_pending() -> dict[str, Any]:
     return report.as_dict()
 
 
+def push_task() -> Any:
+    """``push_pending`` on the task backend ``TASK_BACKEND`` names: the one the app enqueues to."""
+    from klaviyo_consent.conf import consent_settings
+
+    return push_pending.using(backend=consent_settings.TASK_BACKEND)
+
+
 def runs_inline() -> bool:
     """Whether the task backend runs ``push_pending`` inside ``enqueue`` (the immediate backend).
 
     Then a push, and its read-back, have already happened when a recording transaction has
     committed, and whoever shows the result must read it again.
     """
-    from klaviyo_consent.conf import consent_settings
-
-    backend = push_pending.using(backend=consent_settings.TASK_BACKEND).get_backend()
-    return isinstance(backend, ImmediateBackend)
+    return isinstance(push_task().get_backend(), ImmediateBackend)
 
 
 def schedule_follow_up() -> bool:
@@ -53,10 +57,9 @@ def schedule_follow_up() -> bool:
     from django.utils import timezone
 
     from klaviyo_consent.choices import DeliveryStatus
-    from klaviyo_consent.conf import consent_settings
     from klaviyo_consent.models import Delivery
 
-    deferred = push_pending.using(backend=consent_settings.TASK_BACKEND)
+    deferred = push_task()
     if not deferred.get_backend().supports_defer:
         return False
     due = (
