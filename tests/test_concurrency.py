@@ -21,15 +21,14 @@ import pytest
 
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.ratelimit import LIMITS
-from klaviyo_consent.testing.fake import FakeKlaviyo
 from tests.workers import (
-    LIST_ID,
     REDIS_URL,
     SYNC_LOOP,
     PostLog,
     Worker,
     bulk_record,
     emails,
+    list_fake,
     serving,
     wait_until,
     worker_env,
@@ -60,8 +59,7 @@ def _pushed_by(worker: Worker) -> int:
 def test_four_workers_push_twenty_thousand_events_once_each_without_a_single_429(
     db_url: str, redis: None, workers: list[Worker], tmp_path: Path
 ) -> None:
-    fake = FakeKlaviyo(enforce_rate_limits=True, time_scale=TIME_SCALE)
-    fake.add_list(LIST_ID, "Newsletter", "single_opt_in")
+    fake = list_fake(enforce_rate_limits=True, time_scale=TIME_SCALE)
     posts = PostLog()
 
     with serving(fake, posts=posts) as server:

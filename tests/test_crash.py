@@ -28,12 +28,12 @@ from django.utils import timezone
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.testing.fake import FakeKlaviyo
 from tests.workers import (
-    LIST_ID,
     SYNC_LOOP,
     PostLog,
     Worker,
     bulk_record,
     emails,
+    list_fake,
     serving,
     wait_until,
     worker_env,
@@ -49,9 +49,7 @@ JOB_SIZE = 100
 
 @pytest.fixture
 def fake() -> FakeKlaviyo:
-    fake = FakeKlaviyo(enforce_rate_limits=False)
-    fake.add_list(LIST_ID, "Newsletter", "single_opt_in")
-    return fake
+    return list_fake(enforce_rate_limits=False)
 
 
 def _stranded() -> dict[int, tuple[str, datetime]]:

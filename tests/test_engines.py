@@ -29,6 +29,7 @@ from tests.workers import (
     SYNC_LOOP,
     Worker,
     celery_worker,
+    list_fake,
     run,
     serving,
     wait_until,
@@ -41,9 +42,7 @@ DELIVERY_TIMEOUT = 60.0
 
 @pytest.fixture
 def fake() -> FakeKlaviyo:
-    fake = FakeKlaviyo(enforce_rate_limits=False)
-    fake.add_list(LIST_ID, "Newsletter", "single_opt_in")
-    return fake
+    return list_fake(enforce_rate_limits=False)
 
 
 @pytest.fixture

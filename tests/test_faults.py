@@ -20,7 +20,7 @@ from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.mirror import verify_pushed
 from klaviyo_consent.services.sync import push_pending, sync
 from klaviyo_consent.testing.fake import FAULT_CHOICES, INVALID_EMAIL_DETAIL, FakeKlaviyo
-from tests.workers import LIST_ID, bulk_record, emails, serving
+from tests.workers import bulk_record, emails, list_fake, serving
 
 pytestmark = pytest.mark.django_db
 
@@ -41,9 +41,7 @@ def seed() -> int:
 
 @pytest.fixture
 def fake(seed: int) -> FakeKlaviyo:
-    fake = FakeKlaviyo(enforce_rate_limits=False, seed=seed)
-    fake.add_list(LIST_ID, "Newsletter", "single_opt_in")
-    return fake
+    return list_fake(enforce_rate_limits=False, seed=seed)
 
 
 @pytest.fixture

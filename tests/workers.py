@@ -33,6 +33,15 @@ REDIS_URL = os.environ.get("KLAVIYO_CONSENT_TEST_REDIS", "redis://127.0.0.1:6379
 LIST_ID = "Single"
 
 
+def list_fake(**options: Any) -> Any:
+    """A fake Klaviyo (``options`` as FakeKlaviyo takes them) holding ``LIST_ID``, single opt-in."""
+    from klaviyo_consent.testing.fake import FakeKlaviyo
+
+    fake = FakeKlaviyo(**options)
+    fake.add_list(LIST_ID, "Newsletter", "single_opt_in")
+    return fake
+
+
 # --- services ------------------------------------------------------------------------------
 
 
