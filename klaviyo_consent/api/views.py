@@ -86,7 +86,7 @@ class _RecordView(APIView):
         except ConsentValidationError as error:
             raise field_error(error) from error
         result = settled(result)
-        context = {"ledger_events": {result.profile.pk: result.history}}
+        context = {"ledger_events": {result.profile.pk: result.latest}}
         return Response(
             {
                 "profile": ProfileSerializer(result.profile, context=context).data,
@@ -112,6 +112,8 @@ class ProfileList(generics.ListAPIView):
     serializer_class = ProfileSerializer
     permission_classes = [CanViewConsent]
     pagination_class = Pagination
+    #: The page's latest events per profile, read in one query once the page is known.
+    ledger_events: dict[int, list[ConsentEvent]] | None = None
 
     def paginate_queryset(self, queryset: Any) -> list[Profile] | None:
         page = super().paginate_queryset(queryset)
@@ -119,8 +121,7 @@ class ProfileList(generics.ListAPIView):
         return page
 
     def get_serializer_context(self) -> dict[str, Any]:
-        events = getattr(self, "ledger_events", None)  # set once the page is known
-        return {**super().get_serializer_context(), "ledger_events": events}
+        return {**super().get_serializer_context(), "ledger_events": self.ledger_events}
 
     def get_queryset(self) -> Any:
         queryset = Profile.objects.all()

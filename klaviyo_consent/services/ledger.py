@@ -66,8 +66,9 @@ class RecordResult:
     profile: Profile
     events: list[ConsentEvent]
     created: bool
-    #: The profile's whole history in id order (with deliveries), once :func:`settled` knows it.
-    history: list[ConsentEvent] | None = None
+    #: The profile's latest event per channel and purpose (its ledger), once :func:`settled`
+    #: knows them.
+    latest: list[ConsentEvent] | None = None
 
 
 def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[str, str]]]:
@@ -259,11 +260,12 @@ def _record(
 
 
 def settled(result: RecordResult) -> RecordResult:
-    """``result`` as the database has it after the recording committed, with its history.
+    """``result`` as the database has it after the recording committed, with its ledger events.
 
-    With the immediate task backend the push and its read-back ran on commit, so deliveries and
-    the mirror are read again. Otherwise the rows just written are current: a new profile's
-    history is exactly its new events (no query), an existing profile's is read once.
+    With the immediate task backend the push and its read-back ran on commit, so the profile,
+    the events and the ledger are read again. Otherwise the rows just written are current: a
+    new profile's ledger is exactly its new events (no query), an existing profile's latest
+    events are read once (not its whole history).
     """
     from klaviyo_consent.tasks import runs_inline
 
@@ -273,17 +275,20 @@ def settled(result: RecordResult) -> RecordResult:
             pushed = runs_inline()
         except Exception:  # noqa: BLE001 - a broken TASKS setting (check E003); the events are
             pushed = True  # committed, so answer 201 from a fresh read rather than fail
-    if result.created and not pushed:
-        return replace(result, history=list(result.events))
-    profile = Profile.objects.get(pk=result.profile.pk) if pushed else result.profile
-    history = list(
+    pk = result.profile.pk
+    if not pushed:
+        return replace(result, latest=result.events if result.created else latest_events([pk])[pk])
+    events = (
         ConsentEvent.objects.select_related("delivery", "recorded_by")
-        .filter(profile=profile)
+        .filter(pk__in=[event.pk for event in result.events])
         .order_by("id")
     )
-    recorded = {event.pk for event in result.events}
-    events = [event for event in history if event.pk in recorded]
-    return replace(result, profile=profile, events=events, history=history)
+    return replace(
+        result,
+        profile=Profile.objects.get(pk=pk),
+        events=list(events),
+        latest=latest_events([pk])[pk],
+    )
 
 
 def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
