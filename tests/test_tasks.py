@@ -14,6 +14,18 @@ from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.tasks import push_pending
 
 
+def subscribe_a(list_id: str = "Single"):
+    """a@example.com subscribes to email marketing: one event, pending in the outbox."""
+    return record_consent(
+        ConsentRequest(
+            consent="SUBSCRIBED",
+            subscriptions={"email": {"marketing": True}},
+            email="a@example.com",
+            list_id=list_id,
+        )
+    )
+
+
 def task_backends():
     """The Tasks framework's backend handler: ``django.tasks`` on 6.x, the backport on 5.2."""
     return importlib.import_module(TASKS_MODULE).task_backends
@@ -38,14 +50,7 @@ def deferring_backend(settings):
 
 
 def test_a_push_schedules_its_own_read_back_when_the_backend_can_defer(fake, deferring_backend):
-    record_consent(
-        ConsentRequest(
-            consent="SUBSCRIBED",
-            subscriptions={"email": {"marketing": True}},
-            email="a@example.com",
-            list_id="Single",
-        )
-    )
+    subscribe_a()
     before = timezone.now()
     result = push_pending.call()
     assert result["pushed"] == 1
@@ -62,14 +67,7 @@ def test_nothing_is_scheduled_when_nothing_was_pushed(fake, deferring_backend):
 
 
 def test_a_push_that_only_hit_a_429_schedules_the_retry(fake, deferring_backend):
-    record_consent(
-        ConsentRequest(
-            consent="SUBSCRIBED",
-            subscriptions={"email": {"marketing": True}},
-            email="a@example.com",
-            list_id="Single",
-        )
-    )
+    subscribe_a()
     fake.fail_next(429, retry_after=20)
     before = timezone.now()
     result = push_pending.call()
@@ -85,13 +83,7 @@ def test_the_push_is_enqueued_on_commit_and_only_then(
     settings.TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.dummy.DummyBackend"}}
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        record_consent(
-            ConsentRequest(
-                consent="SUBSCRIBED",
-                subscriptions={"email": {"marketing": True}},
-                email="a@example.com",
-            )
-        )
+        subscribe_a(list_id="")
     assert task_backends()["default"].results == []
     for callback in callbacks:
         callback()
@@ -101,12 +93,6 @@ def test_the_push_is_enqueued_on_commit_and_only_then(
 def test_a_broken_queue_loses_nothing(fake, settings, django_capture_on_commit_callbacks, caplog):
     settings.TASKS = {"default": {"BACKEND": "no.such.Backend"}}
     with django_capture_on_commit_callbacks(execute=True):
-        result = record_consent(
-            ConsentRequest(
-                consent="SUBSCRIBED",
-                subscriptions={"email": {"marketing": True}},
-                email="a@example.com",
-            )
-        )
+        result = subscribe_a(list_id="")
     assert "klaviyo_consent_sync will send it" in caplog.text
     assert Delivery.objects.get(pk=result.events[0].pk).status == "pending"
