@@ -326,7 +326,9 @@ class WebhookDelivery(models.Model):
     attempts = models.PositiveIntegerField(
         default=0, help_text="How many times processing ran (each failure is recorded in error)."
     )
-    failed_at = models.DateTimeField(null=True, blank=True, help_text="When processing last failed.")
+    failed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When processing last failed."
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]

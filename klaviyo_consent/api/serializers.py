@@ -120,6 +120,7 @@ class DeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
             "pushed_at",
             "verified_at",
             "dead_lettered_at",
+            "history",
         ]
         read_only_fields = fields
 

@@ -112,8 +112,8 @@ def verify_webhook(
     Storing is part of verifying: the unique signature is what makes the next copy of a
     processed delivery a replay. A copy of a delivery that was stored but never processed
     (processing raised, or Klaviyo could not be reached) is returned again, so Klaviyo's resend
-    is processed: webhooks are handled at least once. Raises :class:`WebhookRejected` (nothing stored) or
-    :class:`MalformedWebhook` (signed, but not a JSON envelope; nothing stored). ``now``
+    is processed: webhooks are handled at least once. Raises :class:`WebhookRejected` (nothing
+    stored) or :class:`MalformedWebhook` (signed, but not a JSON envelope; nothing stored). ``now``
     (Unix seconds) replaces the clock in tests.
     """
     secret = consent_settings.WEBHOOK_SECRET
@@ -177,7 +177,9 @@ def verify_webhook(
                 body=document,
             )
     except IntegrityError:
-        stored = WebhookDelivery.objects.filter(signature=expected, processed_at__isnull=True).first()
+        stored = WebhookDelivery.objects.filter(
+            signature=expected, processed_at__isnull=True
+        ).first()
         if stored is not None:
             return stored  # stored, never processed: Klaviyo's resend gets its second chance
         raise WebhookRejected("replay", "This delivery was already accepted.") from None
@@ -297,7 +299,9 @@ def retry_unprocessed(*, limit: int | None = None) -> list[WebhookReport]:
 
     Used by ``manage.py klaviyo_consent_retry_webhooks``; ``limit`` caps how many are tried.
     """
-    pending = WebhookDelivery.objects.filter(processed_at__isnull=True).order_by("received_at", "id")
+    pending = WebhookDelivery.objects.filter(processed_at__isnull=True).order_by(
+        "received_at", "id"
+    )
     if limit is not None:
         pending = pending[:limit]
     return [handle_webhook(delivery) for delivery in pending]
@@ -337,7 +341,9 @@ def _process(delivery: WebhookDelivery, report: WebhookReport) -> None:
 
     if refresh:
         try:
-            report.profiles_refreshed = pull_profiles(list(refresh.values())).profiles_mirrored
+            report.profiles_refreshed = pull_profiles(
+                list(refresh.values()), source="webhook"
+            ).profiles_mirrored
         except KlaviyoConsentError as exc:
             # Our messages never carry the API key. Answer 200: the row keeps the error and
             # ``klaviyo_consent_retry_webhooks`` (or polling) re-reads these profiles.
