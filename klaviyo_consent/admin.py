@@ -26,6 +26,7 @@ from klaviyo_consent.services.ledger import ledger_for
 from klaviyo_consent.services.lists import mirror_lists
 from klaviyo_consent.services.mirror import pull_profiles
 from klaviyo_consent.services.sync import push_pending, retry_failed
+from klaviyo_consent.services.webhooks import handle_webhook
 
 BADGE_COLOURS = {
     DeliveryStatus.PENDING: "#6c757d",
@@ -301,7 +302,7 @@ class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ["profile", "delivery"]
     date_hierarchy = "recorded_at"
     actions = ["retry_action"]
-    readonly_fields = [*EVENT_FIELDS, "delivery_state"]
+    readonly_fields = [*EVENT_FIELDS, "delivery_state", "verdict_history"]
 
     @admin.display(description="verdict", ordering="delivery__status")
     def verdict(self, event: ConsentEvent) -> SafeString:
@@ -319,6 +320,32 @@ class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
             d.verified_at or "—",
             d.dead_lettered_at or "—",
             d.errors or "",
+        )
+
+    @admin.display(description="verdict history")
+    def verdict_history(self, event: ConsentEvent) -> SafeString:
+        """Every verdict the event was given, oldest first, and the read-back that gave it."""
+        history = event.delivery.history or []
+        if not history:
+            return format_html("{}", "—")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    h.get("at"),
+                    h.get("from"),
+                    badge(h.get("status")),
+                    h.get("reason"),
+                    h.get("source"),
+                )
+                for h in history
+            ),
+        )
+        return format_html(
+            "<table><tr><th>at</th><th>from</th><th>verdict</th><th>why</th><th>seen by</th>"
+            "</tr>{}</table>",
+            rows,
         )
 
     @admin.action(description="Retry failed / dead-letter events")
@@ -343,8 +370,9 @@ class KlaviyoListAdmin(ReadOnlyMixin, admin.ModelAdmin):
 class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Verified Klaviyo webhook deliveries, for audit; unprocessed ones carry their error."""
 
-    list_display = ["received_at", "webhook_id", "topics", "processed_at", "error"]
+    list_display = ["received_at", "webhook_id", "topics", "processed_at", "attempts", "error"]
     list_filter = [("processed_at", admin.EmptyFieldListFilter), "webhook_id"]
+    actions = ["retry_action"]
     search_fields = ["webhook_id", "signature"]
     date_hierarchy = "received_at"
     readonly_fields = [
@@ -355,5 +383,17 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "topics",
         "body",
         "processed_at",
+        "attempts",
+        "failed_at",
         "error",
     ]
+
+    @admin.action(description="Process again (deliveries not yet processed)")
+    def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        reports = [handle_webhook(d) for d in queryset.filter(processed_at__isnull=True)]
+        failed = sum(1 for r in reports if r.error)
+        self.message_user(
+            request,
+            f"Processed {len(reports) - failed} delivery(ies); {failed} still failing.",
+            messages.WARNING if failed else messages.SUCCESS,
+        )

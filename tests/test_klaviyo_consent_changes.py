@@ -64,9 +64,12 @@ def test_sms_consent_klaviyo_removes_itself_carries_klaviyos_reason(
         ("transactional", "UNSUBSCRIBED", f"{reason} / {detail}"),
     }
     assert all(e.klaviyo_data["method"] == reason for e in inbound)
-    assert fake.get_profile(phone_number=PHONE)["subscriptions"]["sms"]["marketing"][
-        "can_receive_sms_marketing"
-    ] is False
+    assert (
+        fake.get_profile(phone_number=PHONE)["subscriptions"]["sms"]["marketing"][
+            "can_receive_sms_marketing"
+        ]
+        is False
+    )
 
 
 def test_a_phone_change_on_klaviyos_side_resets_sms_consent_and_the_ledger_follows(

@@ -348,3 +348,18 @@ def test_the_profile_api_says_whether_each_channel_can_receive_marketing(api, fa
     assert leaves["sms"]["transactional"]["can_receive"] is False
     assert leaves["sms"]["transactional"]["cannot_receive_reason"] == "never subscribed"
     assert SUBSCRIBE
+
+
+def test_the_admin_event_page_shows_the_verdict_history(admin_client, api, fake, on_commit):
+    profile_id = subscribe(
+        api, on_commit, profile={"email": "omar@example.org"}, subscriptions=EMAIL_ONLY, list_id=""
+    )
+    fake.confirm_double_optin(email="omar@example.org")
+    pull(profile_id)
+    delivery = _delivery(profile_id)
+    page = admin_client.get(f"/admin/klaviyo_consent/consentevent/{delivery.pk}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "verdict history" in html.lower()
+    assert html.index("not_applied") < html.rindex("applied")
+    assert "<td>pull</td>" in html

@@ -364,3 +364,23 @@ def test_a_klaviyo_outage_while_processing_is_recorded_and_retried_by_the_resend
     assert post(payload, headers).status_code == 200
     delivery.refresh_from_db()
     assert delivery.processed_at is not None and delivery.attempts == 2
+
+
+def test_the_admin_processes_a_failed_delivery_again(
+    admin_client, secret, subscribed, fake, monkeypatch
+):
+    fake.reply_stop(PHONE)
+    _raise_once(monkeypatch)
+    post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
+    delivery = WebhookDelivery.objects.get()
+    listing = admin_client.get("/admin/klaviyo_consent/webhookdelivery/")
+    assert "database went away" in listing.content.decode()
+
+    response = admin_client.post(
+        "/admin/klaviyo_consent/webhookdelivery/",
+        {"action": "retry_action", "_selected_action": [delivery.pk]},
+        follow=True,
+    )
+    assert "Processed 1 delivery(ies); 0 still failing." in response.content.decode()
+    delivery.refresh_from_db()
+    assert delivery.processed_at is not None and delivery.attempts == 2
