@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from klaviyo_consent.choices import CHANNEL_PURPOSES, DeliveryStatus, Method
+from klaviyo_consent.choices import CHANNEL_PURPOSES, DeliveryStatus, Method, Suppression
 from klaviyo_consent.models import (
     EVENT_FIELDS,
     ConsentEvent,
@@ -25,6 +25,7 @@ from klaviyo_consent.models import (
 from klaviyo_consent.services.ledger import ledger_for
 from klaviyo_consent.services.lists import mirror_lists
 from klaviyo_consent.services.mirror import pull_profiles
+from klaviyo_consent.services.suppressions import record_suppression
 from klaviyo_consent.services.sync import push_pending, retry_failed
 from klaviyo_consent.services.webhooks import handle_webhook
 
@@ -188,7 +189,7 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
         ),
     ]
     inlines = [ConsentEventInline]
-    actions = ["push_pending_action", "refresh_action"]
+    actions = ["push_pending_action", "refresh_action", "suppress_action", "unsuppress_action"]
 
     def _mirror_consent(self, profile: Profile, channel: str) -> str:
         return profile.klaviyo_leaf(channel, "marketing").get("consent") or "—"
@@ -261,6 +262,33 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
             f"Pushed {report.pushed}, retrying {report.retried}, failed {report.failed}.",
             messages.WARNING if report.failed else messages.SUCCESS,
         )
+
+    def _suppression(self, request: HttpRequest, queryset: QuerySet, action: str) -> None:
+        emails = [e for e in queryset.values_list("email", flat=True) if e]
+        if not emails:
+            self.message_user(request, "None of these profiles has an email.", messages.WARNING)
+            return
+        result = record_suppression(
+            emails,
+            action=action,
+            method=Method.ADMIN,
+            method_detail="admin action",
+            recorded_by=request.user if request.user.is_authenticated else None,
+        )
+        skipped = len(queryset) - len(result.events)
+        self.message_user(
+            request,
+            f"{len(result.events)} {action} request(s) recorded and queued for Klaviyo"
+            + (f"; {skipped} profile(s) skipped (no email)." if skipped else "."),
+        )
+
+    @admin.action(description="Suppress email in Klaviyo (USER_SUPPRESSED)")
+    def suppress_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._suppression(request, queryset, Suppression.SUPPRESS)
+
+    @admin.action(description="Lift the USER_SUPPRESSED suppression in Klaviyo")
+    def unsuppress_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._suppression(request, queryset, Suppression.UNSUPPRESS)
 
     @admin.action(description="Refresh from Klaviyo (read back and re-verify)")
     def refresh_action(self, request: HttpRequest, queryset: QuerySet) -> None:

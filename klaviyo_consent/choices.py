@@ -36,6 +36,14 @@ class Method(models.TextChoices):
     KLAVIYO = "klaviyo", "Klaviyo (inbound)"
 
 
+class Suppression(models.TextChoices):
+    """A site request to Klaviyo's email suppression jobs (``profile-suppression-bulk-create-job``
+    / ``…-delete-job``), recorded in the ledger beside consent."""
+
+    SUPPRESS = "suppress", "Suppress"
+    UNSUPPRESS = "unsuppress", "Unsuppress"
+
+
 class DeliveryStatus(models.TextChoices):
     """One state machine for an event's whole journey, from the outbox to Klaviyo's verdict."""
 

@@ -21,6 +21,7 @@ from klaviyo_consent.choices import (
     Method,
     OptInProcess,
     Purpose,
+    Suppression,
 )
 from klaviyo_consent.exceptions import ImmutableConsentEvent
 
@@ -169,6 +170,7 @@ EVENT_FIELDS = (
     "user_agent",
     "page_url",
     "recorded_by",
+    "suppression",
     "klaviyo_data",
 )
 
@@ -210,6 +212,16 @@ class ConsentEvent(models.Model):
         null=True,
         blank=True,
         related_name="+",
+    )
+    # Null (no default: adding the column leaves SQLite's append-only trigger in place) for
+    # consent; set for a site request to suppress or unsuppress the email in Klaviyo, whose
+    # ``consent`` carries the key's consent over unchanged.
+    suppression = models.CharField(  # noqa: DJ001
+        max_length=12,
+        choices=Suppression.choices,
+        null=True,
+        blank=True,
+        help_text="Set when the site asked Klaviyo to suppress or unsuppress the email.",
     )
     #: For inbound events (method ``klaviyo``): Klaviyo's method, method_detail and timestamp.
     klaviyo_data = models.JSONField(default=dict, blank=True)

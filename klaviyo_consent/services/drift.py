@@ -117,7 +117,12 @@ def _suppression_change(event: ConsentEvent | None, leaf: dict[str, Any]) -> str
     elif event.delivery.status in SETTLED:
         # Applied: Klaviyo took the site's word, suppressions since are news. Otherwise the
         # verdict already explains what the site's event met.
-        known = frozenset() if event.delivery.status == DeliveryStatus.APPLIED else shown
+        if event.delivery.status != DeliveryStatus.APPLIED:
+            known = shown
+        elif event.suppression == "suppress":
+            known = frozenset({"USER_SUPPRESSED"}) | (shown - {"USER_SUPPRESSED"})
+        else:
+            known = frozenset()
     else:
         return None
     added, lifted = sorted(shown - known), sorted(known - shown)

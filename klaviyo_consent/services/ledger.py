@@ -369,6 +369,11 @@ def can_receive(event: ConsentEvent | None, channel: str, purpose: str) -> tuple
     """
     if event is None:
         return False, "never subscribed"
+    delivery = getattr(event, "delivery", None)
+    status = delivery.status if delivery else None
+    if event.suppression == "suppress":
+        where = "" if status == DeliveryStatus.APPLIED else f"; Klaviyo: {status}"
+        return False, f"suppressed from the site (USER_SUPPRESSED{where})"
     data = event.klaviyo_data or {}
     flag = data.get(f"can_receive_{channel}_{purpose}")
     suppressed = [s.get("reason") for s in data.get("suppression") or [] if isinstance(s, dict)]
@@ -384,8 +389,6 @@ def can_receive(event: ConsentEvent | None, channel: str, purpose: str) -> tuple
                 return False, f"suppressed in Klaviyo ({', '.join(r for r in suppressed if r)})"
             return False, f"Klaviyo reports can_receive_{channel}_{purpose}: false"
         return True, ""
-    delivery = getattr(event, "delivery", None)
-    status = delivery.status if delivery else None
     if status == DeliveryStatus.APPLIED:
         return True, ""
     reason = f": {delivery.reason}" if delivery and delivery.reason else ""

@@ -20,7 +20,7 @@ from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_em
 from klaviyo_consent.services import payloads
 from klaviyo_consent.services.lists import opt_in_process
 from klaviyo_consent.services.sync import SyncReport, claim
-from klaviyo_consent.services.verdicts import history_entry, judge
+from klaviyo_consent.services.verdicts import history_entry, judge, judge_suppression
 from klaviyo_consent.signals import consent_applied, consent_not_applied, subscriptions_mirrored
 
 logger = logging.getLogger("klaviyo_consent.mirror")
@@ -245,7 +245,7 @@ def judge_outstanding(
             .order_by("event_id")
             # A not_applied event is re-judged while it is its key's latest word.
             if d.status != DeliveryStatus.NOT_APPLIED
-            or latest.get((d.profile_id, d.channel, d.purpose)) == d.pk
+            or d.pk in latest
         ]
     drifts, settled = record_drift(matched.values(), source=source)
     report.drifts += drifts
@@ -257,7 +257,7 @@ def judge_outstanding(
     for delivery in deliveries:
         event = delivery.event
         profile = profiles[delivery.profile_id]
-        key = (delivery.profile_id, delivery.channel, delivery.purpose)
+        key = (delivery.profile_id, delivery.channel, delivery.purpose, bool(event.suppression))
         if newest.get(key, event.pk) != event.pk:
             if delivery.status == DeliveryStatus.NOT_APPLIED:
                 continue
@@ -266,6 +266,23 @@ def judge_outstanding(
             )
             continue
         attempts = delivery.verify_attempts + 1
+        if event.suppression:
+            verdict = judge_suppression(
+                suppression=event.suppression,
+                leaf=profile.klaviyo_leaf(event.channel, event.purpose),
+                profile_found=delivery.profile_id in matched,
+                last_try=attempts >= consent_settings.VERIFY_ATTEMPTS
+                or delivery.status == DeliveryStatus.NOT_APPLIED,
+            )
+            delay = consent_settings.VERIFY_DELAY * 2 ** min(attempts, 6)
+            next_at = (
+                now + timedelta(seconds=max(delay, 1.0))
+                if verdict.status == DeliveryStatus.PUSHED
+                else None
+            )
+            delivery.verify_attempts = attempts
+            verdicts.add(delivery, verdict.status, verdict.reason, next_at, event=event)
+            continue
         verdict = judge(
             channel=event.channel,
             consent=event.consent,
@@ -304,19 +321,21 @@ def _next_confirmation_read(now: Any, attempts: int, deadline: Any) -> Any:
 
 def _newest_events(
     profiles: dict[int, Profile],
-) -> tuple[dict[tuple[int, str, str], int], dict[tuple[int, str, str], int]]:
-    """(newest site event, newest event of any kind) per profile, channel and purpose."""
-    newest: dict[tuple[int, str, str], int] = {}
+) -> tuple[dict[tuple[int, str, str, bool], int], set[int]]:
+    """(newest site event per profile, channel, purpose and kind: consent or suppression;
+    the ids of the newest event of any kind per profile, channel and purpose)."""
+    newest: dict[tuple[int, str, str, bool], int] = {}
     latest: dict[tuple[int, str, str], int] = {}
     rows = ConsentEvent.objects.filter(profile_id__in=list(profiles)).values_list(
-        "profile_id", "channel", "purpose", "pk", "method"
+        "profile_id", "channel", "purpose", "pk", "method", "suppression"
     )
-    for profile_id, channel, purpose, pk, method in rows:
+    for profile_id, channel, purpose, pk, method, suppression in rows:
         key = (profile_id, channel, purpose)
         latest[key] = max(pk, latest.get(key, 0))
         if method != Method.KLAVIYO:
-            newest[key] = max(pk, newest.get(key, 0))
-    return newest, latest
+            kind = (*key, bool(suppression))
+            newest[kind] = max(pk, newest.get(kind, 0))
+    return newest, set(latest.values())
 
 
 class _Verdicts:

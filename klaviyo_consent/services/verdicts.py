@@ -160,6 +160,33 @@ def judge(
     )
 
 
+def judge_suppression(
+    *, suppression: str, leaf: dict[str, Any], profile_found: bool, last_try: bool
+) -> Verdict:
+    """The verdict for a site suppression request from the mirrored ``email.marketing`` leaf.
+
+    Klaviyo's suppress job adds a ``USER_SUPPRESSED`` suppression; its delete job lifts only
+    that one (not HARD_BOUNCE, INVALID_EMAIL or an unsubscribe), per the spec.
+    """
+    shown = "USER_SUPPRESSED" in suppression_reasons(leaf)
+    wanted = suppression == "suppress"
+    if shown == wanted:
+        return Verdict(DeliveryStatus.APPLIED)
+    if not last_try:
+        return Verdict(DeliveryStatus.PUSHED)
+    if not profile_found:
+        return Verdict(DeliveryStatus.NOT_APPLIED, "unknown: Klaviyo has no such profile")
+    if wanted:
+        return Verdict(
+            DeliveryStatus.NOT_APPLIED,
+            "unknown: Klaviyo shows no USER_SUPPRESSED suppression after the job was accepted",
+        )
+    return Verdict(
+        DeliveryStatus.NOT_APPLIED,
+        "unknown: Klaviyo still shows the USER_SUPPRESSED suppression after the job was accepted",
+    )
+
+
 def _duration(window: timedelta) -> str:
     seconds = int(window.total_seconds())
     if seconds % 86400 == 0:
