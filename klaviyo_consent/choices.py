@@ -55,7 +55,8 @@ class DeliveryStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-#: Verdicts after which no worker touches the row again (until someone retries it).
+#: Verdicts after which no worker pushes the row again (until someone retries it). A read-back
+#: still re-judges ``not_applied`` while it is its key's latest event (see docs/verdicts.md).
 FINAL_DELIVERY = frozenset(
     {DeliveryStatus.APPLIED, DeliveryStatus.NOT_APPLIED, DeliveryStatus.FAILED}
 )
