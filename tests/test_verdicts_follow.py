@@ -363,3 +363,77 @@ def test_the_admin_event_page_shows_the_verdict_history(admin_client, api, fake,
     assert "verdict history" in html.lower()
     assert html.index("not_applied") < html.rindex("applied")
     assert "<td>pull</td>" in html
+
+
+def test_a_webhook_read_back_re_judges_a_not_applied_verdict_and_says_so_in_the_history(
+    api, fake, on_commit, settings
+):
+    from klaviyo_consent.testing.webhooks import signed_webhook
+    from tests.test_webhooks import post
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "WEBHOOK_SECRET": "s"}
+    profile_id = subscribe(
+        api, on_commit, profile={"email": "omar@example.org"}, subscriptions=EMAIL_ONLY, list_id=""
+    )
+    fake.confirm_double_optin(email="omar@example.org")
+    response = post(
+        *signed_webhook(
+            "event:klaviyo.subscribed_to_email_marketing", email="omar@example.org", secret="s"
+        )
+    )
+    assert response.status_code == 200, response.content
+    delivery = _delivery(profile_id)
+    assert delivery.status == "applied"
+    assert delivery.history[-1]["source"] == "webhook"
+
+
+def test_a_double_opt_in_list_with_a_hard_bounce_is_not_pending_but_not_applied():
+    verdict = judge(
+        channel="email",
+        consent="SUBSCRIBED",
+        historical_import=False,
+        phone_number="",
+        leaf={"consent": "NEVER_SUBSCRIBED", "suppression": [{"reason": "HARD_BOUNCE"}]},
+        profile_found=True,
+        opt_in_process="double_opt_in",
+        last_try=False,
+    )
+    assert verdict.status == "not_applied"
+    assert verdict.reason == "profile is suppressed (HARD_BOUNCE)"
+
+
+def test_an_applied_verdict_is_not_turned_into_not_applied_by_a_later_change_in_klaviyo(
+    api, fake, on_commit
+):
+    # A later unsubscribe is drift (an inbound event), not a new verdict on the old consent.
+    profile_id = subscribe(
+        api, on_commit, profile={"email": "ada@example.com"}, subscriptions=EMAIL_ONLY
+    )
+    fake.click_unsubscribe("ada@example.com")
+    pull(profile_id)
+    delivery = _delivery(profile_id)
+    assert delivery.status == "applied"
+    assert ConsentEvent.objects.filter(profile_id=profile_id, method="klaviyo").count() == 1
+
+
+def test_a_verdict_that_does_not_change_adds_no_history_line(api, fake, on_commit):
+    profile_id = subscribe(
+        api, on_commit, profile={"email": "omar@example.org"}, subscriptions=EMAIL_ONLY, list_id=""
+    )
+    before = _delivery(profile_id).history
+    pull(profile_id)
+    pull(profile_id)
+    assert _delivery(profile_id).history == before
+
+
+def test_never_subscribed_is_not_drift_for_a_consent_klaviyo_never_showed(
+    api, fake, on_commit, settings
+):
+    # Klaviyo silently dropped the SMS consent (Slovenia): not_applied, and no inbound event.
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "SMS_COUNTRIES": ["GB", "SI"]}
+    profile_id = subscribe(
+        api, on_commit, profile={"email": "ana@example.si", "phone_number": "+38640123456"}
+    )
+    pull(profile_id)
+    assert not ConsentEvent.objects.filter(profile_id=profile_id, method="klaviyo").exists()
+    assert ledger(api, profile_id)["sms"]["marketing"]["delivery"] == "not_applied"
