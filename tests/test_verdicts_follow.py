@@ -437,3 +437,39 @@ def test_never_subscribed_is_not_drift_for_a_consent_klaviyo_never_showed(
     pull(profile_id)
     assert not ConsentEvent.objects.filter(profile_id=profile_id, method="klaviyo").exists()
     assert ledger(api, profile_id)["sms"]["marketing"]["delivery"] == "not_applied"
+
+
+def test_a_pending_email_applied_without_a_double_opt_in_is_not_called_confirmed(
+    api, fake, on_commit
+):
+    # The person subscribed again through a single opt-in form in Klaviyo: double_optin false.
+    profile_id = subscribe(
+        api,
+        on_commit,
+        profile={"email": "vip@example.org"},
+        subscriptions=EMAIL_ONLY,
+        list_id="Double",
+    )
+    from klaviyo_consent.backends import get_backend
+    from klaviyo_consent.services import payloads
+
+    entry = payloads.profile_entry(
+        email="vip@example.org",
+        phone_number=None,
+        klaviyo_id=None,
+        consents=[("email", "marketing", "SUBSCRIBED", None)],
+    )
+    get_backend().bulk_subscribe_profiles(payloads.subscribe_job([entry], list_id="Single"))
+    assert (
+        fake.get_profile(email="vip@example.org")["subscriptions"]["email"]["marketing"][
+            "double_optin"
+        ]
+        is False
+    )
+    pull(profile_id)
+
+    [inbound] = ConsentEvent.objects.filter(profile_id=profile_id, method="klaviyo")
+    assert inbound.method_detail != "double opt-in confirmed"
+    assert inbound.method_detail == "API"
+    delivery = _delivery(profile_id)
+    assert delivery.status == "applied" and delivery.reason == "API"

@@ -78,12 +78,19 @@ def _drifted(event: ConsentEvent | None, shown: str, leaf: dict[str, Any]) -> bo
     return False
 
 
-def _method_detail(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> str:
-    if (
+def _confirmed(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> bool:
+    """Does Klaviyo's state show the awaited double opt-in confirmed? Email says so itself
+    (``double_optin``); SMS has no such field, so consent shown after a pending one is taken."""
+    return (
         before is not None
         and before.delivery.status == DeliveryStatus.PENDING_CONFIRMATION
         and shown == Consent.SUBSCRIBED
-    ):
+        and (before.channel != "email" or leaf.get("double_optin") is not False)
+    )
+
+
+def _method_detail(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> str:
+    if _confirmed(leaf, shown, before):
         return "double opt-in confirmed"
     parts = [leaf.get("method"), leaf.get("method_detail")]
     if shown == Consent.NEVER_SUBSCRIBED and not any(parts):
@@ -185,16 +192,17 @@ def record_drift(
             verified_at=now,
         )
         settled = [
-            before.delivery
+            (before.delivery, event.method_detail)
             for _, event, before in found
             if before is not None
             and before.delivery.status == DeliveryStatus.PENDING_CONFIRMATION
             and event.consent == Consent.SUBSCRIBED
         ]
-        for delivery in settled:
+        for delivery, why in settled:
+            # Klaviyo shows the consent; the reason says how only as far as Klaviyo shows it.
             Delivery.objects.filter(pk=delivery.pk).update(
                 status=DeliveryStatus.APPLIED,
-                reason="double opt-in confirmed",
+                reason=why,
                 next_attempt_at=None,
                 verified_at=now,
                 history=[
@@ -203,12 +211,12 @@ def record_drift(
                         at=now,
                         previous=delivery.status,
                         status=DeliveryStatus.APPLIED,
-                        reason="double opt-in confirmed",
+                        reason=why,
                         source=source,
                     ),
                 ],
             )
-        confirmed = [delivery.pk for delivery in settled]
+        confirmed = [delivery.pk for delivery, _ in settled]
     for profile, event, _ in found:
         drift_detected.send_robust(sender=ConsentEvent, profile=profile, event=event)
     return len(found), set(confirmed)

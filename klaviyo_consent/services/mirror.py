@@ -244,8 +244,7 @@ def judge_outstanding(
             .select_related("event")
             .order_by("event_id")
             # A not_applied event is re-judged while it is its key's latest word.
-            if d.status != DeliveryStatus.NOT_APPLIED
-            or d.pk in latest
+            if d.status != DeliveryStatus.NOT_APPLIED or d.pk in latest
         ]
     drifts, settled = record_drift(matched.values(), source=source)
     report.drifts += drifts
