@@ -473,3 +473,27 @@ def test_a_pending_email_applied_without_a_double_opt_in_is_not_called_confirmed
     assert inbound.method_detail == "API"
     delivery = _delivery(profile_id)
     assert delivery.status == "applied" and delivery.reason == "API"
+
+
+def test_a_not_applied_verdict_goes_back_to_waiting_only_on_evidence_of_the_consent(
+    api, fake, on_commit
+):
+    # Refused by a hard bounce on a double opt-in list; the bounce is lifted later in Klaviyo.
+    # Klaviyo sends no confirmation for a job it did not take: the verdict stays not_applied.
+    fake.add_profile(email="vip@example.org")
+    fake.suppress("vip@example.org", reason="HARD_BOUNCE")
+    profile_id = subscribe(
+        api,
+        on_commit,
+        profile={"email": "vip@example.org"},
+        subscriptions=EMAIL_ONLY,
+        list_id="Double",
+    )
+    assert _delivery(profile_id).status == "not_applied"
+    fake.unsuppress("vip@example.org", reason="HARD_BOUNCE")
+    pull(profile_id)
+    delivery = _delivery(profile_id)
+    assert delivery.status == "not_applied"
+    assert "HARD_BOUNCE" not in delivery.reason  # no longer shown by Klaviyo: not named
+    assert delivery.reason.startswith("Klaviyo shows NEVER_SUBSCRIBED; the job was not applied")
+    assert delivery.history[0]["reason"] == "profile is suppressed (HARD_BOUNCE)"

@@ -20,7 +20,12 @@ from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_em
 from klaviyo_consent.services import payloads
 from klaviyo_consent.services.lists import opt_in_process
 from klaviyo_consent.services.sync import SyncReport, claim
-from klaviyo_consent.services.verdicts import history_entry, judge, judge_suppression
+from klaviyo_consent.services.verdicts import (
+    Verdict,
+    history_entry,
+    judge,
+    judge_suppression,
+)
 from klaviyo_consent.signals import consent_applied, consent_not_applied, subscriptions_mirrored
 
 logger = logging.getLogger("klaviyo_consent.mirror")
@@ -296,6 +301,16 @@ def judge_outstanding(
             now=now,
             confirmation_window=window,
         )
+        if delivery.status == DeliveryStatus.NOT_APPLIED and verdict.status in OUTSTANDING:
+            # Klaviyo had its chance and sends no confirmation for a job it did not take: only
+            # evidence that the consent took effect moves a not_applied verdict.
+            # The old cause may be gone (a bounce lifted): say only what Klaviyo shows now.
+            shown = profile.klaviyo_leaf(event.channel, event.purpose).get("consent")
+            verdict = Verdict(
+                DeliveryStatus.NOT_APPLIED,
+                f"Klaviyo shows {shown or 'no consent'}; the job was not applied when it was "
+                "read back (see the verdict history)",
+            )
         if verdict.status == DeliveryStatus.PUSHED:
             delay = consent_settings.VERIFY_DELAY * 2 ** min(attempts, 6)
             next_at = now + timedelta(seconds=max(delay, 1.0))
