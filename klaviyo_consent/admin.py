@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from klaviyo_consent.choices import CHANNEL_PURPOSES, DeliveryStatus, Method
+from klaviyo_consent.choices import CHANNEL_PURPOSES, DeliveryStatus, Method, Suppression
 from klaviyo_consent.models import (
     EVENT_FIELDS,
     ConsentEvent,
@@ -25,7 +25,9 @@ from klaviyo_consent.models import (
 from klaviyo_consent.services.ledger import ledger_for
 from klaviyo_consent.services.lists import mirror_lists
 from klaviyo_consent.services.mirror import pull_profiles
+from klaviyo_consent.services.suppressions import record_suppression
 from klaviyo_consent.services.sync import push_pending, retry_failed
+from klaviyo_consent.services.webhooks import handle_webhook
 
 BADGE_COLOURS = {
     DeliveryStatus.PENDING: "#6c757d",
@@ -187,7 +189,7 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
         ),
     ]
     inlines = [ConsentEventInline]
-    actions = ["push_pending_action", "refresh_action"]
+    actions = ["push_pending_action", "refresh_action", "suppress_action", "unsuppress_action"]
 
     def _mirror_consent(self, profile: Profile, channel: str) -> str:
         return profile.klaviyo_leaf(channel, "marketing").get("consent") or "—"
@@ -261,6 +263,33 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
             messages.WARNING if report.failed else messages.SUCCESS,
         )
 
+    def _suppression(self, request: HttpRequest, queryset: QuerySet, action: str) -> None:
+        emails = [e for e in queryset.values_list("email", flat=True) if e]
+        if not emails:
+            self.message_user(request, "None of these profiles has an email.", messages.WARNING)
+            return
+        result = record_suppression(
+            emails,
+            action=action,
+            method=Method.ADMIN,
+            method_detail="admin action",
+            recorded_by=request.user if request.user.is_authenticated else None,
+        )
+        skipped = len(queryset) - len(result.events)
+        self.message_user(
+            request,
+            f"{len(result.events)} {action} request(s) recorded and queued for Klaviyo"
+            + (f"; {skipped} profile(s) skipped (no email)." if skipped else "."),
+        )
+
+    @admin.action(description="Suppress email in Klaviyo (USER_SUPPRESSED)")
+    def suppress_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._suppression(request, queryset, Suppression.SUPPRESS)
+
+    @admin.action(description="Lift the USER_SUPPRESSED suppression in Klaviyo")
+    def unsuppress_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._suppression(request, queryset, Suppression.UNSUPPRESS)
+
     @admin.action(description="Refresh from Klaviyo (read back and re-verify)")
     def refresh_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         report = pull_profiles(list(queryset))
@@ -301,7 +330,7 @@ class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ["profile", "delivery"]
     date_hierarchy = "recorded_at"
     actions = ["retry_action"]
-    readonly_fields = [*EVENT_FIELDS, "delivery_state"]
+    readonly_fields = [*EVENT_FIELDS, "delivery_state", "verdict_history"]
 
     @admin.display(description="verdict", ordering="delivery__status")
     def verdict(self, event: ConsentEvent) -> SafeString:
@@ -319,6 +348,32 @@ class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
             d.verified_at or "—",
             d.dead_lettered_at or "—",
             d.errors or "",
+        )
+
+    @admin.display(description="verdict history")
+    def verdict_history(self, event: ConsentEvent) -> SafeString:
+        """Every verdict the event was given, oldest first, and the read-back that gave it."""
+        history = event.delivery.history or []
+        if not history:
+            return format_html("{}", "—")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    h.get("at"),
+                    h.get("from"),
+                    badge(h.get("status")),
+                    h.get("reason"),
+                    h.get("source"),
+                )
+                for h in history
+            ),
+        )
+        return format_html(
+            "<table><tr><th>at</th><th>from</th><th>verdict</th><th>why</th><th>seen by</th>"
+            "</tr>{}</table>",
+            rows,
         )
 
     @admin.action(description="Retry failed / dead-letter events")
@@ -343,8 +398,9 @@ class KlaviyoListAdmin(ReadOnlyMixin, admin.ModelAdmin):
 class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Verified Klaviyo webhook deliveries, for audit; unprocessed ones carry their error."""
 
-    list_display = ["received_at", "webhook_id", "topics", "processed_at", "error"]
+    list_display = ["received_at", "webhook_id", "topics", "processed_at", "attempts", "error"]
     list_filter = [("processed_at", admin.EmptyFieldListFilter), "webhook_id"]
+    actions = ["retry_action"]
     search_fields = ["webhook_id", "signature"]
     date_hierarchy = "received_at"
     readonly_fields = [
@@ -355,5 +411,17 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "topics",
         "body",
         "processed_at",
+        "attempts",
+        "failed_at",
         "error",
     ]
+
+    @admin.action(description="Process again (deliveries not yet processed)")
+    def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        reports = [handle_webhook(d) for d in queryset.filter(processed_at__isnull=True)]
+        failed = sum(1 for r in reports if r.error)
+        self.message_user(
+            request,
+            f"Processed {len(reports) - failed} delivery(ies); {failed} still failing.",
+            messages.WARNING if failed else messages.SUCCESS,
+        )

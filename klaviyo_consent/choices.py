@@ -36,6 +36,14 @@ class Method(models.TextChoices):
     KLAVIYO = "klaviyo", "Klaviyo (inbound)"
 
 
+class Suppression(models.TextChoices):
+    """A site request to Klaviyo's email suppression jobs (``profile-suppression-bulk-create-job``
+    / ``…-delete-job``), recorded in the ledger beside consent."""
+
+    SUPPRESS = "suppress", "Suppress"
+    UNSUPPRESS = "unsuppress", "Unsuppress"
+
+
 class DeliveryStatus(models.TextChoices):
     """One state machine for an event's whole journey, from the outbox to Klaviyo's verdict."""
 
@@ -47,7 +55,8 @@ class DeliveryStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-#: Verdicts after which no worker touches the row again (until someone retries it).
+#: Verdicts after which no worker pushes the row again (until someone retries it). A read-back
+#: still re-judges ``not_applied`` while it is its key's latest event (see docs/verdicts.md).
 FINAL_DELIVERY = frozenset(
     {DeliveryStatus.APPLIED, DeliveryStatus.NOT_APPLIED, DeliveryStatus.FAILED}
 )

@@ -76,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "VERIFY_DELAY": 30.0,
     # How many times a pushed event is re-read before its verdict becomes not_applied/unknown.
     "VERIFY_ATTEMPTS": 5,
+    # Seconds a double opt-in may wait for the person to confirm (default 3 days). Re-reads
+    # back off (VERIFY_DELAY doubling, at most 12 h apart); past the window the verdict is
+    # not_applied "the person never confirmed" (a later read-back showing consent applies it).
+    "CONFIRMATION_WINDOW": 3 * 24 * 3600.0,
     # Attempts (429, 5xx, timeouts, dropped connections) before an event goes dead-letter.
     "MAX_ATTEMPTS": 10,
     # Retry n waits a random time in [b·2ⁿ/2, b·2ⁿ] seconds (full jitter), capped; a 429's

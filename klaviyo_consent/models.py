@@ -21,6 +21,7 @@ from klaviyo_consent.choices import (
     Method,
     OptInProcess,
     Purpose,
+    Suppression,
 )
 from klaviyo_consent.exceptions import ImmutableConsentEvent
 
@@ -169,6 +170,7 @@ EVENT_FIELDS = (
     "user_agent",
     "page_url",
     "recorded_by",
+    "suppression",
     "klaviyo_data",
 )
 
@@ -184,7 +186,12 @@ class ConsentEvent(models.Model):
     purpose = models.CharField(max_length=20, choices=Purpose.choices)
     consent = models.CharField(
         max_length=20,
-        choices=[(Consent.SUBSCRIBED, "Subscribed"), (Consent.UNSUBSCRIBED, "Unsubscribed")],
+        choices=[
+            (Consent.SUBSCRIBED, "Subscribed"),
+            (Consent.UNSUBSCRIBED, "Unsubscribed"),
+            # Only inbound (``klaviyo``) events: Klaviyo shows no consent where the site had one.
+            (Consent.NEVER_SUBSCRIBED, "Never subscribed"),
+        ],
     )
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.API)
     method_detail = models.CharField(max_length=255, blank=True)
@@ -205,6 +212,16 @@ class ConsentEvent(models.Model):
         null=True,
         blank=True,
         related_name="+",
+    )
+    # Null (no default: adding the column leaves SQLite's append-only trigger in place) for
+    # consent; set for a site request to suppress or unsuppress the email in Klaviyo, whose
+    # ``consent`` carries the key's consent over unchanged.
+    suppression = models.CharField(  # noqa: DJ001
+        max_length=12,
+        choices=Suppression.choices,
+        null=True,
+        blank=True,
+        help_text="Set when the site asked Klaviyo to suppress or unsuppress the email.",
     )
     #: For inbound events (method ``klaviyo``): Klaviyo's method, method_detail and timestamp.
     klaviyo_data = models.JSONField(default=dict, blank=True)
@@ -274,6 +291,12 @@ class Delivery(models.Model):
     pushed_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     verify_attempts = models.PositiveIntegerField(default=0)
+    history = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Every verdict this event was given, oldest first: "
+        "{at, status, reason, source} (append-only in practice: services only add entries).",
+    )
     dead_lettered_at = models.DateTimeField(
         null=True, blank=True, help_text="Set when retries ran out; retry from admin or command."
     )
@@ -295,8 +318,9 @@ class Delivery(models.Model):
 class WebhookDelivery(models.Model):
     """One verified Klaviyo webhook delivery: the audit trail, and the memory that stops replays.
 
-    Only deliveries that passed verification are stored; ``signature`` is unique, so the same
-    signed delivery is accepted once even when two copies arrive at the same moment.
+    Only deliveries that passed verification are stored; ``signature`` is unique, so a copy of a
+    delivery already processed is a replay, while a copy of one stored but not processed (its
+    processing failed: ``error``, ``attempts``) is processed again: at least once, never lost.
     """
 
     webhook_id = models.CharField(max_length=255, help_text="The Klaviyo-Webhook-Id header.")
@@ -311,6 +335,12 @@ class WebhookDelivery(models.Model):
     body = models.JSONField(default=dict, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="Why processing failed; empty when it did not.")
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="How many times processing ran (each failure is recorded in error)."
+    )
+    failed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When processing last failed."
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]

@@ -12,7 +12,14 @@ from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body, email_history
 pytestmark = pytest.mark.django_db
 
 CHECK = "/api/consent/check/"
-NEVER = {"status": "NEVER_SUBSCRIBED", "delivery": None, "reason": "", "last_change": None}
+NEVER = {
+    "status": "NEVER_SUBSCRIBED",
+    "delivery": None,
+    "reason": "",
+    "last_change": None,
+    "can_receive": False,
+    "cannot_receive_reason": "never subscribed",
+}
 
 
 @pytest.fixture

@@ -284,3 +284,103 @@ def test_a_clock_slightly_ahead_within_the_tolerance_is_accepted(secret, subscri
     stamp = datetime.now(UTC) + timedelta(seconds=200)
     response = post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp=stamp))
     assert response.status_code == 200
+
+
+def _raise_once(monkeypatch):
+    """Make the next processing raise, as a bug or a dropped database connection would."""
+    from klaviyo_consent.services import webhooks
+
+    real = webhooks.pull_profiles
+    calls = []
+
+    def flaky(profiles, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        return real(profiles, *args, **kwargs)
+
+    monkeypatch.setattr(webhooks, "pull_profiles", flaky)
+
+
+def test_a_resend_of_a_delivery_whose_processing_raised_is_processed_not_refused(
+    secret, subscribed, fake, monkeypatch
+):
+    fake.reply_stop(PHONE)
+    _raise_once(monkeypatch)
+    payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
+
+    first = post(payload, headers)
+    assert first.status_code == 500
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.processed_at is None
+    assert delivery.attempts == 1 and "database went away" in delivery.error
+    assert delivery.failed_at is not None
+
+    resend = post(payload, headers)
+    assert resend.status_code == 200, resend.content
+    delivery.refresh_from_db()
+    assert delivery.processed_at is not None and delivery.error == ""
+    assert delivery.attempts == 2
+    assert ConsentEvent.objects.filter(method="klaviyo", channel="sms").exists()
+
+
+def test_a_copy_of_a_processed_delivery_is_still_a_replay(secret, subscribed, fake):
+    payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
+    assert post(payload, headers).status_code == 200
+    again = post(payload, headers)
+    assert again.status_code == 403 and again.json()["code"] == "replay"
+    assert WebhookDelivery.objects.get().attempts == 1
+
+
+def test_the_retry_command_processes_deliveries_that_failed(secret, subscribed, fake, monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    fake.reply_stop(PHONE)
+    _raise_once(monkeypatch)
+    assert post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)).status_code == 500
+    assert not ConsentEvent.objects.filter(method="klaviyo").exists()
+
+    out = StringIO()
+    call_command("klaviyo_consent_retry_webhooks", stdout=out)
+
+    assert "retried 1, processed 1, still failing 0" in out.getvalue()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.processed_at is not None and delivery.attempts == 2
+    assert ConsentEvent.objects.filter(method="klaviyo", channel="sms").exists()
+
+
+def test_a_klaviyo_outage_while_processing_is_recorded_and_retried_by_the_resend(
+    secret, subscribed, fake
+):
+    fake.reply_stop(PHONE)
+    payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
+    fake.fail_next(status=403)
+    assert post(payload, headers).status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.processed_at is None and "403" in delivery.error and delivery.attempts == 1
+
+    assert post(payload, headers).status_code == 200
+    delivery.refresh_from_db()
+    assert delivery.processed_at is not None and delivery.attempts == 2
+
+
+def test_the_admin_processes_a_failed_delivery_again(
+    admin_client, secret, subscribed, fake, monkeypatch
+):
+    fake.reply_stop(PHONE)
+    _raise_once(monkeypatch)
+    post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
+    delivery = WebhookDelivery.objects.get()
+    listing = admin_client.get("/admin/klaviyo_consent/webhookdelivery/")
+    assert "database went away" in listing.content.decode()
+
+    response = admin_client.post(
+        "/admin/klaviyo_consent/webhookdelivery/",
+        {"action": "retry_action", "_selected_action": [delivery.pk]},
+        follow=True,
+    )
+    assert "Processed 1 delivery(ies); 0 still failing." in response.content.decode()
+    delivery.refresh_from_db()
+    assert delivery.processed_at is not None and delivery.attempts == 2

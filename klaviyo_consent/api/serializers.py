@@ -85,6 +85,19 @@ class ConsentRequestSerializer(StrictSerializer):
     historical_import = serializers.BooleanField(required=False, default=False)
 
 
+class SuppressionRequestSerializer(StrictSerializer):
+    """Body of ``suppress/`` and ``unsuppress/``: the emails (Klaviyo suppresses email only)."""
+
+    emails = serializers.ListField(
+        child=serializers.CharField(max_length=254),
+        allow_empty=False,
+        max_length=1000,
+    )
+    method_detail = serializers.CharField(
+        required=False, allow_blank=True, max_length=255, default=""
+    )
+
+
 class _BuiltOnce:
     """Build a read-only ModelSerializer's fields once per class; each instance gets copies.
 
@@ -120,6 +133,7 @@ class DeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
             "pushed_at",
             "verified_at",
             "dead_lettered_at",
+            "history",
         ]
         read_only_fields = fields
 

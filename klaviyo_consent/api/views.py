@@ -16,8 +16,9 @@ from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
     ConsentRequestSerializer,
     ProfileSerializer,
+    SuppressionRequestSerializer,
 )
-from klaviyo_consent.choices import Consent
+from klaviyo_consent.choices import Consent, Suppression
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
 from klaviyo_consent.phone import normalize_phone_number
@@ -28,6 +29,7 @@ from klaviyo_consent.services.ledger import (
     record_consent,
     settled,
 )
+from klaviyo_consent.services.suppressions import record_suppression
 
 
 def field_error(error: ConsentValidationError) -> ValidationError:
@@ -106,6 +108,56 @@ class UnsubscribeView(_RecordView):
     """Record consent withdrawn for the channels and purposes named."""
 
     consent = Consent.UNSUBSCRIBED
+
+
+class _SuppressionView(APIView):
+    action: str = ""
+
+    def get_permissions(self) -> list[Any]:
+        return write_permissions()
+
+    def post(self, request: Request) -> Response:
+        serializer = SuppressionRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = request.user if request.user and request.user.is_authenticated else None
+        try:
+            result = record_suppression(
+                data["emails"],
+                action=self.action,
+                method_detail=data["method_detail"],
+                evidence=evidence_from(request),
+                recorded_by=user,
+            )
+        except ConsentValidationError as error:
+            raise field_error(error) from error
+        events = list(
+            ConsentEvent.objects.filter(pk__in=[e.pk for e in result.events])
+            .select_related("delivery", "recorded_by")
+            .order_by("id")
+        )
+        return Response(
+            {
+                "events": ConsentEventSerializer(events, many=True).data,
+                "skipped": [
+                    {"email": email, "reason": "Klaviyo ignores unknown profiles in unsuppress"}
+                    for email in result.skipped
+                ],
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class SuppressView(_SuppressionView):
+    """Suppress these emails in Klaviyo (USER_SUPPRESSED), through the outbox."""
+
+    action = Suppression.SUPPRESS
+
+
+class UnsuppressView(_SuppressionView):
+    """Lift the USER_SUPPRESSED suppression of these emails in Klaviyo, through the outbox."""
+
+    action = Suppression.UNSUPPRESS
 
 
 class ProfileList(generics.ListAPIView):

@@ -36,4 +36,12 @@ class KlaviyoWebhookView(APIView):
             return Response(
                 {"detail": str(error), "code": "malformed"}, status=status.HTTP_400_BAD_REQUEST
             )
-        return Response(handle_webhook(delivery).as_dict())
+        report = handle_webhook(delivery)
+        if report.failed:
+            # Recorded on the row; a non-2xx answer makes Klaviyo resend, and the resend of a
+            # delivery that was never processed is processed (not refused as a replay).
+            return Response(
+                {**report.as_dict(), "code": "processing_failed"},
+                status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+            )
+        return Response(report.as_dict())

@@ -178,6 +178,15 @@ class BaseKlaviyoBackend:
             payload=payload,
         )
 
+    def bulk_unsuppress_profiles(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST an email unsuppression job (≤ 100 emails; lifts only USER_SUPPRESSED)."""
+        return self._request(
+            "bulk_unsuppress_profiles",
+            "POST",
+            "/api/profile-suppression-bulk-delete-jobs",
+            payload=payload,
+        )
+
     def get_profiles(self, params: Mapping[str, str]) -> dict[str, Any]:
         """One page of ``GET /api/profiles``."""
         return self._read("get_profiles", "/api/profiles", params)

@@ -49,6 +49,8 @@ def _leaves(ledger: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 "delivery": leaf["delivery"],
                 "reason": leaf["reason"],
                 "last_change": leaf["consented_at"],
+                "can_receive": leaf["can_receive"],
+                "cannot_receive_reason": leaf["cannot_receive_reason"],
             }
             for purpose, leaf in purposes.items()
         }

@@ -1,6 +1,8 @@
 """Drift: consent that changed in Klaviyo (STOP reply, unsubscribe link, spam complaint, double
-opt-in confirmed) is written into the ledger as an inbound event, so the ledger alone answers
-"what is this person's consent, and why"."""
+opt-in confirmed, a consent Klaviyo no longer shows at all) and suppressions added or lifted in
+Klaviyo are written into the ledger as inbound events (method ``klaviyo``, Klaviyo's own method,
+method_detail, suppression reasons and ``can_receive_*`` in ``klaviyo_data``), so the ledger
+alone answers "what is this person's consent, can they receive marketing, and why"."""
 
 from __future__ import annotations
 
@@ -15,7 +17,24 @@ from django.utils.dateparse import parse_datetime
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Consent, DeliveryStatus, Method
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
 from klaviyo_consent.services.ledger import latest_events
+from klaviyo_consent.services.verdicts import history_entry
 from klaviyo_consent.signals import drift_detected
+
+#: Suppressions that say "cannot receive" without a consent change: an unsubscribe or a spam
+#: complaint comes with UNSUBSCRIBED consent, which consent drift already records.
+SUPPRESSION_DRIFT = frozenset({"USER_SUPPRESSED", "HARD_BOUNCE", "INVALID_EMAIL"})
+#: Keys of a ``subscriptions`` leaf an inbound event keeps in ``klaviyo_data``.
+KLAVIYO_KEYS = (
+    "method",
+    "method_detail",
+    "consent_timestamp",
+    "last_updated",
+    "double_optin",
+    "suppression",
+    "can_receive_email_marketing",
+    "can_receive_sms_marketing",
+    "can_receive_sms_transactional",
+)
 
 #: Our verdicts after which Klaviyo's state is expected to match the ledger.
 SETTLED = frozenset({DeliveryStatus.APPLIED, DeliveryStatus.NOT_APPLIED, DeliveryStatus.FAILED})
@@ -36,6 +55,14 @@ def _changed_after(leaf: dict[str, Any], moment: datetime) -> bool:
 
 def _drifted(event: ConsentEvent | None, shown: str, leaf: dict[str, Any]) -> bool:
     """Klaviyo shows ``shown``; is that a change the site did not make?"""
+    if shown == Consent.NEVER_SUBSCRIBED:
+        # No consent at all where the ledger holds one Klaviyo had shown (a number replaced in
+        # Klaviyo, a profile deleted and re-created): the ledger must stop saying SUBSCRIBED.
+        return (
+            event is not None
+            and event.consent == Consent.SUBSCRIBED
+            and (event.method == Method.KLAVIYO or event.delivery.status == DeliveryStatus.APPLIED)
+        )
     if shown not in (Consent.SUBSCRIBED, Consent.UNSUBSCRIBED):
         return False
     if event is None:
@@ -51,21 +78,75 @@ def _drifted(event: ConsentEvent | None, shown: str, leaf: dict[str, Any]) -> bo
     return False
 
 
-def _method_detail(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> str:
-    if (
+def _confirmed(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> bool:
+    """Does Klaviyo's state show the awaited double opt-in confirmed? Email says so itself
+    (``double_optin``); SMS has no such field, so consent shown after a pending one is taken."""
+    return (
         before is not None
         and before.delivery.status == DeliveryStatus.PENDING_CONFIRMATION
         and shown == Consent.SUBSCRIBED
-    ):
+        and (before.channel != "email" or leaf.get("double_optin") is not False)
+    )
+
+
+def _method_detail(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> str:
+    if _confirmed(leaf, shown, before):
         return "double opt-in confirmed"
     parts = [leaf.get("method"), leaf.get("method_detail")]
+    if shown == Consent.NEVER_SUBSCRIBED and not any(parts):
+        return "Klaviyo shows no consent (NEVER_SUBSCRIBED)"
     return " / ".join(str(p) for p in parts if p) or "changed in Klaviyo"
 
 
-def record_drift(matched: Iterable[tuple[Profile, dict[str, Any]]]) -> tuple[int, set[int]]:
+def _suppressions(reasons: Any) -> frozenset[str]:
+    return frozenset(
+        item.get("reason")
+        for item in reasons or []
+        if isinstance(item, dict) and item.get("reason") in SUPPRESSION_DRIFT
+    )
+
+
+def _suppression_change(event: ConsentEvent | None, leaf: dict[str, Any]) -> str | None:
+    """The method_detail of a suppression added or lifted in Klaviyo since the ledger's latest
+    word on email marketing, or None.
+
+    What the ledger knows: an inbound event's ``klaviyo_data["suppression"]``; after the site's
+    own applied subscribe, none (the subscribe lifted what it lifts). While the site's event is
+    still on its way (pending, pushed, awaiting confirmation) Klaviyo's state is not news yet.
+    """
+    if "suppression" not in leaf:
+        return None
+    shown = _suppressions(leaf.get("suppression"))
+    if event is None:
+        known: frozenset[str] = frozenset()
+    elif event.method == Method.KLAVIYO:
+        known = _suppressions((event.klaviyo_data or {}).get("suppression"))
+    elif event.delivery.status in SETTLED:
+        # Applied: Klaviyo took the site's word, suppressions since are news. Otherwise the
+        # verdict already explains what the site's event met.
+        if event.delivery.status != DeliveryStatus.APPLIED:
+            known = shown
+        elif event.suppression == "suppress":
+            known = frozenset({"USER_SUPPRESSED"}) | (shown - {"USER_SUPPRESSED"})
+        else:
+            known = frozenset()
+    else:
+        return None
+    added, lifted = sorted(shown - known), sorted(known - shown)
+    if added:
+        return f"suppressed in Klaviyo ({', '.join(added)})"
+    if lifted:
+        return f"suppression lifted in Klaviyo ({', '.join(lifted)})"
+    return None
+
+
+def record_drift(
+    matched: Iterable[tuple[Profile, dict[str, Any]]], *, source: str = "pull"
+) -> tuple[int, set[int]]:
     """Compare freshly mirrored profiles with the ledger and record inbound events.
 
     Returns how many were recorded and the deliveries a confirmed double opt-in settled.
+    ``source`` names the read-back in the settled deliveries' verdict history.
     """
     pairs = list(matched)
     if not pairs:
@@ -79,30 +160,25 @@ def record_drift(matched: Iterable[tuple[Profile, dict[str, Any]]]) -> tuple[int
                 leaf = profile.klaviyo_leaf(channel, purpose)
                 shown = leaf.get("consent") or ""
                 before = latest.get((profile.pk, channel, purpose))
-                if not _drifted(before, shown, leaf):
-                    continue
+                if _drifted(before, shown, leaf):
+                    detail = _method_detail(leaf, shown, before)
+                    consent = shown
+                else:
+                    change = _suppression_change(before, leaf)
+                    if change is None or not shown:
+                        continue
+                    detail, consent = change, shown
                 event = ConsentEvent(
                     profile=profile,
                     email=profile.email or "",
                     phone_number=profile.phone_number or "",
                     channel=channel,
                     purpose=purpose,
-                    consent=shown,
+                    consent=consent,
                     method=Method.KLAVIYO,
-                    method_detail=_method_detail(leaf, shown, before),
+                    method_detail=detail,
                     recorded_at=now,
-                    klaviyo_data={
-                        k: leaf.get(k)
-                        for k in (
-                            "method",
-                            "method_detail",
-                            "consent_timestamp",
-                            "last_updated",
-                            "double_optin",
-                            "suppression",
-                        )
-                        if k in leaf
-                    },
+                    klaviyo_data={k: leaf.get(k) for k in KLAVIYO_KEYS if k in leaf},
                 )
                 found.append((profile, event, before))
     if not found:
@@ -115,20 +191,32 @@ def record_drift(matched: Iterable[tuple[Profile, dict[str, Any]]]) -> tuple[int
             next_attempt_at=None,
             verified_at=now,
         )
-        confirmed = [
-            before.delivery.pk
+        settled = [
+            (before.delivery, event.method_detail)
             for _, event, before in found
             if before is not None
             and before.delivery.status == DeliveryStatus.PENDING_CONFIRMATION
             and event.consent == Consent.SUBSCRIBED
         ]
-        if confirmed:
-            Delivery.objects.filter(pk__in=confirmed).update(
+        for delivery, why in settled:
+            # Klaviyo shows the consent; the reason says how only as far as Klaviyo shows it.
+            Delivery.objects.filter(pk=delivery.pk).update(
                 status=DeliveryStatus.APPLIED,
-                reason="double opt-in confirmed",
+                reason=why,
                 next_attempt_at=None,
                 verified_at=now,
+                history=[
+                    *(delivery.history or []),
+                    history_entry(
+                        at=now,
+                        previous=delivery.status,
+                        status=DeliveryStatus.APPLIED,
+                        reason=why,
+                        source=source,
+                    ),
+                ],
             )
+        confirmed = [delivery.pk for delivery, _ in settled]
     for profile, event, _ in found:
         drift_detected.send_robust(sender=ConsentEvent, profile=profile, event=event)
     return len(found), set(confirmed)

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Method
+from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, DeliveryStatus, Method
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
@@ -352,8 +352,47 @@ def ledger_for(
                     "event_id": event.pk,
                     "consented_at": _consented_at(event),
                 }
+            leaf["can_receive"], leaf["cannot_receive_reason"] = can_receive(
+                event, channel, purpose
+            )
             ledger.setdefault(channel, {})[purpose] = leaf
     return ledger
+
+
+def can_receive(event: ConsentEvent | None, channel: str, purpose: str) -> tuple[bool, str]:
+    """Can the person receive ``channel``/``purpose`` messages, per the ledger's latest event,
+    and if not, why (an empty reason when they can).
+
+    An inbound event carries Klaviyo's own ``can_receive_<channel>_<purpose>`` (Klaviyo's
+    profile ``subscriptions`` object, revision 2026-07-15) and its suppressions; the site's own
+    event counts only once Klaviyo applied it.
+    """
+    if event is None:
+        return False, "never subscribed"
+    delivery = getattr(event, "delivery", None)
+    status = delivery.status if delivery else None
+    if event.suppression == "suppress":
+        where = "" if status == DeliveryStatus.APPLIED else f"; Klaviyo: {status}"
+        return False, f"suppressed from the site (USER_SUPPRESSED{where})"
+    data = event.klaviyo_data or {}
+    flag = data.get(f"can_receive_{channel}_{purpose}")
+    suppressed = [s.get("reason") for s in data.get("suppression") or [] if isinstance(s, dict)]
+    if event.consent != Consent.SUBSCRIBED:
+        why = "unsubscribed" if event.consent == Consent.UNSUBSCRIBED else "never subscribed"
+        if event.method == Method.KLAVIYO:
+            detail = event.method_detail or "changed in Klaviyo"
+            why = f"{why} in Klaviyo ({detail})"
+        return False, why
+    if event.method == Method.KLAVIYO:
+        if flag is False or suppressed:
+            if suppressed:
+                return False, f"suppressed in Klaviyo ({', '.join(r for r in suppressed if r)})"
+            return False, f"Klaviyo reports can_receive_{channel}_{purpose}: false"
+        return True, ""
+    if status == DeliveryStatus.APPLIED:
+        return True, ""
+    reason = f": {delivery.reason}" if delivery and delivery.reason else ""
+    return False, f"consent not applied in Klaviyo ({status}{reason})"
 
 
 def _consented_at(event: ConsentEvent) -> str | None:

@@ -20,14 +20,21 @@ from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_em
 from klaviyo_consent.services import payloads
 from klaviyo_consent.services.lists import opt_in_process
 from klaviyo_consent.services.sync import SyncReport, claim
-from klaviyo_consent.services.verdicts import judge
+from klaviyo_consent.services.verdicts import (
+    Verdict,
+    history_entry,
+    judge,
+    judge_suppression,
+)
 from klaviyo_consent.signals import consent_applied, consent_not_applied, subscriptions_mirrored
 
 logger = logging.getLogger("klaviyo_consent.mirror")
 
-#: How long to wait between re-reads of a profile waiting for a double opt-in confirmation.
-CONFIRMATION_RECHECK = timedelta(hours=1)
+#: The longest wait between two re-reads of a profile waiting for a double opt-in confirmation.
+CONFIRMATION_RECHECK_MAX = timedelta(hours=12)
 OUTSTANDING = (DeliveryStatus.PUSHED, DeliveryStatus.PENDING_CONFIRMATION)
+#: Verdicts a later read-back may still change: Klaviyo's state is the evidence, and it moves.
+REJUDGED = (*OUTSTANDING, DeliveryStatus.NOT_APPLIED)
 
 
 @dataclass
@@ -157,10 +164,13 @@ def pull_profiles(
     report: PullReport | None = None,
     *,
     deliveries: Sequence[Delivery] | None = None,
+    source: str = "pull",
 ) -> PullReport:
     """Refresh the mirror of these profiles with as few ``GET /api/profiles`` calls as possible.
 
-    ``deliveries``: the rows to judge (already claimed); by default every outstanding one.
+    ``deliveries``: the rows to judge (already claimed); by default every outstanding one and
+    every ``not_applied`` one that is still its key's latest event. ``source`` names the
+    read-back in each verdict's history (``pull``, ``webhook``, ``verify``).
     """
     report = report or PullReport()
     matched = _fetch(profiles, report)
@@ -168,7 +178,7 @@ def pull_profiles(
     report.profiles_mirrored += len(matched)
     missing = [p for p in profiles if p.pk not in matched]
     report.not_found += [p.pk for p in missing]
-    judge_outstanding(matched, report, deliveries=deliveries, missing=missing)
+    judge_outstanding(matched, report, deliveries=deliveries, missing=missing, source=source)
     return report
 
 
@@ -223,35 +233,60 @@ def judge_outstanding(
     *,
     deliveries: Sequence[Delivery] | None = None,
     missing: Sequence[Profile] = (),
+    source: str = "pull",
 ) -> None:
-    """Give a verdict to every pushed or awaiting-confirmation event of these profiles."""
+    """Give a verdict to every pushed, awaiting-confirmation or not-applied event of these
+    profiles: any verdict but ``applied`` and ``failed`` follows Klaviyo's latest state."""
     from klaviyo_consent.services.drift import record_drift
 
     profiles = {pid: profile for pid, (profile, _) in matched.items()}
     profiles.update({p.pk: p for p in missing})
+    newest, latest = _newest_events(profiles)
     if deliveries is None:
-        deliveries = list(
-            Delivery.objects.filter(profile_id__in=list(profiles), status__in=OUTSTANDING)
+        deliveries = [
+            d
+            for d in Delivery.objects.filter(profile_id__in=list(profiles), status__in=REJUDGED)
             .select_related("event")
             .order_by("event_id")
-        )
-    drifts, settled = record_drift(matched.values())
+            # A not_applied event is re-judged while it is its key's latest word.
+            if d.status != DeliveryStatus.NOT_APPLIED or d.pk in latest
+        ]
+    drifts, settled = record_drift(matched.values(), source=source)
     report.drifts += drifts
     deliveries = [d for d in deliveries if d.pk not in settled]
-    newest = _newest_events(profiles)
     lists: dict[str, str | None] = {}
     now = timezone.now()
-    verdicts = _Verdicts(report)
+    window = timedelta(seconds=float(consent_settings.CONFIRMATION_WINDOW))
+    verdicts = _Verdicts(report, source=source, now=now)
     for delivery in deliveries:
         event = delivery.event
         profile = profiles[delivery.profile_id]
-        key = (delivery.profile_id, delivery.channel, delivery.purpose)
+        key = (delivery.profile_id, delivery.channel, delivery.purpose, bool(event.suppression))
         if newest.get(key, event.pk) != event.pk:
+            if delivery.status == DeliveryStatus.NOT_APPLIED:
+                continue
             verdicts.add(
                 delivery, DeliveryStatus.PUSHED, f"superseded by event #{newest[key]}", None
             )
             continue
         attempts = delivery.verify_attempts + 1
+        if event.suppression:
+            verdict = judge_suppression(
+                suppression=event.suppression,
+                leaf=profile.klaviyo_leaf(event.channel, event.purpose),
+                profile_found=delivery.profile_id in matched,
+                last_try=attempts >= consent_settings.VERIFY_ATTEMPTS
+                or delivery.status == DeliveryStatus.NOT_APPLIED,
+            )
+            delay = consent_settings.VERIFY_DELAY * 2 ** min(attempts, 6)
+            next_at = (
+                now + timedelta(seconds=max(delay, 1.0))
+                if verdict.status == DeliveryStatus.PUSHED
+                else None
+            )
+            delivery.verify_attempts = attempts
+            verdicts.add(delivery, verdict.status, verdict.reason, next_at, event=event)
+            continue
         verdict = judge(
             channel=event.channel,
             consent=event.consent,
@@ -260,13 +295,29 @@ def judge_outstanding(
             leaf=profile.klaviyo_leaf(event.channel, event.purpose),
             profile_found=delivery.profile_id in matched,
             opt_in_process=opt_in_process(event.list_id or consent_settings.DEFAULT_LIST_ID, lists),
-            last_try=attempts >= consent_settings.VERIFY_ATTEMPTS,
+            last_try=attempts >= consent_settings.VERIFY_ATTEMPTS
+            or delivery.status == DeliveryStatus.NOT_APPLIED,
+            pushed_at=delivery.pushed_at or event.recorded_at,
+            now=now,
+            confirmation_window=window,
         )
+        if delivery.status == DeliveryStatus.NOT_APPLIED and verdict.status in OUTSTANDING:
+            # Klaviyo had its chance and sends no confirmation for a job it did not take: only
+            # evidence that the consent took effect moves a not_applied verdict.
+            # The old cause may be gone (a bounce lifted): say only what Klaviyo shows now.
+            shown = profile.klaviyo_leaf(event.channel, event.purpose).get("consent")
+            verdict = Verdict(
+                DeliveryStatus.NOT_APPLIED,
+                f"Klaviyo shows {shown or 'no consent'}; the job was not applied when it was "
+                "read back (see the verdict history)",
+            )
         if verdict.status == DeliveryStatus.PUSHED:
             delay = consent_settings.VERIFY_DELAY * 2 ** min(attempts, 6)
             next_at = now + timedelta(seconds=max(delay, 1.0))
         elif verdict.status == DeliveryStatus.PENDING_CONFIRMATION:
-            next_at = now + CONFIRMATION_RECHECK
+            next_at = _next_confirmation_read(
+                now, attempts, (delivery.pushed_at or event.recorded_at) + window
+            )
         else:
             next_at = None
         delivery.verify_attempts = attempts
@@ -274,17 +325,31 @@ def judge_outstanding(
     verdicts.save()
 
 
-def _newest_events(profiles: dict[int, Profile]) -> dict[tuple[int, str, str], int]:
-    newest: dict[tuple[int, str, str], int] = {}
-    rows = (
-        ConsentEvent.objects.filter(profile_id__in=list(profiles))
-        .exclude(method=Method.KLAVIYO)
-        .values_list("profile_id", "channel", "purpose", "pk")
+def _next_confirmation_read(now: Any, attempts: int, deadline: Any) -> Any:
+    """When to read a pending confirmation again: doubling waits, at most 12 h apart, and one
+    read at the end of the window, so the wait ends with a verdict."""
+    delay = timedelta(seconds=max(consent_settings.VERIFY_DELAY, 1.0) * 2 ** min(attempts, 20))
+    moment = now + min(delay, CONFIRMATION_RECHECK_MAX)
+    return min(moment, deadline) if deadline > now else moment
+
+
+def _newest_events(
+    profiles: dict[int, Profile],
+) -> tuple[dict[tuple[int, str, str, bool], int], set[int]]:
+    """(newest site event per profile, channel, purpose and kind: consent or suppression;
+    the ids of the newest event of any kind per profile, channel and purpose)."""
+    newest: dict[tuple[int, str, str, bool], int] = {}
+    latest: dict[tuple[int, str, str], int] = {}
+    rows = ConsentEvent.objects.filter(profile_id__in=list(profiles)).values_list(
+        "profile_id", "channel", "purpose", "pk", "method", "suppression"
     )
-    for profile_id, channel, purpose, pk in rows:
+    for profile_id, channel, purpose, pk, method, suppression in rows:
         key = (profile_id, channel, purpose)
-        newest[key] = max(pk, newest.get(key, 0))
-    return newest
+        latest[key] = max(pk, latest.get(key, 0))
+        if method != Method.KLAVIYO:
+            kind = (*key, bool(suppression))
+            newest[kind] = max(pk, newest.get(kind, 0))
+    return newest, set(latest.values())
 
 
 class _Verdicts:
@@ -294,10 +359,14 @@ class _Verdicts:
     reconcile page or a verify batch costs a handful of queries instead of one per event.
     """
 
-    def __init__(self, report: PullReport) -> None:
+    def __init__(self, report: PullReport, *, source: str = "pull", now: Any = None) -> None:
         self.report = report
+        self.source = source
+        self.now = now or timezone.now()
         self.groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         self.announcements: list[tuple[ConsentEvent, Delivery, str, str]] = []
+        #: Rows whose verdict changed get their history line, one UPDATE each.
+        self.histories: dict[int, list[dict[str, Any]]] = {}
 
     def add(
         self,
@@ -309,7 +378,22 @@ class _Verdicts:
         event: ConsentEvent | None = None,
     ) -> None:
         self.groups[(status, reason, next_at, delivery.verify_attempts)].append(delivery.pk)
+        if (status, reason) != (delivery.status, delivery.reason) and status != (
+            DeliveryStatus.PUSHED
+        ):
+            delivery.history = [
+                *(delivery.history or []),
+                history_entry(
+                    at=self.now,
+                    previous=delivery.status,
+                    status=status,
+                    reason=reason,
+                    source=self.source,
+                ),
+            ]
+            self.histories[delivery.pk] = delivery.history
         if status == delivery.status:
+            delivery.reason = reason
             return
         self.report.verdicts_changed += 1
         delivery.status, delivery.reason = status, reason
@@ -329,6 +413,8 @@ class _Verdicts:
                 lease_expires_at=None,
                 updated_at=now,
             )
+        for pk, history in self.histories.items():
+            Delivery.objects.filter(pk=pk).update(history=history)
         for event, delivery, status, reason in self.announcements:
             if status == DeliveryStatus.APPLIED:
                 consent_applied.send_robust(sender=ConsentEvent, event=event, delivery=delivery)
@@ -348,7 +434,7 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
         if not batch:
             break
         profiles = list({d.profile_id: d.profile for d in batch}.values())
-        pull = pull_profiles(profiles, deliveries=batch)
+        pull = pull_profiles(profiles, deliveries=batch, source="verify")
         report.verified += len(batch)
         report.requests += pull.requests
         for delivery in batch:

@@ -96,11 +96,20 @@ def unsubscribe_job(
 
 def suppress_job(emails: Sequence[str]) -> dict[str, Any]:
     """``profile-suppression-bulk-create-job`` (email only, at most 100)."""
+    return _suppression_job("profile-suppression-bulk-create-job", emails)
+
+
+def unsuppress_job(emails: Sequence[str]) -> dict[str, Any]:
+    """``profile-suppression-bulk-delete-job`` (email only, at most 100; lifts USER_SUPPRESSED)."""
+    return _suppression_job("profile-suppression-bulk-delete-job", emails)
+
+
+def _suppression_job(job_type: str, emails: Sequence[str]) -> dict[str, Any]:
     if not 0 < len(emails) <= MAX_SUPPRESS_PROFILES:
         raise ValueError(f"a suppression job takes 1 to {MAX_SUPPRESS_PROFILES} emails")
     return {
         "data": {
-            "type": "profile-suppression-bulk-create-job",
+            "type": job_type,
             "attributes": {
                 "profiles": {
                     "data": [{"type": "profile", "attributes": {"email": e}} for e in emails]

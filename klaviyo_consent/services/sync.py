@@ -196,6 +196,8 @@ class _Row(NamedTuple):
     historical_import: bool
     custom_source: str
     klaviyo_id: str
+    #: ``suppress``/``unsuppress`` for a suppression request, None for consent.
+    suppression: str | None = None
     #: The event, when the caller already loaded it (``Pusher.push`` of claimed deliveries).
     event: ConsentEvent | None = None
 
@@ -215,6 +217,7 @@ _ROW_COLUMNS = (
     "event__historical_import",
     "event__custom_source",
     "profile__klaviyo_id",
+    "event__suppression",
 )
 
 
@@ -237,6 +240,7 @@ def _row_of(delivery: Delivery | _Row) -> _Row:
         event.historical_import,
         event.custom_source,
         delivery.profile.klaviyo_id,
+        event.suppression,
         event,
     )
 
@@ -275,9 +279,14 @@ class _Job:
     def size(self) -> int:
         if self.operation == "subscribe":
             return payloads.MAX_SUBSCRIBE_PROFILES
+        if self.operation in _SUPPRESSION_JOBS:
+            return payloads.MAX_SUPPRESS_PROFILES
         return payloads.MAX_UNSUBSCRIBE_PROFILES
 
     def payload(self, profile_ids: Sequence[int]) -> dict[str, Any]:
+        if self.operation in _SUPPRESSION_JOBS:
+            emails = [self.members[pid][-1].email for pid in profile_ids]
+            return _SUPPRESSION_JOBS[self.operation](emails)
         entries = [self._entry(self.members[pid]) for pid in profile_ids]
         if self.operation == "subscribe":
             return payloads.subscribe_job(
@@ -299,6 +308,13 @@ class _Job:
         )
 
 
+#: Suppression requests go out as Klaviyo's email suppression jobs (≤ 100 emails, no list).
+_SUPPRESSION_JOBS: dict[str, Callable[[Sequence[str]], dict[str, Any]]] = {
+    "suppress": payloads.suppress_job,
+    "unsuppress": payloads.unsuppress_job,
+}
+
+
 def build_jobs(deliveries: Iterable[Delivery | _Row]) -> list[tuple[_Job, list[list[int]]]]:
     """Group into one job per operation / list / historical_import / custom_source, chunked."""
     jobs: dict[tuple[Any, ...], _Job] = {}
@@ -306,8 +322,10 @@ def build_jobs(deliveries: Iterable[Delivery | _Row]) -> list[tuple[_Job, list[l
     for delivery in deliveries:
         row = _row_of(delivery)
         list_id = row.list_id or default_list
-        if row.consent == Consent.SUBSCRIBED:
-            key: tuple[Any, ...] = (
+        if row.suppression:
+            key: tuple[Any, ...] = (row.suppression, None)
+        elif row.consent == Consent.SUBSCRIBED:
+            key = (
                 "subscribe",
                 list_id,
                 row.historical_import,
@@ -335,6 +353,10 @@ def _send(job: _Job, payload: dict[str, Any]) -> None:
     backend = get_backend()
     if job.operation == "subscribe":
         backend.bulk_subscribe_profiles(payload)
+    elif job.operation == "suppress":
+        backend.bulk_suppress_profiles(payload)
+    elif job.operation == "unsuppress":
+        backend.bulk_unsuppress_profiles(payload)
     else:
         backend.bulk_unsubscribe_profiles(payload)
 
@@ -496,6 +518,8 @@ class Pusher:
         store_mirrors(found)  # a fresh read of Klaviyo is worth keeping as the mirror
         settled = []
         for row in stranded:
+            if row.suppression:
+                continue  # a suppression job is harmless to send again
             if row.profile_id in found:
                 leaf = found[row.profile_id][0].klaviyo_leaf(row.channel, row.purpose)
                 stamp = parse_datetime(str(leaf.get("consent_timestamp") or ""))

@@ -64,6 +64,8 @@ class WebhookReport:
     profiles_refreshed: int = 0
     ignored: int = 0
     error: str = ""
+    #: Processing raised (not a Klaviyo outage): the endpoint answers 500 so Klaviyo resends.
+    failed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         answer: dict[str, Any] = {
@@ -107,9 +109,11 @@ def verify_webhook(
 ) -> WebhookDelivery:
     """Check a delivery's signature, age, webhook id and novelty, then store it.
 
-    Storing is part of verifying: the unique signature is what makes the next copy of this
-    delivery a replay. Raises :class:`WebhookRejected` (nothing stored) or
-    :class:`MalformedWebhook` (signed, but not a JSON envelope; nothing stored). ``now``
+    Storing is part of verifying: the unique signature is what makes the next copy of a
+    processed delivery a replay. A copy of a delivery that was stored but never processed
+    (processing raised, or Klaviyo could not be reached) is returned again, so Klaviyo's resend
+    is processed: webhooks are handled at least once. Raises :class:`WebhookRejected` (nothing
+    stored) or :class:`MalformedWebhook` (signed, but not a JSON envelope; nothing stored). ``now``
     (Unix seconds) replaces the clock in tests.
     """
     secret = consent_settings.WEBHOOK_SECRET
@@ -173,6 +177,11 @@ def verify_webhook(
                 body=document,
             )
     except IntegrityError:
+        stored = WebhookDelivery.objects.filter(
+            signature=expected, processed_at__isnull=True
+        ).first()
+        if stored is not None:
+            return stored  # stored, never processed: Klaviyo's resend gets its second chance
         raise WebhookRejected("replay", "This delivery was already accepted.") from None
 
 
@@ -260,12 +269,46 @@ def _local_profiles(wanted: Identifiers) -> list[Profile]:
 
 
 def handle_webhook(delivery: WebhookDelivery) -> WebhookReport:
-    """Re-read from Klaviyo every local profile the delivery's consent items name.
+    """Process a stored delivery and record the outcome on its row, success or failure.
 
-    Safe to run again on the same delivery (re-reading is idempotent), e.g. for one whose
-    ``error`` is set because Klaviyo could not be reached.
+    Safe to run again on the same delivery (re-reading is idempotent). Every run counts in
+    ``attempts``; a failure (Klaviyo unreachable, or any exception while processing) is kept in
+    ``error`` with ``failed_at`` and leaves ``processed_at`` empty, so Klaviyo's resend or
+    :func:`retry_unprocessed` processes it again. ``report.failed`` says whether it failed.
     """
     report = WebhookReport()
+    try:
+        with transaction.atomic():
+            _process(delivery, report)
+    except Exception as exc:  # noqa: BLE001 - recorded on the row, never lost
+        report.error = f"Processing failed: {type(exc).__name__}: {exc}"
+        report.failed = True
+        logger.exception("Webhook delivery %s: %s", delivery.pk, report.error)
+    now = timezone.now()
+    delivery.attempts += 1
+    delivery.processed_at = None if report.error else now
+    delivery.error = report.error
+    if report.error:
+        delivery.failed_at = now
+    delivery.save(update_fields=["processed_at", "error", "attempts", "failed_at"])
+    return report
+
+
+def retry_unprocessed(*, limit: int | None = None) -> list[WebhookReport]:
+    """Process again every stored delivery that was never processed, oldest first.
+
+    Used by ``manage.py klaviyo_consent_retry_webhooks``; ``limit`` caps how many are tried.
+    """
+    pending = WebhookDelivery.objects.filter(processed_at__isnull=True).order_by(
+        "received_at", "id"
+    )
+    if limit is not None:
+        pending = pending[:limit]
+    return [handle_webhook(delivery) for delivery in pending]
+
+
+def _process(delivery: WebhookDelivery, report: WebhookReport) -> None:
+    """Re-read from Klaviyo every local profile the delivery's consent items name."""
     per_item: list[Identifiers | None] = []
     for item in delivery.body.get("data") or []:
         report.received += 1
@@ -298,13 +341,11 @@ def handle_webhook(delivery: WebhookDelivery) -> WebhookReport:
 
     if refresh:
         try:
-            report.profiles_refreshed = pull_profiles(list(refresh.values())).profiles_mirrored
+            report.profiles_refreshed = pull_profiles(
+                list(refresh.values()), source="webhook"
+            ).profiles_mirrored
         except KlaviyoConsentError as exc:
-            # Our messages never carry the API key. Answer 200 anyway: a retry of the same
-            # delivery would be refused as a replay, and polling re-reads these profiles.
+            # Our messages never carry the API key. Answer 200: the row keeps the error and
+            # ``klaviyo_consent_retry_webhooks`` (or polling) re-reads these profiles.
             report.error = f"Could not re-read the profiles from Klaviyo: {exc}"
             logger.warning("Webhook delivery %s: %s", delivery.pk, report.error)
-    delivery.processed_at = None if report.error else timezone.now()
-    delivery.error = report.error
-    delivery.save(update_fields=["processed_at", "error"])
-    return report

@@ -160,6 +160,13 @@ _SUPPRESSION_REASONS = frozenset(
     {"HARD_BOUNCE", "INVALID_EMAIL", "SPAM_COMPLAINT", "UNSUBSCRIBE", "USER_SUPPRESSED"}
 )
 _OPT_IN_PROCESSES = frozenset({"double_opt_in", "single_opt_in"})
+#: Replies Klaviyo treats as an SMS opt-out (help centre, "SMS keywords").
+SMS_OPT_OUT_KEYWORDS = frozenset({"STOP", "END", "QUIT", "UNSUBSCRIBE", "CANCEL", "STOPALL"})
+#: SMS consent Klaviyo removes by itself, and how the fake reports it (method: method_detail).
+SMS_CONSENT_REMOVALS = {
+    "PERMANENT_FAILURE": "permanent delivery failure",
+    "CARRIER_DEACTIVATION": "Carrier Deactivation",
+}
 
 _SUBSCRIBE_JOB = "profile-subscription-bulk-create-job"
 _UNSUBSCRIBE_JOB = "profile-subscription-bulk-delete-job"
@@ -909,15 +916,61 @@ class FakeKlaviyo:
                 profile.updated = moment
             return confirmed
 
-    def reply_stop(self, phone_number: str) -> None:
-        """The person texts STOP: SMS marketing consent is revoked (method TEXT, detail STOP)."""
+    def reply_stop(self, phone_number: str, keyword: str = "STOP") -> None:
+        """The person texts an opt-out keyword: Klaviyo revokes SMS marketing consent itself
+        (method TEXT, method_detail the keyword as texted: STOP, END, QUIT, ...)."""
+        word = keyword.strip().upper()
+        if word not in SMS_OPT_OUT_KEYWORDS:
+            raise ValueError(f"keyword must be one of {sorted(SMS_OPT_OUT_KEYWORDS)}")
         with self._lock:
             profile = self._require(None, phone_number)
             moment = self.now()
             self._unsubscribe_sms(
-                profile, "marketing", _iso(moment), method="TEXT", method_detail="STOP"
+                profile, "marketing", _iso(moment), method="TEXT", method_detail=word
             )
             self._drop_pending(profile.id, "sms", "marketing")
+            profile.updated = moment
+
+    def remove_sms_consent(self, phone_number: str, reason: str) -> None:
+        """Klaviyo removes SMS consent on its own after a permanent delivery failure or a
+        carrier deactivation (help centre, "Understanding SMS consent removal"): every SMS
+        subscription of the number becomes UNSUBSCRIBED, with ``reason`` as Klaviyo's method
+        (``PERMANENT_FAILURE`` or ``CARRIER_DEACTIVATION``; the exact method strings Klaviyo
+        reports are unconfirmed, the point is that the inbound event carries them).
+        """
+        if reason not in SMS_CONSENT_REMOVALS:
+            raise ValueError(f"reason must be one of {sorted(SMS_CONSENT_REMOVALS)}")
+        with self._lock:
+            profile = self._require(None, phone_number)
+            moment = self.now()
+            for purpose in ("marketing", "transactional"):
+                if profile.sms(purpose).get("consent") == _SUBSCRIBED:
+                    self._unsubscribe_sms(
+                        profile,
+                        purpose,
+                        _iso(moment),
+                        method=reason,
+                        method_detail=SMS_CONSENT_REMOVALS[reason],
+                    )
+                self._drop_pending(profile.id, "sms", purpose)
+            profile.updated = moment
+
+    def change_phone_number(self, email: str, phone_number: str) -> None:
+        """The profile's number is replaced on Klaviyo's side (e.g. a new number given at
+        checkout): Klaviyo resets SMS consent, the new number starts NEVER_SUBSCRIBED (help
+        centre, "How SMS affects profiles")."""
+        phone = _phone_info(phone_number)[0] or phone_number
+        with self._lock:
+            profile = self._require(email, None)
+            moment = self.now()
+            if profile.phone_number is not None:
+                self._by_phone.pop(profile.phone_number, None)
+            profile.phone_number = phone
+            self._by_phone[phone] = profile
+            profile.sms_marketing = _fresh_sms("marketing")
+            profile.sms_transactional = _fresh_sms("transactional")
+            for purpose in ("marketing", "transactional"):
+                self._drop_pending(profile.id, "sms", purpose)
             profile.updated = moment
 
     def click_unsubscribe(self, email: str) -> None:
@@ -952,6 +1005,19 @@ class FakeKlaviyo:
             self._add_suppression(profile, reason, _iso(moment))
             profile.updated = moment
             return profile.id
+
+    def unsuppress(self, email: str, reason: str = "USER_SUPPRESSED") -> None:
+        """Someone removes a suppression in Klaviyo's UI; consent is left as it was."""
+        with self._lock:
+            profile = self._require(email, None)
+            moment = self.now()
+            marketing = profile.email_marketing
+            marketing["suppression"] = [
+                item for item in marketing["suppression"] if item["reason"] != reason
+            ]
+            marketing["can_receive_email_marketing"] = not marketing["suppression"]
+            marketing["last_updated"] = _iso(moment)
+            profile.updated = moment
 
     # --- faults ----------------------------------------------------------------------------
 

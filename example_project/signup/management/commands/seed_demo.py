@@ -7,9 +7,10 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from klaviyo_consent.choices import Consent, Method
-from klaviyo_consent.models import Profile
+from klaviyo_consent.choices import Consent, Method, Suppression
+from klaviyo_consent.models import ConsentEvent, Profile
 from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
+from klaviyo_consent.services.suppressions import record_suppression
 from klaviyo_consent.services.sync import sync
 
 USERNAME, PASSWORD = "admin", "admin"
@@ -30,7 +31,12 @@ SEEDS = [
         "DemoLs",
         True,
     ),
+    ("hedy@example.com", None, {"email": {"marketing": True}}, "DemoLs", False),
 ]
+
+#: Klaviyo's developer guide, "Suppressing a profile via API": one person subscribed, then
+#: suppressed from the site (a USER_SUPPRESSED suppression job), who can no longer receive email.
+SUPPRESSED = "hedy@example.com"
 
 
 class Command(BaseCommand):
@@ -66,6 +72,16 @@ class Command(BaseCommand):
                     evidence=Evidence(user_agent="seed_demo"),
                     recorded_by=user,
                 )
+            )
+        if not ConsentEvent.objects.filter(email=SUPPRESSED, suppression__isnull=False).exists():
+            sync(wait=True, max_wait=30)  # subscribed first, then suppressed
+            record_suppression(
+                [SUPPRESSED],
+                action=Suppression.SUPPRESS,
+                method=Method.ADMIN,
+                method_detail="demo seed: Suppressing a profile via API",
+                evidence=Evidence(user_agent="seed_demo"),
+                recorded_by=user,
             )
         sync(wait=True, max_wait=30)
         self.stdout.write(
