@@ -79,13 +79,17 @@ DEFAULTS: dict[str, Any] = {
     # Attempts (429, 5xx, timeouts, dropped connections) before an event goes dead-letter.
     "MAX_ATTEMPTS": 10,
     # Retry n waits a random time in [b·2ⁿ/2, b·2ⁿ] seconds (full jitter), capped; a 429's
-    # Retry-After wins.
+    # Retry-After is a floor under it. 429s and refusals of the request itself (401/403, no
+    # profile named) count as n too but never spend MAX_ATTEMPTS.
     "RETRY_BACKOFF_BASE": 2.0,
     "RETRY_BACKOFF_MAX": 900.0,
     # Seconds a worker owns the rows it claimed; a crashed worker's rows are reclaimed after it.
     "LEASE_SECONDS": 300.0,
     # Push through the Django Tasks framework on commit (False: only klaviyo_consent_sync pushes).
     "PUSH_ON_COMMIT": True,
+    # Requests a push may make when it runs inside the signup (the immediate task backend):
+    # such a push never waits for rate limits or Retry-After either; the rest stays queued.
+    "PUSH_ON_COMMIT_MAX_REQUESTS": 4,
     # Task backend alias in TASKS used to enqueue pushes.
     "TASK_BACKEND": "default",
     # Client-side rate limiter: None (off), "local" (this process) or a redis:// URL (shared by

@@ -68,6 +68,11 @@ class RateLimiter:
                 return
             self.sleep(wait)
 
+    def acquire_now(self, operation: str) -> bool:
+        """Record a call if it fits every window now and return True; never wait."""
+        windows = self.windows(operation)
+        return not windows or self.try_acquire(operation, windows) <= 0
+
     def try_acquire(self, operation: str, windows: tuple[tuple[int, float], ...]) -> float:
         """Record a call and return 0, or return how long to wait before trying again."""
         raise NotImplementedError("subclasses of RateLimiter must provide try_acquire()")
