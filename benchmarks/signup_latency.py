@@ -102,8 +102,7 @@ def main() -> None:
     pushed = summary(latencies)
     bare = summary(baseline)
     states = {
-        status: Delivery.objects.filter(status=status).count()
-        for status in (DeliveryStatus.PENDING, DeliveryStatus.PUSHED, DeliveryStatus.FAILED)
+        status: Delivery.objects.filter(status=status).count() for status in DeliveryStatus.values
     }
     data = {
         "machine": info,

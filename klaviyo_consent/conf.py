@@ -68,6 +68,11 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 10.0,
     # ISO codes where Klaviyo texts; SMS consent elsewhere is refused with a 400.
     "SMS_COUNTRIES": KLAVIYO_SMS_COUNTRIES,
+    # ISO codes where THIS account has an SMS sending number (a subset of SMS_COUNTRIES, which
+    # is where Klaviyo texts at all). None: assume a number in every SMS_COUNTRIES country.
+    # SMS consent for a country without one is refused with a 400: Klaviyo refuses it too
+    # (revision 2024-05-15 on) or drops it silently (older revisions).
+    "SMS_SENDING_COUNTRIES": None,
     # Region used to parse national-format phone numbers (None: only +E.164 input is accepted).
     "DEFAULT_PHONE_REGION": None,
     # DRF permission classes guarding the write endpoints (subscribe/unsubscribe).
@@ -76,7 +81,8 @@ DEFAULTS: dict[str, Any] = {
     "VERIFY_DELAY": 30.0,
     # How many times a pushed event is re-read before its verdict becomes not_applied/unknown.
     "VERIFY_ATTEMPTS": 5,
-    # Attempts (429, 5xx, timeouts, dropped connections) before an event goes dead-letter.
+    # Attempts (5xx, timeouts, dropped connections) before an event goes dead-letter; 429s and
+    # refusals of the request itself (401/403, no profile named) never count.
     "MAX_ATTEMPTS": 10,
     # Retry n waits a random time in [b·2ⁿ/2, b·2ⁿ] seconds (full jitter), capped; a 429's
     # Retry-After is a floor under it. 429s and refusals of the request itself (401/403, no
@@ -147,7 +153,7 @@ class ConsentSettings:
         value = self.user_settings.get(attr, DEFAULTS[attr])
         if attr in IMPORT_STRINGS:
             value = _import(value, attr)
-        if attr == "SMS_COUNTRIES":
+        if attr == "SMS_COUNTRIES" or (attr == "SMS_SENDING_COUNTRIES" and value is not None):
             value = frozenset(code.upper() for code in value)
         self._cached.add(attr)
         setattr(self, attr, value)

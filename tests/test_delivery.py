@@ -393,3 +393,90 @@ def test_a_worker_outside_a_signup_still_waits_its_turn_at_the_rate_limit(fake, 
         record(f"p{i}@example.com", custom_source=f"Form {i}")
     report = push_pending()
     assert report.pushed == 3 and len(sleep.calls) == 2
+
+
+# --- "Klaviyo does not text there" vs "this account has no sending number there" -------------
+
+
+def subscribe_sms(api: Any, phone: str) -> Any:
+    return api.post(
+        "/api/consent/subscribe/",
+        {
+            "profile": {"email": "ana@example.org", "phone_number": phone},
+            "subscriptions": {"email": {"marketing": True}, "sms": {"marketing": True}},
+            "consent_text": "Yes, text me offers.",
+        },
+        format="json",
+    )
+
+
+def test_sms_for_a_country_without_a_sending_number_is_refused_naming_the_setting(
+    api, fake, settings
+):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "SMS_SENDING_COUNTRIES": ["GB"]}
+    response = subscribe_sms(api, "+49 1512 3456789")
+    assert response.status_code == 400
+    [message] = response.json()["profile"]["phone_number"]
+    assert "this account has no SMS sending number for Germany (DE)" in message
+    assert "SMS_SENDING_COUNTRIES" in message
+    assert subscribe_sms(api, "+44 7400 123456").status_code == 201
+
+
+def test_a_country_klaviyo_does_not_text_keeps_its_own_reason(api, fake, settings):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "SMS_SENDING_COUNTRIES": ["GB", "SI"]}
+    response = subscribe_sms(api, "+386 40 123 456")
+    [message] = response.json()["profile"]["phone_number"]
+    assert "SMS is not available in Slovenia (SI)" in message
+    assert "SMS_COUNTRIES" in message and "SMS_SENDING_COUNTRIES" not in message
+
+
+def test_the_read_back_reason_names_the_missing_sending_number(settings):
+    from klaviyo_consent.phone import sms_unsupported_reason
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "SMS_SENDING_COUNTRIES": ["GB"]}
+    reason = sms_unsupported_reason("+4915123456789", published_too=True)
+    assert reason == "this account has no SMS sending number for Germany (DE)"
+    assert sms_unsupported_reason("+447400123456", published_too=True) is None
+
+
+def _check_ids() -> list[str]:
+    from django.core import checks
+
+    return [m.id for m in checks.run_checks(tags=["klaviyo_consent"])]
+
+
+def test_a_check_says_when_the_sending_countries_are_not_stated(settings):
+    assert "klaviyo_consent.I001" in _check_ids()
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "SMS_SENDING_COUNTRIES": ["US"]}
+    assert not {"klaviyo_consent.I001", "klaviyo_consent.W003"} & set(_check_ids())
+
+
+def test_a_check_warns_of_a_sending_country_klaviyo_does_not_text(settings):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "SMS_SENDING_COUNTRIES": ["US", "si"]}
+    assert "klaviyo_consent.W003" in _check_ids()
+
+
+def test_a_read_back_backs_off_under_retry_after_zero_instead_of_hammering(monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr("klaviyo_consent.backends.base.time.sleep", sleeps.append)
+    answers = [RawResponse(429, {"Retry-After": "0"}, b"")] * 3 + [
+        RawResponse(200, {}, b'{"data": []}')
+    ]
+
+    class Scripted(BaseKlaviyoBackend):
+        def send(self, method, url, *, headers, params, body):
+            return answers.pop(0)
+
+    backend = Scripted(api_key="pk_test", limiter=None)
+    assert backend.get_profiles({}) == {"data": []}
+    assert sleeps == [1.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_unsubscribe_request_is_retried_too(fake, status):
+    [event] = record("a@example.com", consent="UNSUBSCRIBED")
+    fake.fail_next(status)
+    report = push_pending()
+    delivery = Delivery.objects.get(pk=event.pk)
+    assert (report.requests, delivery.status, delivery.deferrals) == (1, "pending", 1)
+    assert "refused the unsubscribe request itself" in delivery.reason

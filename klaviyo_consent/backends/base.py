@@ -184,7 +184,11 @@ class BaseKlaviyoBackend:
             except KlaviyoAPIError as exc:
                 if not exc.retryable or attempt == self.read_retries or _no_wait.get():
                     raise
-                wait = exc.retry_after if exc.retry_after is not None else min(2**attempt, 30)
+                # Retry-After (0 included) is a floor under the growing backoff, never a
+                # replacement: a run of 429s still backs off.
+                wait = float(min(2**attempt, 30))
+                if exc.retry_after is not None:
+                    wait = max(wait, exc.retry_after)
                 logger.info("Klaviyo %s: %s; retrying in %.1fs", operation, exc, wait)
                 time.sleep(wait)
         raise AssertionError("unreachable")
