@@ -480,3 +480,14 @@ def test_a_refused_unsubscribe_request_is_retried_too(fake, status):
     delivery = Delivery.objects.get(pk=event.pk)
     assert (report.requests, delivery.status, delivery.deferrals) == (1, "pending", 1)
     assert "refused the unsubscribe request itself" in delivery.reason
+
+
+def test_the_admin_shows_that_klaviyo_refused_the_request_itself(admin_client, fake):
+    [event] = record("a@example.com")
+    fake.fail_next(403, errors=[{"status": 403, "detail": "API key lacks scope subscriptions"}])
+    push_pending()
+    page = admin_client.get(f"/admin/klaviyo_consent/consentevent/{event.pk}/change/")
+    text = page.content.decode()
+    assert "refused the subscribe request itself" in text
+    assert "API key lacks scope subscriptions" in text
+    assert "waits (429s, refused requests) 1" in text
