@@ -491,3 +491,19 @@ def test_the_admin_shows_that_klaviyo_refused_the_request_itself(admin_client, f
     assert "refused the subscribe request itself" in text
     assert "API key lacks scope subscriptions" in text
     assert "waits (429s, refused requests) 1" in text
+
+
+def test_a_withdrawal_whose_phone_klaviyo_refuses_still_withdraws_the_email(fake):
+    events = record(
+        "max@example.org",
+        "+12025550143",
+        consent="UNSUBSCRIBED",
+        list_id="",
+        subscriptions={"email": {"marketing": True}, "sms": {"marketing": True}},
+    )
+    fake.rejected_phone_numbers.add("+12025550143")
+    push_pending()
+    rows = by_channel(events)
+    assert (rows["email"].status, rows["sms"].status) == ("pushed", "failed")
+    assert rows["sms"].errors[0]["source"]["pointer"] == PHONE_POINTER
+    assert fake.applied[("max@example.org", "email", "marketing", "UNSUBSCRIBED")] == 1
