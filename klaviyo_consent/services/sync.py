@@ -486,7 +486,8 @@ class Pusher:
             lambda: defaultdict(list)
         )
         for err in error.errors:
-            pointer = (err.get("source") or {}).get("pointer") if isinstance(err, dict) else None
+            source = err.get("source") if isinstance(err, dict) else None
+            pointer = source.get("pointer") if isinstance(source, dict) else None
             match = _PROFILE_POINTER.match(pointer or "")
             if match and int(match.group(1)) < len(profile_ids):
                 named[int(match.group(1))][_part_of(match.group(2))].append(err)
