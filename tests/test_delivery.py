@@ -507,3 +507,17 @@ def test_a_withdrawal_whose_phone_klaviyo_refuses_still_withdraws_the_email(fake
     assert (rows["email"].status, rows["sms"].status) == ("pushed", "failed")
     assert rows["sms"].errors[0]["source"]["pointer"] == PHONE_POINTER
     assert fake.applied[("max@example.org", "email", "marketing", "UNSUBSCRIBED")] == 1
+
+
+def test_a_push_on_commit_claims_a_bounded_share_of_a_backlog(
+    fake, inline_push, settings, django_capture_on_commit_callbacks
+):
+    from klaviyo_consent.services import sync as sync_service
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "RATE_LIMITER": None}
+    for i in range(sync_service.NO_WAIT_CLAIM_SIZE + 50):
+        record(f"p{i}@example.com")
+    with django_capture_on_commit_callbacks(execute=True):
+        record("last@example.com")
+    assert Delivery.objects.exclude(status="pending").count() == sync_service.NO_WAIT_CLAIM_SIZE
+    assert Delivery.objects.filter(status="pending", lease_token="").count() == 51

@@ -44,6 +44,9 @@ from klaviyo_consent.signals import (
 logger = logging.getLogger("klaviyo_consent.sync")
 
 CLAIM_SIZE = 5000
+#: Rows a push that must not wait (inside a signup) claims at most: its cost must not grow
+#: with the backlog; a worker sends the rest.
+NO_WAIT_CLAIM_SIZE = 200
 _PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(/.*)?$")
 #: Where a pointer inside one profile entry lands -> the channel (part of the entry) it names.
 _PARTS = (
@@ -790,6 +793,9 @@ def push_pending(
     report = SyncReport()
     pusher = Pusher(report)
     held: list[_Row] = []
+    if not waiting_allowed():
+        claim_size = min(claim_size, NO_WAIT_CLAIM_SIZE)
+        limit = claim_size if limit is None else min(limit, claim_size)
     while True:
         room = claim_size if limit is None else min(claim_size, limit - report.claimed)
         lease = _lease(
