@@ -340,10 +340,13 @@ class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def delivery_state(self, event: ConsentEvent) -> SafeString:
         d = event.delivery
         return format_html(
-            "{} {}<br>attempts {}, pushed {}, verified {}, dead-lettered {}<br><code>{}</code>",
+            "{} {}<br>attempts {}, waits (429s, refused requests) {}, next try {}, pushed {}, "
+            "verified {}, dead-lettered {}<br><code>{}</code>",
             badge(d.status),
             d.reason,
             d.attempts,
+            d.deferrals,
+            d.next_attempt_at or "—",
             d.pushed_at or "—",
             d.verified_at or "—",
             d.dead_lettered_at or "—",

@@ -60,4 +60,34 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="klaviyo_consent.W002",
             )
         )
+    messages += _check_sending_countries()
     return messages
+
+
+def _check_sending_countries() -> list[checks.CheckMessage]:
+    """``SMS_SENDING_COUNTRIES`` (this account's numbers) against ``SMS_COUNTRIES`` (Klaviyo's)."""
+    sending = consent_settings.SMS_SENDING_COUNTRIES
+    if sending is None:
+        return [
+            checks.Info(
+                "KLAVIYO_CONSENT['SMS_SENDING_COUNTRIES'] is not set: SMS consent is accepted "
+                "for every country Klaviyo texts (SMS_COUNTRIES), as if this account had a "
+                "sending number in each.",
+                hint="List the countries your Klaviyo account has an SMS sending number for; "
+                "Klaviyo refuses SMS consent elsewhere (revision 2024-05-15 on) or drops it.",
+                id="klaviyo_consent.I001",
+            )
+        ]
+    untexted = sorted(sending - consent_settings.SMS_COUNTRIES)
+    if untexted:
+        return [
+            checks.Warning(
+                f"KLAVIYO_CONSENT['SMS_SENDING_COUNTRIES'] names {', '.join(untexted)}, where "
+                "Klaviyo does not text (not in SMS_COUNTRIES): SMS consent there is still "
+                "refused as 'SMS is not available in …'.",
+                hint="A sending number only helps in a country Klaviyo texts; remove them, or "
+                "add them to SMS_COUNTRIES if Klaviyo now texts there.",
+                id="klaviyo_consent.W003",
+            )
+        ]
+    return []

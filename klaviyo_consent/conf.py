@@ -68,6 +68,11 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 10.0,
     # ISO codes where Klaviyo texts; SMS consent elsewhere is refused with a 400.
     "SMS_COUNTRIES": KLAVIYO_SMS_COUNTRIES,
+    # ISO codes where THIS account has an SMS sending number (a subset of SMS_COUNTRIES, which
+    # is where Klaviyo texts at all). None: assume a number in every SMS_COUNTRIES country.
+    # SMS consent for a country without one is refused with a 400: Klaviyo refuses it too
+    # (revision 2024-05-15 on) or drops it silently (older revisions).
+    "SMS_SENDING_COUNTRIES": None,
     # Region used to parse national-format phone numbers (None: only +E.164 input is accepted).
     "DEFAULT_PHONE_REGION": None,
     # DRF permission classes guarding the write endpoints (subscribe/unsubscribe).
@@ -80,16 +85,21 @@ DEFAULTS: dict[str, Any] = {
     # back off (VERIFY_DELAY doubling, at most 12 h apart); past the window the verdict is
     # not_applied "the person never confirmed" (a later read-back showing consent applies it).
     "CONFIRMATION_WINDOW": 3 * 24 * 3600.0,
-    # Attempts (429, 5xx, timeouts, dropped connections) before an event goes dead-letter.
+    # Attempts (5xx, timeouts, dropped connections) before an event goes dead-letter; 429s and
+    # refusals of the request itself (401/403, no profile named) never count.
     "MAX_ATTEMPTS": 10,
     # Retry n waits a random time in [b·2ⁿ/2, b·2ⁿ] seconds (full jitter), capped; a 429's
-    # Retry-After wins.
+    # Retry-After is a floor under it. 429s and refusals of the request itself (401/403, no
+    # profile named) count as n too but never spend MAX_ATTEMPTS.
     "RETRY_BACKOFF_BASE": 2.0,
     "RETRY_BACKOFF_MAX": 900.0,
     # Seconds a worker owns the rows it claimed; a crashed worker's rows are reclaimed after it.
     "LEASE_SECONDS": 300.0,
     # Push through the Django Tasks framework on commit (False: only klaviyo_consent_sync pushes).
     "PUSH_ON_COMMIT": True,
+    # Requests a push may make when it runs inside the signup (the immediate task backend):
+    # such a push never waits for rate limits or Retry-After either; the rest stays queued.
+    "PUSH_ON_COMMIT_MAX_REQUESTS": 4,
     # Task backend alias in TASKS used to enqueue pushes.
     "TASK_BACKEND": "default",
     # Client-side rate limiter: None (off), "local" (this process) or a redis:// URL (shared by
@@ -147,7 +157,7 @@ class ConsentSettings:
         value = self.user_settings.get(attr, DEFAULTS[attr])
         if attr in IMPORT_STRINGS:
             value = _import(value, attr)
-        if attr == "SMS_COUNTRIES":
+        if attr == "SMS_COUNTRIES" or (attr == "SMS_SENDING_COUNTRIES" and value is not None):
             value = frozenset(code.upper() for code in value)
         self._cached.add(attr)
         setattr(self, attr, value)

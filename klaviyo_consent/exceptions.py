@@ -53,6 +53,11 @@ class ImmutableConsentEvent(KlaviyoConsentError):
     """Consent events are append-only: record a new event instead of changing one."""
 
 
+class PushDeferred(KlaviyoConsentError):
+    """A request that could not go out now without waiting (a rate limit, Retry-After, or the
+    request budget of a push that must not wait); nothing was sent, the work stays queued."""
+
+
 class KlaviyoAPIError(KlaviyoConsentError):
     """Klaviyo answered with an error (or did not answer); ``errors`` is its JSON:API list."""
 

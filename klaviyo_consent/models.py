@@ -285,6 +285,11 @@ class Delivery(models.Model):
     reason = models.TextField(blank=True)
     errors = models.JSONField(default=list, blank=True, help_text="Klaviyo's errors[] as sent.")
     attempts = models.PositiveIntegerField(default=0)
+    deferrals = models.PositiveIntegerField(
+        default=0,
+        help_text="Times Klaviyo made this row wait without judging it (429s, refusals of the "
+        "request itself): they grow the backoff but never spend attempts.",
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
     lease_token = models.CharField(max_length=36, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)

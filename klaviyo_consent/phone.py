@@ -60,16 +60,29 @@ def sms_unsupported_reason(e164: str, *, published_too: bool = False) -> str | N
     supported = region in consent_settings.SMS_COUNTRIES
     if published_too:
         supported = supported and region in KLAVIYO_SMS_COUNTRIES
-    if supported:
-        return None
-    return f"SMS is not available in {country_name(region)} ({region or '??'})"
+    if not supported:
+        return f"SMS is not available in {country_name(region)} ({region or '??'})"
+    sending = consent_settings.SMS_SENDING_COUNTRIES
+    if sending is not None and region not in sending:
+        return f"this account has no SMS sending number for {country_name(region)} ({region})"
+    return None
 
 
 def require_sms_country(e164: str, *, field: str = "phone_number") -> None:
+    """Refuse SMS consent Klaviyo cannot apply: a country Klaviyo does not text
+    (``SMS_COUNTRIES``), or one this account has no sending number for
+    (``SMS_SENDING_COUNTRIES``)."""
     reason = sms_unsupported_reason(e164)
     if reason:
+        region = phone_region(e164)
+        setting = (
+            "SMS_COUNTRIES"
+            if region not in consent_settings.SMS_COUNTRIES
+            else "SMS_SENDING_COUNTRIES"
+        )
+        what = "a supported SMS country" if setting == "SMS_COUNTRIES" else "a sending country"
         raise UnsupportedSMSCountry(
-            f"{reason}: it is not a supported SMS country (SMS_COUNTRIES), so SMS consent "
+            f"{reason}: it is not {what} ({setting}), so SMS consent "
             f"cannot be recorded for {e164}.",
             field=field,
         )

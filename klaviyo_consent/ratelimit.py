@@ -69,6 +69,11 @@ class RateLimiter:
                 return
             self.sleep(wait)
 
+    def acquire_now(self, operation: str) -> bool:
+        """Record a call if it fits every window now and return True; never wait."""
+        windows = self.windows(operation)
+        return not windows or self.try_acquire(operation, windows) <= 0
+
     def try_acquire(self, operation: str, windows: tuple[tuple[int, float], ...]) -> float:
         """Record a call and return 0, or return how long to wait before trying again."""
         raise NotImplementedError("subclasses of RateLimiter must provide try_acquire()")
@@ -156,6 +161,16 @@ def get_limiter() -> RateLimiter | None:
         if spec not in _limiters:
             _limiters[spec] = _build(spec)
         return _limiters[spec]
+
+
+def reset_limiters() -> None:
+    """Forget every process-wide limiter, so the next call builds a fresh one.
+
+    The ``klaviyo_fake`` fixture calls it: each test's fake starts with an empty quota, and so
+    must the client's limiter, or one test's requests make another test's push wait.
+    """
+    with _limiter_lock:
+        _limiters.clear()
 
 
 def _build(spec: object) -> RateLimiter | None:

@@ -15,11 +15,21 @@ logger = logging.getLogger("klaviyo_consent.receivers")
 
 
 def enqueue_push() -> None:
-    """Enqueue the push task; if the queue is down the outbox keeps the work for the next sync."""
-    from klaviyo_consent.tasks import push_task
+    """Enqueue the push task; if the queue is down the outbox keeps the work for the next sync.
+
+    On the immediate task backend the push runs right here, inside the signup's request: then
+    it never waits on Klaviyo (no rate-limit sleeps, no Retry-After, at most
+    ``PUSH_ON_COMMIT_MAX_REQUESTS`` requests); what it cannot send now stays in the outbox.
+    """
+    from klaviyo_consent.backends.base import no_wait
+    from klaviyo_consent.tasks import push_task, runs_inline
 
     try:
-        push_task().enqueue()
+        if runs_inline():
+            with no_wait(consent_settings.PUSH_ON_COMMIT_MAX_REQUESTS):
+                push_task().enqueue()
+        else:
+            push_task().enqueue()
     except Exception:
         logger.exception("Could not enqueue the Klaviyo push; klaviyo_consent_sync will send it.")
 

@@ -21,6 +21,11 @@ consent_pushed = Signal()
 #: ``final`` is True when the events ended ``failed``; False when they will be retried.
 consent_push_failed = Signal()
 
+#: kwargs: events (list[ConsentEvent]), error (KlaviyoAPIError), operation ("subscribe" |
+#: "unsubscribe"), retry_at (datetime). Klaviyo refused a request as a whole (401/403, or an
+#: error that names no profile): nothing was judged, the events stay pending and are retried.
+klaviyo_request_refused = Signal()
+
 #: kwargs: profile (Profile), subscriptions (dict): Klaviyo's object, just mirrored.
 subscriptions_mirrored = Signal()
 

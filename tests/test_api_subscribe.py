@@ -281,16 +281,28 @@ def test_identifiers_of_two_different_profiles_are_refused(api, fake):
 
 
 def test_a_job_klaviyo_refuses_is_recorded_on_the_events_with_klaviyos_detail(api, fake, on_commit):
+    from klaviyo_consent.services.sync import sync
+
     fake.rejected_emails.add("ada@example.com")
     with on_commit():
         response = api.post(SUBSCRIBE, body(), format="json")
-    for event in response.data["events"]:
-        delivery = ConsentEvent.objects.get(pk=event["id"]).delivery
-        assert delivery.status == "failed"
-        assert "Invalid email address" in delivery.reason
-        assert delivery.errors and delivery.errors[0]["detail"] == "Invalid email address"
+    sync()
+    deliveries = {
+        event["channel"]: ConsentEvent.objects.get(pk=event["id"]).delivery
+        for event in response.data["events"]
+    }
+    # Klaviyo refused the email part: only the email event fails, with Klaviyo's detail ...
+    email = deliveries["email"]
+    assert email.status == "failed"
+    assert "Invalid email address" in email.reason
+    assert email.errors and email.errors[0]["detail"] == "Invalid email address"
+    # ... and the SMS part went again without the refused email, and was applied.
+    assert deliveries["sms"].status == "applied"
     events = api.get("/api/consent/events/").data["results"]
-    assert {e["delivery"]["status"] for e in events} == {"failed"}
+    assert {e["channel"]: e["delivery"]["status"] for e in events} == {
+        "email": "failed",
+        "sms": "applied",
+    }
 
 
 def test_a_klaviyo_outage_loses_nothing_and_the_next_sync_delivers(api, fake, on_commit, settings):

@@ -171,7 +171,7 @@ def test_klaviyo_names_the_bad_profile_and_only_it_fails(fake):
     assert failed.errors[0]["source"]["pointer"].endswith("/email")
 
 
-def test_a_refusal_without_pointers_is_bisected_down_to_the_bad_profile(fake):
+def test_a_refusal_without_pointers_is_retried_whole_later_not_bisected(fake):
     for i in range(8):
         record(f"p{i}@example.com")
     fake.fail_next(
@@ -180,8 +180,11 @@ def test_a_refusal_without_pointers_is_bisected_down_to_the_bad_profile(fake):
         errors=[{"code": "invalid", "title": "Invalid input", "detail": "Something is wrong"}],
     )
     report = push_pending()
-    # The first 400 names nobody: the batch is halved, and both halves succeed on their own.
-    assert report.pushed == 8 and report.failed == 0
+    # The 400 names nobody: it is about the request (issue 7), so one request, no bisection,
+    # and the whole batch goes again once it is due.
+    assert report.requests == 1 and report.retried == 8 and report.failed == 0
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    assert push_pending().pushed == 8
 
 
 def test_retries_back_off_and_honour_retry_after(fake):
@@ -189,7 +192,8 @@ def test_retries_back_off_and_honour_retry_after(fake):
     fake.fail_next(429, count=1, retry_after=7)
     push_pending()
     delivery = Delivery.objects.get(pk=event.pk)
-    assert delivery.status == "pending" and delivery.attempts == 1
+    # A 429 does not spend an attempt (issue 7); Retry-After is the floor of the wait.
+    assert delivery.status == "pending" and delivery.attempts == 0 and delivery.deferrals == 1
     wait = (delivery.next_attempt_at - timezone.now()).total_seconds()
     assert 5 < wait <= 7
     assert "429" in delivery.reason

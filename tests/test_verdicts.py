@@ -127,14 +127,17 @@ def test_a_hard_bounced_profile_is_not_applied_because_it_is_suppressed(api, fak
     assert leaf["reason"] == "profile is suppressed (HARD_BOUNCE)"
 
 
-def test_a_refused_job_is_failed_with_klaviyos_error(api, fake, on_commit):
+def test_a_refused_request_stays_pending_with_klaviyos_error(api, fake, on_commit):
+    # An error naming no profile is about the request (issue 7): nothing is judged "failed",
+    # the event waits for a retry and its reason quotes Klaviyo.
     fake.fail_next(
         400, errors=[{"code": "invalid", "title": "Invalid input.", "detail": "Bad list id."}]
     )
     profile_id = subscribe(api, on_commit, subscriptions={"email": {"marketing": True}})
     leaf = ledger(api, profile_id)["email"]["marketing"]
-    assert leaf["delivery"] == "failed"
+    assert leaf["delivery"] == "pending"
     assert "Bad list id." in leaf["reason"]
+    assert "refused the subscribe request itself" in leaf["reason"]
 
 
 def test_signals_announce_applied_and_not_applied(api, fake, on_commit, settings):

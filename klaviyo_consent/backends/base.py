@@ -10,6 +10,8 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +22,64 @@ from klaviyo_consent.exceptions import (
     KlaviyoClientError,
     KlaviyoRateLimited,
     KlaviyoServerError,
+    PushDeferred,
 )
 
 logger = logging.getLogger("klaviyo_consent.backends")
 
 JSON_API = "application/vnd.api+json"
+
+#: Klaviyo's header naming an identifier it ignored in an accepted job (e.g. ``phone_number``
+#: for an invalid phone beside a valid email); announced by Klaviyo, not in the spec.
+PARTIAL_FAILURE_HEADER = "X-Klaviyo-Partial-Failure"
+
+
+@dataclass
+class RequestBudget:
+    """How many more requests a push that must not wait may make (None: no cap)."""
+
+    left: int | None = None
+
+
+_no_wait: ContextVar[RequestBudget | None] = ContextVar("klaviyo_consent_no_wait", default=None)
+
+
+@contextmanager
+def no_wait(max_requests: int | None = None) -> Iterator[RequestBudget]:
+    """Within this block no Klaviyo call waits: what would have to wait is not sent.
+
+    A request the rate limiter would hold back, one past ``max_requests``, or a read whose
+    429/5xx would be retried after a sleep raises :class:`PushDeferred` instead (the caller
+    leaves the work queued). Used by the push that runs on commit inside a signup, so that a
+    signup's latency never grows with Klaviyo's faults or rate limits.
+    """
+    token = _no_wait.set(RequestBudget(max_requests))
+    try:
+        yield _no_wait.get()  # type: ignore[misc]
+    finally:
+        _no_wait.reset(token)
+
+
+def waiting_allowed() -> bool:
+    """False inside :func:`no_wait`: callers must not sleep for Klaviyo there either."""
+    return _no_wait.get() is None
+
+
+@dataclass(frozen=True)
+class JobAccepted:
+    """Klaviyo's 202 for a bulk job: queued, not applied. ``partial_failure`` holds the fields
+    the ``X-Klaviyo-Partial-Failure`` header names (Klaviyo ignored them, e.g. an invalid
+    ``phone_number`` beside a valid email)."""
+
+    partial_failure: tuple[str, ...] = ()
+
+    @classmethod
+    def from_response(cls, response: RawResponse) -> JobAccepted:
+        header = ""
+        for name, value in response.headers.items():
+            if name.lower() == PARTIAL_FAILURE_HEADER.lower():
+                header = value
+        return cls(tuple(part.strip() for part in header.split(",") if part.strip()))
 
 
 @dataclass
@@ -103,14 +158,23 @@ class BaseKlaviyoBackend:
         *,
         params: Mapping[str, str] | None = None,
         payload: dict[str, Any] | None = None,
+        raw: bool = False,
     ) -> Any:
         url = path if path.startswith("http") else f"{self.api_url}{path}"
         body = json.dumps(payload, separators=(",", ":")).encode() if payload is not None else None
-        if self.limiter is not None:
+        budget = _no_wait.get()
+        if budget is not None:
+            if budget.left is not None and budget.left <= 0:
+                raise PushDeferred(f"{operation}: this push's request budget is spent")
+            if self.limiter is not None and not self.limiter.acquire_now(operation):
+                raise PushDeferred(f"{operation}: the rate limit would make this push wait")
+            if budget.left is not None:
+                budget.left -= 1
+        elif self.limiter is not None:
             self.limiter.acquire(operation)
         response = self.send(method, url, headers=self.headers(), params=params, body=body)
         self.raise_for_status(response)
-        return response.json()
+        return response if raw else response.json()
 
     def _read(self, operation: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET with retries: reads are idempotent, so 429/5xx/timeouts are waited out here."""
@@ -118,9 +182,13 @@ class BaseKlaviyoBackend:
             try:
                 return self._request(operation, "GET", path, params=params)
             except KlaviyoAPIError as exc:
-                if not exc.retryable or attempt == self.read_retries:
+                if not exc.retryable or attempt == self.read_retries or _no_wait.get():
                     raise
-                wait = exc.retry_after if exc.retry_after is not None else min(2**attempt, 30)
+                # Retry-After (0 included) is a floor under the growing backoff, never a
+                # replacement: a run of 429s still backs off.
+                wait = float(min(2**attempt, 30))
+                if exc.retry_after is not None:
+                    wait = max(wait, exc.retry_after)
                 logger.info("Klaviyo %s: %s; retrying in %.1fs", operation, exc, wait)
                 time.sleep(wait)
         raise AssertionError("unreachable")
@@ -151,23 +219,27 @@ class BaseKlaviyoBackend:
         raise KlaviyoClientError(status=response.status, errors=errors)
 
     # -- operations ------------------------------------------------------------------------
-    def bulk_subscribe_profiles(self, payload: dict[str, Any]) -> None:
+    def bulk_subscribe_profiles(self, payload: dict[str, Any]) -> JobAccepted:
         """POST a subscribe job (≤ 1000 profiles); Klaviyo answers 202, not yet applied."""
-        self._request(
+        response = self._request(
             "bulk_subscribe_profiles",
             "POST",
             "/api/profile-subscription-bulk-create-jobs",
             payload=payload,
+            raw=True,
         )
+        return JobAccepted.from_response(response)
 
-    def bulk_unsubscribe_profiles(self, payload: dict[str, Any]) -> None:
+    def bulk_unsubscribe_profiles(self, payload: dict[str, Any]) -> JobAccepted:
         """POST an unsubscribe job (≤ 100 profiles)."""
-        self._request(
+        response = self._request(
             "bulk_unsubscribe_profiles",
             "POST",
             "/api/profile-subscription-bulk-delete-jobs",
             payload=payload,
+            raw=True,
         )
+        return JobAccepted.from_response(response)
 
     def bulk_suppress_profiles(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST an email suppression job (≤ 100 emails); returns the job resource."""

@@ -434,7 +434,14 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
         if not batch:
             break
         profiles = list({d.profile_id: d.profile for d in batch}.values())
-        pull = pull_profiles(profiles, deliveries=batch, source="verify")
+        try:
+            pull = pull_profiles(profiles, deliveries=batch, source="verify")
+        except Exception:
+            # Unread rows go back to be read by the next run, not after a lease runs out.
+            Delivery.objects.filter(
+                pk__in=[d.pk for d in batch], lease_token__in={d.lease_token for d in batch}
+            ).update(lease_token="", lease_expires_at=None)
+            raise
         report.verified += len(batch)
         report.requests += pull.requests
         for delivery in batch:
@@ -454,10 +461,41 @@ def _fetch(
     backend = get_backend()
     matcher = _Matcher(profiles)
     matched: dict[int, tuple[Profile, dict[str, Any]]] = {}
-    for name, values in _lookups(profiles):
+    lookups = _lookups(profiles)
+    for name, values in lookups:
         for page in backend.iter_profiles(
             payloads.profiles_query(payloads.profile_filter(name, values))
         ):
+            report.requests += 1
+            for data in page.get("data") or []:
+                report.profiles_read += 1
+                profile = matcher.match(data)
+                if profile is not None:
+                    matched[profile.pk] = (profile, data)
+            if on_page is not None:
+                on_page()
+    # Klaviyo may hold a profile only under its phone number (it refused the email part of an
+    # entry, or a phone-only signup came first): look the unfound ones up by phone too.
+    unfound = [p for p in profiles if p.pk not in matched and p.phone_number]
+    if unfound and any(name != "phone_number" for name, _ in lookups):
+        by_phone = [p for p in unfound if p.klaviyo_id or p.email]
+        matched.update(_fetch_by_phone(backend, matcher, by_phone, report, on_page))
+    return matched
+
+
+def _fetch_by_phone(
+    backend: Any,
+    matcher: _Matcher,
+    profiles: Sequence[Profile],
+    report: PullReport,
+    on_page: Callable[[], None] | None,
+) -> dict[int, tuple[Profile, dict[str, Any]]]:
+    matched: dict[int, tuple[Profile, dict[str, Any]]] = {}
+    phones = [p.phone_number for p in profiles if p.phone_number]
+    for i in range(0, len(phones), payloads.MAX_PAGE_SIZE):
+        chunk = phones[i : i + payloads.MAX_PAGE_SIZE]
+        query = payloads.profiles_query(payloads.profile_filter("phone_number", chunk))
+        for page in backend.iter_profiles(query):
             report.requests += 1
             for data in page.get("data") or []:
                 report.profiles_read += 1

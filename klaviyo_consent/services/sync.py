@@ -23,17 +23,48 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.backends import get_backend
+from klaviyo_consent.backends.base import waiting_allowed
 from klaviyo_consent.choices import Consent, DeliveryStatus
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.exceptions import KlaviyoAPIError
+from klaviyo_consent.exceptions import (
+    KlaviyoAPIError,
+    KlaviyoAuthenticationError,
+    KlaviyoRateLimited,
+    PushDeferred,
+)
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
 from klaviyo_consent.services import payloads
-from klaviyo_consent.signals import consent_push_failed, consent_pushed
+from klaviyo_consent.signals import (
+    consent_not_applied,
+    consent_push_failed,
+    consent_pushed,
+    klaviyo_request_refused,
+)
 
 logger = logging.getLogger("klaviyo_consent.sync")
 
 CLAIM_SIZE = 5000
-_PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(/|$)")
+#: Rows a push that must not wait (inside a signup) claims at most: its cost must not grow
+#: with the backlog; a worker sends the rest.
+NO_WAIT_CLAIM_SIZE = 200
+_PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(/.*)?$")
+#: Where a pointer inside one profile entry lands -> the channel (part of the entry) it names.
+_PARTS = (
+    ("/attributes/phone_number", "sms"),
+    ("/attributes/subscriptions/sms", "sms"),
+    ("/attributes/email", "email"),
+    ("/attributes/subscriptions/email", "email"),
+)
+#: ``X-Klaviyo-Partial-Failure`` names an identifier Klaviyo ignored -> the channel it carries.
+_PARTIAL_FAILURE_PARTS = {"phone_number": "sms", "email": "email"}
+
+
+def _part_of(rest: str | None) -> str | None:
+    """The channel a pointer below ``/data/attributes/profiles/data/N`` names; None: the entry."""
+    for prefix, channel in _PARTS:
+        if rest and (rest == prefix or rest.startswith(prefix + "/")):
+            return channel
+    return None
 
 
 @dataclass
@@ -187,6 +218,7 @@ class _Row(NamedTuple):
     channel: str
     purpose: str
     attempts: int
+    deferrals: int
     lease_token: str
     email: str
     phone_number: str
@@ -208,6 +240,7 @@ _ROW_COLUMNS = (
     "channel",
     "purpose",
     "attempts",
+    "deferrals",
     "lease_token",
     "event__email",
     "event__phone_number",
@@ -231,6 +264,7 @@ def _row_of(delivery: Delivery | _Row) -> _Row:
         delivery.channel,
         delivery.purpose,
         delivery.attempts,
+        delivery.deferrals,
         delivery.lease_token,
         event.email,
         event.phone_number,
@@ -274,6 +308,8 @@ class _Job:
     custom_source: str = ""
     #: profile id -> its rows in this job
     members: dict[int, list[_Row]] = field(default_factory=dict)
+    #: profile id -> channels Klaviyo refused for it: left out (identifier too) when re-sent.
+    dropped: dict[int, set[str]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -287,7 +323,9 @@ class _Job:
         if self.operation in _SUPPRESSION_JOBS:
             emails = [self.members[pid][-1].email for pid in profile_ids]
             return _SUPPRESSION_JOBS[self.operation](emails)
-        entries = [self._entry(self.members[pid]) for pid in profile_ids]
+        entries = [
+            self._entry(self.members[pid], self.dropped.get(pid, set())) for pid in profile_ids
+        ]
         if self.operation == "subscribe":
             return payloads.subscribe_job(
                 entries,
@@ -298,11 +336,11 @@ class _Job:
         return payloads.unsubscribe_job(entries, list_id=self.list_id)
 
     @staticmethod
-    def _entry(rows: list[_Row]) -> dict[str, Any]:
+    def _entry(rows: list[_Row], dropped: set[str]) -> dict[str, Any]:
         newest = rows[-1]
         return payloads.profile_entry(
-            email=newest.email or None,
-            phone_number=newest.phone_number or None,
+            email=None if "email" in dropped else newest.email or None,
+            phone_number=None if "sms" in dropped else newest.phone_number or None,
             klaviyo_id=newest.klaviyo_id or None,
             consents=[(r.channel, r.purpose, r.consent, r.consented_at) for r in rows],
         )
@@ -321,10 +359,10 @@ def build_jobs(deliveries: Iterable[Delivery | _Row]) -> list[tuple[_Job, list[l
     default_list = consent_settings.DEFAULT_LIST_ID or None
     for delivery in deliveries:
         row = _row_of(delivery)
-        list_id = row.list_id or default_list
         if row.suppression:
             key: tuple[Any, ...] = (row.suppression, None)
         elif row.consent == Consent.SUBSCRIBED:
+            list_id = row.list_id or default_list
             key = (
                 "subscribe",
                 list_id,
@@ -332,7 +370,9 @@ def build_jobs(deliveries: Iterable[Delivery | _Row]) -> list[tuple[_Job, list[l
                 row.custom_source,
             )
         else:
-            key = ("unsubscribe", list_id)
+            # A withdrawal names a list only when the request did: DEFAULT_LIST_ID is where
+            # signups go, and an unsubscribe job with a list removes the person from it.
+            key = ("unsubscribe", row.list_id or None)
         job = jobs.get(key)
         if job is None:
             job = jobs[key] = _Job(*key)
@@ -349,36 +389,44 @@ def build_jobs(deliveries: Iterable[Delivery | _Row]) -> list[tuple[_Job, list[l
     return result
 
 
-def _send(job: _Job, payload: dict[str, Any]) -> None:
+def _send(job: _Job, payload: dict[str, Any]) -> Any:
     backend = get_backend()
     if job.operation == "subscribe":
-        backend.bulk_subscribe_profiles(payload)
-    elif job.operation == "suppress":
-        backend.bulk_suppress_profiles(payload)
-    elif job.operation == "unsuppress":
-        backend.bulk_unsuppress_profiles(payload)
-    else:
-        backend.bulk_unsubscribe_profiles(payload)
+        return backend.bulk_subscribe_profiles(payload)
+    if job.operation == "suppress":
+        return backend.bulk_suppress_profiles(payload)
+    if job.operation == "unsuppress":
+        return backend.bulk_unsuppress_profiles(payload)
+    return backend.bulk_unsubscribe_profiles(payload)
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
-    """Seconds before the next try: Klaviyo's Retry-After, else exponential with full jitter."""
-    if retry_after is not None:
-        return retry_after
+    """Seconds before the next try: exponential with full jitter, never less than Retry-After.
+
+    ``attempts`` is how many tries (and waits) came before; the wait is a random time in
+    [b·2ⁿ/2, b·2ⁿ] capped at ``RETRY_BACKOFF_MAX``. Klaviyo's ``Retry-After`` (seconds, 0
+    included) is a floor under it, not a replacement: a burst of 429s still backs off.
+    """
     ceiling = min(
         consent_settings.RETRY_BACKOFF_MAX, consent_settings.RETRY_BACKOFF_BASE * 2**attempts
     )
-    return random.uniform(ceiling / 2, ceiling)
+    wait = random.uniform(ceiling / 2, ceiling)
+    if retry_after is not None:
+        wait = max(wait, retry_after)
+    return wait
 
 
 class Pusher:
     """Sends one claimed batch; marks each row pushed, retried or failed, never silently."""
 
-    def __init__(self, report: SyncReport, send: Callable[[_Job, dict[str, Any]], None] = _send):
+    def __init__(self, report: SyncReport, send: Callable[[_Job, dict[str, Any]], Any] = _send):
         self.report = report
         self.send = send
         #: The lease the pushed rows are held under, kept alive between requests.
         self.lease: Lease | None = None
+        #: Set when a request could not go out without waiting (``no_wait`` pushes): the rest
+        #: stays in the outbox for the next run.
+        self.deferred = False
 
     def keep_lease(self) -> None:
         if self.lease is not None:
@@ -420,42 +468,149 @@ class Pusher:
             profile_ids = self._still_ours(job, profile_ids)
             if not profile_ids:
                 return
+        if self.deferred:
+            self._release(self._rows(job, profile_ids))
+            return
         payload = job.payload(profile_ids)
-        self.report.requests += 1
         try:
-            self.send(job, payload)
+            accepted = self.send(job, payload)
+        except PushDeferred:
+            # Sending now would mean waiting (a rate limit, the request budget): the rows stay
+            # pending, untouched, for the next run; no request was made.
+            self.deferred = True
+            self._release(self._rows(job, profile_ids))
+            return
         except KlaviyoAPIError as error:
+            self.report.requests += 1
             if error.retryable:
                 self._retry(job, profile_ids, error)
             else:
                 self._refused(job, profile_ids, error)
             return
+        self.report.requests += 1
         self.report.jobs += 1
-        self._mark_pushed(job, profile_ids)
+        ignored = tuple(getattr(accepted, "partial_failure", ()) or ())
+        if ignored:
+            profile_ids = self._partially_failed(job, profile_ids, payload, ignored)
+        if profile_ids:
+            self._mark_pushed(job, profile_ids)
 
     def _refused(self, job: _Job, profile_ids: list[int], error: KlaviyoAPIError) -> None:
-        """A 4xx: isolate the profiles Klaviyo names (or bisect) so the good ones still go."""
-        if len(profile_ids) == 1:
-            self._mark_failed(job, profile_ids, error)
+        """A 4xx: fail only the entries, or parts of entries, Klaviyo's pointers name.
+
+        A pointer at an entry's ``phone_number`` or ``subscriptions.sms`` fails that entry's
+        SMS events (``email`` / ``subscriptions.email``: its email events); the rest of the
+        entry, without the refused identifier, goes out again with the other entries. A
+        refusal that names no profile (401/403, a non-JSON body, an error about the request)
+        judged nobody: it is never bisected and is retried later (``_refused_request``).
+        """
+        if isinstance(error, KlaviyoAuthenticationError):
+            self._refused_request(job, profile_ids, error)
             return
-        named: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        named: dict[int, dict[str | None, list[dict[str, Any]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         for err in error.errors:
-            match = _PROFILE_POINTER.match(((err.get("source") or {}).get("pointer")) or "")
+            source = err.get("source") if isinstance(err, dict) else None
+            pointer = source.get("pointer") if isinstance(source, dict) else None
+            match = _PROFILE_POINTER.match(pointer or "")
             if match and int(match.group(1)) < len(profile_ids):
-                named[int(match.group(1))].append(err)
-        if named:
-            bad = {profile_ids[i] for i in named}
-            for index, errs in named.items():
-                self._mark_failed(
-                    job, [profile_ids[index]], type(error)(status=error.status, errors=errs)
-                )
-            rest = [pid for pid in profile_ids if pid not in bad]
-            if rest:
-                self._push_chunk(job, rest)
+                named[int(match.group(1))][_part_of(match.group(2))].append(err)
+        if not named:
+            self._refused_request(job, profile_ids, error)
             return
-        middle = len(profile_ids) // 2
-        self._push_chunk(job, profile_ids[:middle])
-        self._push_chunk(job, profile_ids[middle:])
+        for index, parts in named.items():
+            profile_id = profile_ids[index]
+            dropped = job.dropped.setdefault(profile_id, set())
+            rows = job.members[profile_id]
+            whole = None in parts or len(parts) > 1 or bool(dropped & set(parts))
+            if not whole:
+                [channel] = parts
+                refused = [row for row in rows if row.channel == channel]
+                kept = [row for row in rows if row.channel != channel]
+                whole = not kept
+            if whole:
+                errs = [err for group in parts.values() for err in group]
+                self._mark_rows_failed(rows, type(error)(status=error.status, errors=errs))
+                job.members[profile_id] = []
+                continue
+            dropped.add(channel)
+            job.members[profile_id] = kept
+            if refused:
+                self._mark_rows_failed(
+                    refused, type(error)(status=error.status, errors=parts[channel])
+                )
+        rest = [pid for pid in profile_ids if job.members.get(pid)]
+        if rest:
+            self._push_chunk(job, rest)
+
+    def _partially_failed(
+        self, job: _Job, profile_ids: list[int], payload: dict[str, Any], ignored: tuple[str, ...]
+    ) -> list[int]:
+        """Klaviyo accepted the job but ignored an identifier (``X-Klaviyo-Partial-Failure``).
+
+        The header names the field, not the entry: when one entry of the job carries it, that
+        entry's events of the field's channel are ``not_applied`` with the reason now. When
+        several do, nobody can tell which one Klaviyo ignored: they stay ``pushed`` and the
+        read-back gives each its verdict. Returns the profiles still to mark pushed (all).
+        """
+        entries = payload["data"]["attributes"]["profiles"]["data"]
+        for name in ignored:
+            channel = _PARTIAL_FAILURE_PARTS.get(name)
+            carriers = [
+                pid
+                for pid, entry in zip(profile_ids, entries, strict=True)
+                if entry["attributes"].get(name)
+            ]
+            if channel is None or len(carriers) != 1:
+                logger.warning(
+                    "Klaviyo accepted a %s job but ignored %s on one of its %d entries "
+                    "(X-Klaviyo-Partial-Failure); the read-back will tell which.",
+                    job.operation,
+                    name,
+                    len(carriers),
+                )
+                continue
+            [profile_id] = carriers
+            refused = [row for row in job.members[profile_id] if row.channel == channel]
+            job.members[profile_id] = [
+                row for row in job.members[profile_id] if row.channel != channel
+            ]
+            if refused:
+                self._mark_not_applied(
+                    refused,
+                    f"Klaviyo ignored the {name} (X-Klaviyo-Partial-Failure: {name}): "
+                    f"the {channel} consent was not applied",
+                )
+        return [pid for pid in profile_ids if job.members.get(pid)]
+
+    def _mark_not_applied(self, rows: Sequence[_Row], reason: str) -> None:
+        now = timezone.now()
+        self._owned(rows).update(
+            status=DeliveryStatus.NOT_APPLIED,
+            pushed_at=now,
+            reason=reason,
+            errors=[],
+            next_attempt_at=None,
+            lease_token="",
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        self.report.verdicts[DeliveryStatus.NOT_APPLIED] += len(rows)
+        if consent_not_applied.has_listeners(ConsentEvent):
+            deliveries = Delivery.objects.in_bulk([row.pk for row in rows])
+            for event in _events(rows):
+                consent_not_applied.send_robust(
+                    sender=ConsentEvent,
+                    event=event,
+                    delivery=deliveries[event.pk],
+                    reason=reason,
+                )
+
+    def _release(self, rows: Sequence[_Row]) -> None:
+        """Give rows back to the outbox unchanged (no attempt spent, due at once)."""
+        if rows:
+            self._owned(rows).update(lease_token="", lease_expires_at=None)
 
     def _still_ours(self, job: _Job, profile_ids: list[int]) -> list[int]:
         """The profiles of this job, each with only its rows that still carry our lease."""
@@ -513,7 +668,7 @@ class Pusher:
         profiles = Profile.objects.filter(pk__in={row.profile_id for row in stranded})
         try:
             found = _fetch(list(profiles), PullReport(), on_page=self.keep_lease)
-        except KlaviyoAPIError:
+        except (KlaviyoAPIError, PushDeferred):
             return list(rows)
         store_mirrors(found)  # a fresh read of Klaviyo is worth keeping as the mirror
         settled = []
@@ -533,8 +688,9 @@ class Pusher:
         done = {row.pk for row in settled}
         return [row for row in rows if row.pk not in done]
 
-    def _mark_failed(self, job: _Job, profile_ids: list[int], error: KlaviyoAPIError) -> None:
-        rows = self._rows(job, profile_ids)
+    def _mark_rows_failed(self, rows: Sequence[_Row], error: KlaviyoAPIError) -> None:
+        if not rows:
+            return
         self._owned(rows).update(
             status=DeliveryStatus.FAILED,
             reason=str(error),
@@ -547,8 +703,69 @@ class Pusher:
         self.report.failed += len(rows)
         _announce(consent_push_failed, rows, error=error, final=True)
 
+    def _refused_request(self, job: _Job, profile_ids: list[int], error: KlaviyoAPIError) -> None:
+        """Klaviyo refused the request itself: say so loudly, retry every row later.
+
+        A 401/403 (key revoked, scope missing) or a refusal naming no profile says nothing
+        about these consents: one request was spent, none is bisected or failed, and each row
+        waits with a growing backoff (``deferrals``) until the site fixes what Klaviyo names.
+        """
+        rows = self._rows(job, profile_ids)
+        retry_at = self._defer(
+            rows,
+            error,
+            f"Klaviyo refused the {job.operation} request itself, not this consent; "
+            f"will retry: {error}",
+        )
+        logger.error(
+            "Klaviyo refused a %s request as a whole (%s); %d consent event(s) stay in the "
+            "outbox and are retried from %s. Fix what Klaviyo names (key, scopes, revision).",
+            job.operation,
+            error,
+            len(rows),
+            retry_at.isoformat(),
+        )
+        if klaviyo_request_refused.has_listeners(ConsentEvent):
+            klaviyo_request_refused.send_robust(
+                sender=ConsentEvent,
+                events=_events(rows),
+                error=error,
+                operation=job.operation,
+                retry_at=retry_at,
+            )
+        _announce(consent_push_failed, rows, error=error, final=False)
+
+    def _defer(self, rows: Sequence[_Row], error: KlaviyoAPIError, reason: str) -> datetime:
+        """Reschedule rows without spending an attempt; returns the earliest next try."""
+        now = timezone.now()
+        groups: dict[tuple[int, int], list[_Row]] = defaultdict(list)
+        for row in rows:
+            groups[(row.attempts, row.deferrals + 1)].append(row)
+        earliest: datetime | None = None
+        for (attempts, deferrals), group in groups.items():
+            next_at = now + timedelta(seconds=backoff(attempts + deferrals, error.retry_after))
+            earliest = next_at if earliest is None else min(earliest, next_at)
+            self._owned(group).update(
+                deferrals=deferrals,
+                reason=reason,
+                errors=error.errors,
+                next_attempt_at=next_at,
+                lease_token="",
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        self.report.retried += len(rows)
+        return earliest or now
+
     def _retry(self, job: _Job, profile_ids: list[int], error: KlaviyoAPIError) -> None:
         rows = self._rows(job, profile_ids)
+        if isinstance(error, KlaviyoRateLimited):
+            # A 429 is about the account's rate, not these consents: it never spends the
+            # attempt budget, so a burst of them can never dead-letter anything.
+            self._defer(rows, error, f"Will retry (rate limited): {error}")
+            logger.info("Klaviyo rate-limited a %s job: %s", job.operation, error)
+            _announce(consent_push_failed, rows, error=error, final=False)
+            return
         now = timezone.now()
         by_attempts: dict[int, list[_Row]] = defaultdict(list)
         for row in rows:
@@ -573,7 +790,8 @@ class Pusher:
                     attempts=attempts,
                     reason=f"Will retry: {error}",
                     errors=error.errors,
-                    next_attempt_at=now + timedelta(seconds=backoff(attempts, error.retry_after)),
+                    next_attempt_at=now
+                    + timedelta(seconds=backoff(attempts + group[0].deferrals, error.retry_after)),
                     lease_token="",
                     lease_expires_at=None,
                     updated_at=now,
@@ -599,6 +817,9 @@ def push_pending(
     report = SyncReport()
     pusher = Pusher(report)
     held: list[_Row] = []
+    if not waiting_allowed():
+        claim_size = min(claim_size, NO_WAIT_CLAIM_SIZE)
+        limit = claim_size if limit is None else min(limit, claim_size)
     while True:
         room = claim_size if limit is None else min(claim_size, limit - report.claimed)
         lease = _lease(
@@ -621,6 +842,10 @@ def push_pending(
         # most a claim's worth stays held, so no worker sits on a share of the backlog.
         done = limit is not None and report.claimed >= limit
         held = pusher.push_rows(rows, flush=fresh < room or done, hold_at_most=claim_size)
+        if pusher.deferred:
+            # The rest would have to wait (``no_wait``): it stays in the outbox, due now.
+            pusher._release(held)
+            break
     return report
 
 
@@ -637,7 +862,13 @@ def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) ->
     while True:
         report.merge(push_pending())
         if verify:
-            report.merge(verify_pushed())
+            try:
+                report.merge(verify_pushed())
+            except (KlaviyoAPIError, PushDeferred) as exc:
+                if waiting_allowed():
+                    raise
+                # A push inside a signup reads back only what it can without waiting.
+                logger.info("Read-back left for the next run: %s", exc)
         if not wait:
             return report
         upcoming = (

@@ -75,6 +75,9 @@ __all__ = [
     "DEFAULT_SMS_COUNTRIES",
     "FAULT_CHOICES",
     "INVALID_PHONE_DETAIL",
+    "NO_SENDING_NUMBER_DETAIL",
+    "PARTIAL_FAILURE_HEADER",
+    "REFUSES_UNSENDABLE_SMS_REVISION",
     "RATE_LIMITS",
     "SMS_CONFIGURATION_REQUIRED_DETAIL",
     "FakeKlaviyo",
@@ -145,6 +148,16 @@ MAX_UNSUBSCRIBE_PROFILES = 100
 MAX_SUPPRESSION_EMAILS = 100
 
 _REVISION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(\.\w+)?$")
+#: From this revision on, SMS consent for a number in a region the account has no sending
+#: number for is refused (400, pointer at the entry's phone_number) instead of dropped
+#: silently (Klaviyo staff, community thread 12192).
+REFUSES_UNSENDABLE_SMS_REVISION = "2024-05-15"
+NO_SENDING_NUMBER_DETAIL = (
+    "This account has no SMS sending number for the phone number's region "
+    "({region}); SMS consent cannot be applied."
+)
+#: Klaviyo's header naming an identifier it ignored while accepting the job (announced).
+PARTIAL_FAILURE_HEADER = "X-Klaviyo-Partial-Failure"
 _E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -289,6 +302,8 @@ class _Call:
     params: dict[str, str]
     body: bytes | None
     args: dict[str, str]
+    #: The request's ``revision`` header (Klaviyo's behaviour differs by revision).
+    revision: str = ""
 
 
 class _Problem(Exception):
@@ -734,6 +749,8 @@ class FakeKlaviyo:
         validate_responses: bool = False,
         now: Callable[[], datetime] | datetime | None = None,
         timeout_applies: bool = False,
+        sms_sending_countries: Iterable[str] | None = None,
+        partial_failure_header: bool = False,
     ) -> None:
         if default_opt_in_process not in _OPT_IN_PROCESSES:
             raise ValueError(f"default_opt_in_process must be one of {sorted(_OPT_IN_PROCESSES)}")
@@ -742,6 +759,15 @@ class FakeKlaviyo:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError("fault_rate must be between 0 and 1")
         self.sms_countries: frozenset[str] = frozenset(code.upper() for code in sms_countries)
+        #: Regions this account has an SMS sending number for (None: every region it texts).
+        self.sms_sending_countries: frozenset[str] | None = (
+            None
+            if sms_sending_countries is None
+            else frozenset(code.upper() for code in sms_sending_countries)
+        )
+        #: Answer an invalid phone beside a valid email with 202 and ``X-Klaviyo-Partial-
+        #: Failure: phone_number`` (the phone is ignored) instead of a 400 for the entry.
+        self.partial_failure_header = partial_failure_header
         self.sms_enabled = sms_enabled
         self.default_opt_in_process = default_opt_in_process
         self.enforce_rate_limits = enforce_rate_limits
@@ -784,6 +810,7 @@ class FakeKlaviyo:
             self._fault_rng = random.Random(self.seed)
             self._id_rng = random.Random(None if self.seed is None else self.seed + 1)
             self.rejected_emails: set[str] = set()
+            self.rejected_phone_numbers: set[str] = set()
             self.jobs: list[dict[str, Any]] = []
             self.request_log: list[LoggedRequest] = []
             self.counts: Counter[str] = Counter()
@@ -1141,6 +1168,7 @@ class FakeKlaviyo:
             limit_headers = self._take_quota(operation)
         except _Problem as problem:
             return self._error_response(problem)
+        call.revision = revision
         try:
             answer = getattr(self, f"_op_{operation}")(call)
         except _Problem as problem:
@@ -1399,8 +1427,18 @@ class FakeKlaviyo:
 
     def _sms_allowed(self, phone: str | None) -> bool:
         return (
-            self.sms_enabled and phone is not None and _phone_info(phone)[1] in self.sms_countries
+            self.sms_enabled
+            and phone is not None
+            and _phone_info(phone)[1] in self.sms_countries
+            and self._has_sending_number(phone)
         )
+
+    def _has_sending_number(self, phone: str) -> bool:
+        sending = self.sms_sending_countries
+        return sending is None or _phone_info(phone)[1] in sending
+
+    def _phone_refused(self, phone: str) -> bool:
+        return _phone_info(phone)[0] is None or phone in self.rejected_phone_numbers
 
     # --- bulk subscription jobs ------------------------------------------------------------
 
@@ -1410,7 +1448,7 @@ class FakeKlaviyo:
         """The first problem Klaviyo would report for one profile's email/phone, if any."""
         if not email and not phone:
             detail, where = "Either an email or a phone_number is required.", ""
-        elif phone and _phone_info(phone)[0] is None:
+        elif phone and self._phone_refused(phone):
             detail, where = INVALID_PHONE_DETAIL, "/phone_number"
         elif email and (not _EMAIL_RE.match(email) or email.lower() in rejected):
             detail, where = INVALID_EMAIL_DETAIL, "/email"
@@ -1452,16 +1490,31 @@ class FakeKlaviyo:
         rejected = {item.lower() for item in self.rejected_emails}
         errors = []
         plans = []
+        ignored: list[str] = []
+        refuses_unsendable = call.revision >= REFUSES_UNSENDABLE_SMS_REVISION
         for index, entry in enumerate(entries):
             entry_attributes = entry.attributes
             items = _subscribe_items(entry_attributes.subscriptions)
+            phone = entry_attributes.phone_number
+            email = entry_attributes.email
+            if (
+                self.partial_failure_header
+                and phone
+                and self._phone_refused(phone)
+                and email
+                and self._check_identifiers(index, email, None, rejected) is None
+            ):
+                # Announced behaviour: the invalid phone is ignored, the entry goes through.
+                phone = None
+                items = [item for item in items if item[0] != "sms"]
+                if "phone_number" not in ignored:
+                    ignored.append("phone_number")
             problem = self._check_subscribe_entry(
-                index, entry_attributes, items, historical, moment, rejected
+                index, email, phone, items, historical, moment, rejected, refuses_unsendable
             )
             if problem is not None:
                 errors.append(problem)
             elif not errors:
-                phone = entry_attributes.phone_number
                 plans.append(
                     (
                         entry.id,
@@ -1533,22 +1586,36 @@ class FakeKlaviyo:
             custom_source=custom_source,
             historical_import=historical,
         )
-        return FakeResponse(202, {}, b"")
+        headers = {PARTIAL_FAILURE_HEADER: ", ".join(ignored)} if ignored else {}
+        return FakeResponse(202, headers, b"")
 
     def _check_subscribe_entry(
         self,
         index: int,
-        attributes: Any,
+        email: str | None,
+        phone: str | None,
         items: list[tuple[str, str, Any]],
         historical: bool,
         moment: datetime,
         rejected: set[str],
+        refuses_unsendable: bool = False,
     ) -> dict[str, Any] | None:
         """The first problem Klaviyo would report for one subscribe entry, if any."""
-        email, phone = attributes.email, attributes.phone_number
         problem = self._check_identifiers(index, email, phone, rejected)
         if problem is not None:
             return problem
+        region = _phone_info(phone)[1] if phone else None
+        if (
+            refuses_unsendable
+            and phone
+            and self.sms_enabled
+            and region in self.sms_countries
+            and not self._has_sending_number(phone)
+            and any(channel == "sms" for channel, _, _ in items)
+        ):
+            pointer = f"/data/attributes/profiles/data/{index}/attributes/phone_number"
+            detail = NO_SENDING_NUMBER_DETAIL.format(region=region)
+            return error_object(400, detail, pointer=pointer)
         if not email and not self._sms_allowed(phone):
             pointer = f"/data/attributes/profiles/data/{index}/attributes/phone_number"
             return error_object(400, SMS_CONFIGURATION_REQUIRED_DETAIL, pointer=pointer)

@@ -19,6 +19,7 @@ import pytest
 def klaviyo_fake(settings: Any) -> Iterator[Any]:
     """A fresh FakeKlaviyo answering every request of this test, offline and key-free."""
     from klaviyo_consent.backends import reset_backend
+    from klaviyo_consent.ratelimit import reset_limiters
     from klaviyo_consent.testing.fake import FakeKlaviyo, set_default_fake
 
     fake = FakeKlaviyo(enforce_rate_limits=False)
@@ -31,6 +32,8 @@ def klaviyo_fake(settings: Any) -> Iterator[Any]:
     }
     settings.KLAVIYO_CONSENT = consent
     reset_backend()
+    reset_limiters()
     yield fake
     reset_backend()
+    reset_limiters()
     set_default_fake(previous)
