@@ -110,6 +110,15 @@ class KlaviyoServerError(KlaviyoAPIError):
     retryable = True
 
 
+class KlaviyoMalformedResponse(KlaviyoAPIError):
+    """A 2xx whose body is not JSON, is cut short, or lacks the shape the operation reads.
+
+    Retryable: the request may have been applied, and Klaviyo's next answer is usually whole.
+    """
+
+    retryable = True
+
+
 class KlaviyoConnectionError(KlaviyoAPIError):
     """Timeout or dropped connection: the request may or may not have arrived."""
 

@@ -13,11 +13,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.views.decorators.debug import sensitive_variables
+
 from klaviyo_consent.exceptions import (
     ConfigurationError,
     KlaviyoAPIError,
     KlaviyoAuthenticationError,
     KlaviyoClientError,
+    KlaviyoMalformedResponse,
     KlaviyoRateLimited,
     KlaviyoServerError,
 )
@@ -38,6 +41,39 @@ class RawResponse:
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
+
+    def document(self, operation: str) -> Any:
+        """The body as JSON (None when empty); a :class:`KlaviyoMalformedResponse` naming the
+        operation when a body is there but is not JSON (HTML, cut short, not UTF-8)."""
+        try:
+            return self.json()
+        except (ValueError, RecursionError) as exc:
+            raise KlaviyoMalformedResponse(
+                status=self.status,
+                errors=[
+                    {
+                        "title": "Malformed response",
+                        "detail": f"{operation}: the {self.status} answer is not JSON "
+                        f"({type(exc).__name__}, {len(self.body)} bytes)",
+                    }
+                ],
+            ) from None
+
+
+def _expect(operation: str, document: Any, key: str, kind: type) -> Any:
+    """``document[key]`` when the document is an object holding a ``kind`` there, else a
+    :class:`KlaviyoMalformedResponse` naming the operation and what was missing."""
+    value = document.get(key) if isinstance(document, dict) else None
+    if not isinstance(value, kind):
+        raise KlaviyoMalformedResponse(
+            errors=[
+                {
+                    "title": "Malformed response",
+                    "detail": f"{operation}: the answer has no {key!r} {kind.__name__}",
+                }
+            ]
+        )
+    return value
 
 
 class BaseKlaviyoBackend:
@@ -67,6 +103,11 @@ class BaseKlaviyoBackend:
             limiter = get_limiter()
         self.limiter = limiter
 
+    def __repr__(self) -> str:
+        # Never the key: a repr lands in logs, tracebacks and the DEBUG error page.
+        key = "set" if self.api_key else "unset"
+        return f"<{type(self).__name__} {self.api_url} revision={self.revision} api_key={key}>"
+
     # -- the one transport hook ------------------------------------------------------------
     def send(
         self,
@@ -95,6 +136,7 @@ class BaseKlaviyoBackend:
             "Content-Type": JSON_API,
         }
 
+    @sensitive_variables("headers")
     def _request(
         self,
         operation: str,
@@ -108,9 +150,10 @@ class BaseKlaviyoBackend:
         body = json.dumps(payload, separators=(",", ":")).encode() if payload is not None else None
         if self.limiter is not None:
             self.limiter.acquire(operation)
-        response = self.send(method, url, headers=self.headers(), params=params, body=body)
+        headers = self.headers()
+        response = self.send(method, url, headers=headers, params=params, body=body)
         self.raise_for_status(response)
-        return response.json()
+        return response.document(operation)
 
     def _read(self, operation: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET with retries: reads are idempotent, so 429/5xx/timeouts are waited out here."""
@@ -171,16 +214,36 @@ class BaseKlaviyoBackend:
 
     def bulk_suppress_profiles(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST an email suppression job (≤ 100 emails); returns the job resource."""
-        return self._request(
+        document = self._request(
             "bulk_suppress_profiles",
             "POST",
             "/api/profile-suppression-bulk-create-jobs",
             payload=payload,
         )
+        _expect("bulk_suppress_profiles", document, "data", dict)
+        return document
+
+    def _page(self, operation: str, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """One page of a collection: an object with a ``data`` list of resource objects."""
+        page = self._read(operation, path, params)
+        rows = _expect(operation, page, "data", list)
+        if not all(isinstance(row, dict) for row in rows):
+            raise KlaviyoMalformedResponse(
+                errors=[
+                    {
+                        "title": "Malformed response",
+                        "detail": f"{operation}: a row of 'data' is not a resource object",
+                    }
+                ]
+            )
+        links = page.get("links")
+        if links is not None and not isinstance(links, dict):
+            _expect(operation, {}, "links", dict)
+        return page
 
     def get_profiles(self, params: Mapping[str, str]) -> dict[str, Any]:
         """One page of ``GET /api/profiles``."""
-        return self._read("get_profiles", "/api/profiles", params)
+        return self._page("get_profiles", "/api/profiles", params)
 
     def iter_profiles(self, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         """Every page, following ``links.next`` (its cursor is opaque)."""
@@ -190,16 +253,18 @@ class BaseKlaviyoBackend:
             next_url = (page.get("links") or {}).get("next")
             if not next_url:
                 return
-            page = self._read("get_profiles", next_url)
+            page = self._page("get_profiles", next_url)
 
     def get_list(self, list_id: str) -> dict[str, Any]:
-        return self._read("get_list", f"/api/lists/{list_id}")
+        document = self._read("get_list", f"/api/lists/{list_id}")
+        _expect("get_list", document, "data", dict)
+        return document
 
     def get_lists(self) -> Iterator[dict[str, Any]]:
-        page = self._read("get_lists", "/api/lists")
+        page = self._page("get_lists", "/api/lists")
         while True:
-            yield from page.get("data") or []
+            yield from page["data"]
             next_url = (page.get("links") or {}).get("next")
             if not next_url:
                 return
-            page = self._read("get_lists", next_url)
+            page = self._page("get_lists", next_url)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import math
 import time
@@ -24,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from klaviyo_consent import strict_json
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import (
     ConsentValidationError,
@@ -178,9 +178,9 @@ def verify_webhook(
 
 def _parse(body: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedWebhook(f"The body is not JSON: {exc}.") from None
+        document = strict_json.loads(body)
+    except strict_json.UnsafeJSON as exc:
+        raise MalformedWebhook(str(exc)) from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise MalformedWebhook('The body must be a JSON object with a "data" list.')
     return document
