@@ -16,6 +16,7 @@ from django.utils import timezone
 from klaviyo_consent.backends import get_backend
 from klaviyo_consent.choices import DeliveryStatus, Method
 from klaviyo_consent.conf import consent_settings
+from klaviyo_consent.exceptions import KlaviyoAPIError
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_email
 from klaviyo_consent.services import payloads
 from klaviyo_consent.services.lists import opt_in_process
@@ -348,12 +349,34 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
         if not batch:
             break
         profiles = list({d.profile_id: d.profile for d in batch}.values())
-        pull = pull_profiles(profiles, deliveries=batch)
+        try:
+            pull = pull_profiles(profiles, deliveries=batch)
+        except KlaviyoAPIError as error:
+            _read_back_failed(batch, error)
+            report.retried += len(batch)
+            break
         report.verified += len(batch)
         report.requests += pull.requests
         for delivery in batch:
             report.verdicts[delivery.status] += 1
     return report
+
+
+def _read_back_failed(batch: Sequence[Delivery], error: KlaviyoAPIError) -> None:
+    """A read-back Klaviyo could not answer (an error, a 2xx that is not its JSON): each row
+    keeps its status, counts the attempt, says why and is due again after a backoff."""
+    from klaviyo_consent.services.sync import backoff
+
+    now = timezone.now()
+    for delivery in batch:
+        attempts = delivery.verify_attempts + 1
+        Delivery.objects.filter(pk=delivery.pk, lease_token=delivery.lease_token).update(
+            verify_attempts=attempts,
+            reason=f"Read-back failed: {error}"[:2000],
+            next_attempt_at=now + timedelta(seconds=backoff(attempts, error.retry_after)),
+            lease_token="",
+            lease_expires_at=None,
+        )
 
 
 def _fetch(
