@@ -76,6 +76,22 @@ def _expect(operation: str, document: Any, key: str, kind: type) -> Any:
     return value
 
 
+class RequestHeaders(dict):
+    """Request headers whose repr hides the Authorization value.
+
+    The DEBUG=True error page prints every frame's local variables (``sensitive_variables``
+    only works with DEBUG off), so the headers, a local of every request frame, must never
+    print the key.
+    """
+
+    def __repr__(self) -> str:
+        return repr(
+            {k: ("********" if k.lower() == "authorization" else v) for k, v in self.items()}
+        )
+
+    __str__ = __repr__
+
+
 class BaseKlaviyoBackend:
     """Speaks Klaviyo's JSON:API; subclasses only move bytes (``send``)."""
 
@@ -125,16 +141,19 @@ class BaseKlaviyoBackend:
 
     # -- flow ------------------------------------------------------------------------------
     def headers(self) -> dict[str, str]:
+        """The request headers (a :class:`RequestHeaders`: its repr hides the key)."""
         if not self.api_key:
             raise ConfigurationError(
                 'KLAVIYO_CONSENT["API_KEY"] is not set; the HTTP backend needs a private key.'
             )
-        return {
-            "Authorization": f"Klaviyo-API-Key {self.api_key}",
-            "revision": self.revision,
-            "Accept": JSON_API,
-            "Content-Type": JSON_API,
-        }
+        return RequestHeaders(
+            {
+                "Authorization": f"Klaviyo-API-Key {self.api_key}",
+                "revision": self.revision,
+                "Accept": JSON_API,
+                "Content-Type": JSON_API,
+            }
+        )
 
     @sensitive_variables("headers")
     def _request(
