@@ -221,3 +221,34 @@ def test_the_example_signup_page_cleans_its_evidence_too(client, fake, settings)
     event = ConsentEvent.objects.get()
     assert event.user_agent == "Mozilla\ufffd" and event.ip_address is None
     assert Profile.objects.get().email == "ada@example.com"
+
+
+def test_a_form_encoded_body_cannot_bypass_strict_json(api, fake):
+    form = {
+        "profile.email": "ada@example.com",
+        "subscriptions.email.marketing": "true",
+        "consent_text": "I agree\x00",
+        "list_id": "Single",
+    }
+    response = api.post(SUBSCRIBE, form)  # multipart, as a browser form would send it
+    assert response.status_code == 415
+    assert ConsentEvent.objects.count() == 0
+    response = api.post(
+        SUBSCRIBE, form, format=None, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 415
+
+
+@pytest.mark.parametrize("path", ["/api/consent/profiles/", "/api/consent/events/"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"page": "99999999999999999999"},
+        {"page": "²"},
+        {"page_size": "99999999999999999999"},
+        {"page_size": "\x00"},
+        {"page": "\x00"},
+    ],
+)
+def test_hostile_pagination_is_never_a_5xx(api, path, params):
+    assert api.get(path, params).status_code in (200, 400, 404)

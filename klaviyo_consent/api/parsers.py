@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponseBase
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, JSONParser
 
 from klaviyo_consent import strict_json
 
@@ -26,8 +26,10 @@ class StrictJSONParser(JSONParser):
             raise ParseError(f"JSON parse error - {exc}") from None
 
 
-#: The parsers of the app's views: strict JSON first, then HTML forms as DRF's defaults.
-PARSER_CLASSES: list[type[BaseParser]] = [StrictJSONParser, FormParser, MultiPartParser]
+#: The parsers of the app's views: strict JSON only. Form and multipart bodies (DRF's other
+#: defaults) would carry the same values (``profile.email=...``) past every rule above; they are
+#: a 415.
+PARSER_CLASSES: list[type[BaseParser]] = [StrictJSONParser]
 
 
 class StrictBodyMixin:
