@@ -85,8 +85,8 @@ class KlaviyoAPIError(KlaviyoConsentError):
 
 def _describe_error(error: dict[str, Any]) -> str:
     text = str(error.get("detail") or error.get("title") or error.get("code") or "error")
-    source = error.get("source") or {}
-    where = source.get("pointer") or source.get("parameter")
+    source = error.get("source")
+    where = (source.get("pointer") or source.get("parameter")) if isinstance(source, dict) else None
     return f"{text} ({where})" if where else text
 
 

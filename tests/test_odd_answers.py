@@ -117,3 +117,39 @@ def test_an_odd_read_back_leaves_the_row_with_a_reason_not_an_exception(fake, mo
     assert delivery.status == "pushed" and delivery.verify_attempts == 1
     assert "get_profiles" in delivery.reason and report.retried == 1
     assert delivery.next_attempt_at is not None and not delivery.lease_token
+
+
+@pytest.mark.parametrize(
+    "status, body",
+    [
+        (400, b'{"errors": ["not an object", {"source": "a string", "detail": "Bad"}]}'),
+        (400, b'{"errors": "a string"}'),
+        (400, b'{"errors": [{"source": {"pointer": 7}, "detail": 5}]}'),
+        (400, b"[" * 100_000 + b"]" * 100_000),
+        (500, b"\xff\xfe not utf-8"),
+    ],
+)
+def test_an_odd_error_body_is_still_a_classified_attempt(fake, monkeypatch, status, body):
+    [event, *_] = record() + record("bob@example.com")  # two: a 400 is bisected by pointer
+    answer(monkeypatch, status, body, only="bulk-create-jobs")
+    push_pending()
+    delivery = Delivery.objects.get(pk=event.pk)
+    assert delivery.reason
+    assert delivery.status == ("failed" if status == 400 else "pending")
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "nan", "-5", "1e400", "soon", "99999999"])
+def test_an_odd_retry_after_is_bounded_not_an_overflow(fake, monkeypatch, retry_after):
+    [event] = record()
+    real_send = KlaviyoBackend.send
+
+    def send(self, method, url, **kwargs):
+        if "bulk-create-jobs" not in url:
+            return real_send(self, method, url, **kwargs)
+        return RawResponse(status=429, headers={"Retry-After": retry_after}, body=b"", url=url)
+
+    monkeypatch.setattr(KlaviyoBackend, "send", send)
+    push_pending()
+    delivery = Delivery.objects.get(pk=event.pk)
+    assert delivery.status == "pending" and delivery.attempts == 1
+    assert delivery.next_attempt_at <= timezone.now() + timedelta(hours=1, seconds=1)

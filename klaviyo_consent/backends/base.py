@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -74,6 +75,43 @@ def _expect(operation: str, document: Any, key: str, kind: type) -> Any:
             ]
         )
     return value
+
+
+#: The Retry-After range honoured, in seconds: a larger value waits the maximum; a smaller one
+#: (0, negative) the minimum, so one sync cannot spend every attempt in a hot loop.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 3600.0
+
+
+def _retry_after(value: Any) -> float:
+    """Retry-After as seconds within [MIN_RETRY_AFTER, MAX_RETRY_AFTER]; unreadable → 1 s."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    if math.isnan(seconds):
+        return 1.0
+    return min(max(seconds, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
+
+
+def _errors(value: Any) -> list[dict[str, Any]]:
+    """Klaviyo's ``errors[]`` kept to what the app reads: objects, with an object ``source`` of
+    strings (``pointer``, ``parameter``).
+
+    A list of anything else (strings, numbers, a ``source`` that is a string) would break the
+    code that reads the pointers and quotes the details.
+    """
+    if not isinstance(value, list):
+        return []
+    errors = []
+    for error in value:
+        if not isinstance(error, dict):
+            continue
+        source = error.get("source")
+        source = source if isinstance(source, dict) else {}
+        source = {k: v for k, v in source.items() if isinstance(v, str)}
+        errors.append({**error, "source": source})
+    return errors
 
 
 class RequestHeaders(dict):
@@ -193,18 +231,15 @@ class BaseKlaviyoBackend:
             return
         try:
             data = response.json() or {}
-            errors = data.get("errors") if isinstance(data, dict) else None
-        except ValueError:
-            errors = None
+            errors = _errors(data.get("errors") if isinstance(data, dict) else None)
+        except (ValueError, RecursionError):
+            errors = []
         if not errors:
             text = response.body[:300].decode("utf-8", "replace")
             errors = [{"status": response.status, "title": "HTTP error", "detail": text}]
         retry_after = None
         if response.status == 429:
-            try:
-                retry_after = float(response.headers.get("Retry-After", "1"))
-            except ValueError:
-                retry_after = 1.0
+            retry_after = _retry_after(response.headers.get("Retry-After", "1"))
             raise KlaviyoRateLimited(status=429, errors=errors, retry_after=retry_after)
         if response.status >= 500:
             raise KlaviyoServerError(status=response.status, errors=errors)
