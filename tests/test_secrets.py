@@ -21,6 +21,7 @@ from tests.test_api_subscribe import SUBSCRIBE, body
 pytestmark = pytest.mark.django_db
 
 CANARY = "pk_canary0c0ffee0123456789abcdef"
+WEBHOOK_CANARY = "whsec_canary0c0ffee0123456789"
 
 
 def check_ids(settings, key):
@@ -154,3 +155,34 @@ def test_api_bodies_and_admin_pages_never_hold_the_key(canary, api, admin_client
     )
     assert all(CANARY not in text for text in outputs)
     assert CANARY not in caplog.text
+
+
+def test_the_debug_page_of_a_failing_webhook_never_shows_the_webhook_secret(
+    fake, settings, monkeypatch
+):
+    from klaviyo_consent.models import WebhookDelivery
+    from klaviyo_consent.testing.webhooks import signed_webhook
+
+    # No local holds the secret here either: the test's own frame is on the page too.
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "WEBHOOK_SECRET": WEBHOOK_CANARY}
+
+    def refuse(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(WebhookDelivery.objects, "create", refuse)
+    payload, headers = signed_webhook(
+        "event:klaviyo.subscribed_to_email_marketing",
+        email="ada@example.com",
+        secret=WEBHOOK_CANARY,
+    )
+    from rest_framework.test import APIClient
+
+    with pytest.raises(RuntimeError) as raised:
+        APIClient().post(
+            "/api/consent/webhooks/klaviyo/",
+            payload,
+            content_type="application/json",
+            headers=headers,
+        )
+    page = _debug_page(settings, (raised.type, raised.value, raised.tb))
+    assert "the database went away" in page and WEBHOOK_CANARY not in page

@@ -112,8 +112,8 @@ def verify_webhook(
     :class:`MalformedWebhook` (signed, but not a JSON envelope; nothing stored). ``now``
     (Unix seconds) replaces the clock in tests.
     """
-    secret = consent_settings.WEBHOOK_SECRET
-    if not secret:
+    # The secret is never held in a local variable: the DEBUG=True error page prints them all.
+    if not consent_settings.WEBHOOK_SECRET:
         raise WebhookRejected(
             "not_configured", 'Webhooks are not configured: KLAVIYO_CONSENT["WEBHOOK_SECRET"].'
         )
@@ -126,7 +126,7 @@ def verify_webhook(
         values[name] = value
     webhook_id, stamp = values[WEBHOOK_ID_HEADER], values[TIMESTAMP_HEADER]
 
-    expected = sign(body, stamp, secret)
+    expected = sign(body, stamp, consent_settings.WEBHOOK_SECRET)
     offered = values[SIGNATURE_HEADER].lower().encode("utf-8", "replace")
     if not hmac.compare_digest(expected.encode(), offered):
         raise WebhookRejected(
