@@ -1,7 +1,8 @@
 """Strict JSON: the one reading of untrusted JSON bodies (API requests and webhook deliveries).
 
 ``json.loads`` accepts what a consent record must not hold and what the database cannot store:
-``NaN``/``Infinity`` (not JSON, RFC 8259 §6; PostgreSQL's ``jsonb`` refuses them), duplicate
+``NaN``/``Infinity`` and numbers such as ``1e400`` that only a double's infinity holds (not
+JSON, RFC 8259 §6; PostgreSQL's ``jsonb`` refuses them), duplicate
 keys (RFC 8259 §4 leaves their meaning open, so which one counts is a guess), lone surrogates
 (not Unicode scalar values; no UTF-8 form) and NUL (PostgreSQL text and ``jsonb`` refuse it),
 and nesting deep enough to raise ``RecursionError``. :func:`loads` refuses each with an
@@ -11,6 +12,7 @@ and nesting deep enough to raise ``RecursionError``. :func:`loads` refuses each 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from klaviyo_consent.exceptions import KlaviyoConsentError
@@ -27,6 +29,13 @@ class UnsafeJSON(KlaviyoConsentError, ValueError):
 
 def _refuse_constant(name: str) -> Any:
     raise UnsafeJSON(f"{name} is not a JSON number; send a finite number or null.")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise UnsafeJSON(f"The number {text[:40]} is too large for a double; send a smaller one.")
+    return number
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -64,10 +73,14 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX
         except UnicodeDecodeError as exc:
             raise UnsafeJSON(f"The body is not UTF-8: {exc.reason} at byte {exc.start}.") from None
     try:
-        document = json.loads(data, object_pairs_hook=_object, parse_constant=_refuse_constant)
+        document = json.loads(
+            data, object_pairs_hook=_object, parse_constant=_refuse_constant, parse_float=_finite
+        )
     except RecursionError:
         raise UnsafeJSON(f"The body is nested deeper than {max_depth} levels.") from None
-    except json.JSONDecodeError as exc:
+    except UnsafeJSON:
+        raise
+    except ValueError as exc:  # JSONDecodeError, and an integer past Python's 4300 digits
         raise UnsafeJSON(f"The body is not JSON: {exc}.") from None
     _check_tree(document, max_depth)
     return document

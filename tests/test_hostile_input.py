@@ -28,6 +28,11 @@ HOSTILE_BODIES = {
     ),
     "NaN": ('{"profile": {"email": "ada@example.com"}, "x": NaN}', "NaN"),
     "Infinity": ('{"profile": {"email": "ada@example.com"}, "x": -Infinity}', "Infinity"),
+    "a number past a double": (
+        '{"profile": {"email": "ada@example.com"}, "x": 1e400}',
+        "too large",
+    ),
+    "an integer past 4300 digits": ('{"x": ' + "9" * 5000 + "}", "not JSON"),
     "NUL": ('{"profile": {"email": "ada\\u0000@example.com"}}', "NUL"),
     "NUL in a key": ('{"pro\\u0000file": {}}', "NUL"),
     "lone surrogate": ('{"profile": {"email": "ada\\ud800@example.com"}}', "surrogate"),

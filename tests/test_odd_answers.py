@@ -153,3 +153,29 @@ def test_an_odd_retry_after_is_bounded_not_an_overflow(fake, monkeypatch, retry_
     delivery = Delivery.objects.get(pk=event.pk)
     assert delivery.status == "pending" and delivery.attempts == 1
     assert delivery.next_attempt_at <= timezone.now() + timedelta(hours=1, seconds=1)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": [{"type": "profile", "id": "01X", "attributes": {"email": "a\\u0000@x.com"}}]}',
+        b'{"data": [{"type": "profile", "id": "01X", "attributes": {"n": 1e400}}]}',
+        b'{"data": [{"type": "profile", "id": "01X", "attributes": {"n": NaN}}]}',
+        b'{"data": [], "data": [{"type": "profile"}]}',
+    ],
+)
+def test_a_read_back_the_database_could_not_store_is_a_malformed_response(fake, monkeypatch, body):
+    answer(monkeypatch, 200, body)
+    backend = get_backend()
+    backend.read_retries = 0
+    with pytest.raises(KlaviyoMalformedResponse, match="get_profiles"):
+        backend.get_profiles({})
+
+
+def test_an_error_body_with_nul_bytes_is_quoted_without_them(fake, monkeypatch):
+    [event] = record()
+    answer(monkeypatch, 400, b"bad\x00request\x01", only="bulk-create-jobs")
+    push_pending()
+    delivery = Delivery.objects.get(pk=event.pk)
+    assert delivery.status == "failed"
+    assert "\x00" not in delivery.reason and "bad\ufffdrequest" in delivery.reason

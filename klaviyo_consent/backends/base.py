@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from django.views.decorators.debug import sensitive_variables
 
+from klaviyo_consent import strict_json
 from klaviyo_consent.exceptions import (
     ConfigurationError,
     KlaviyoAPIError,
@@ -41,21 +43,26 @@ class RawResponse:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
+        """The body read as strict JSON (None when empty): what the app stores from Klaviyo must
+        be storable, so NaN, 1e400, NUL, lone surrogates and duplicate keys are refused
+        (:class:`~klaviyo_consent.strict_json.UnsafeJSON`, a ``ValueError``)."""
+        if not self.body:
+            return None
+        return strict_json.loads(self.body, max_bytes=MAX_RESPONSE_BYTES)
 
     def document(self, operation: str) -> Any:
         """The body as JSON (None when empty); a :class:`KlaviyoMalformedResponse` naming the
         operation when a body is there but is not JSON (HTML, cut short, not UTF-8)."""
         try:
             return self.json()
-        except (ValueError, RecursionError) as exc:
+        except ValueError as exc:
             raise KlaviyoMalformedResponse(
                 status=self.status,
                 errors=[
                     {
                         "title": "Malformed response",
-                        "detail": f"{operation}: the {self.status} answer is not JSON "
-                        f"({type(exc).__name__}, {len(self.body)} bytes)",
+                        "detail": f"{operation}: the {self.status} answer is not JSON the app "
+                        f"can store ({exc} {len(self.body)} bytes)",
                     }
                 ],
             ) from None
@@ -76,6 +83,11 @@ def _expect(operation: str, document: Any, key: str, kind: type) -> Any:
         )
     return value
 
+
+#: The largest Klaviyo answer read, in bytes (a page of 100 profiles is well under 1 MiB).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: Characters PostgreSQL text refuses (NUL) or a reason should not hold, in quoted error bodies.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 #: The Retry-After range honoured, in seconds: a larger value waits the maximum; a smaller one
 #: (0, negative) the minimum, so one sync cannot spend every attempt in a hot loop.
@@ -232,10 +244,10 @@ class BaseKlaviyoBackend:
         try:
             data = response.json() or {}
             errors = _errors(data.get("errors") if isinstance(data, dict) else None)
-        except (ValueError, RecursionError):
+        except ValueError:
             errors = []
         if not errors:
-            text = response.body[:300].decode("utf-8", "replace")
+            text = _CONTROL.sub("\ufffd", response.body[:300].decode("utf-8", "replace"))
             errors = [{"status": response.status, "title": "HTTP error", "detail": text}]
         retry_after = None
         if response.status == 429:
