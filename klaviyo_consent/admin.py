@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Exists, OuterRef, QuerySet
@@ -122,6 +123,11 @@ class VerdictFilter(admin.SimpleListFilter):
         return queryset.filter(Exists(rows))
 
 
+def _is_row_id(value: str) -> bool:
+    """An id a 64-bit auto field can hold, written in ASCII digits."""
+    return value.isascii() and value.isdigit() and int(value) <= 2**63 - 1
+
+
 class SafeChangeList(ChangeList):
     """A changelist that refuses, as Django refuses other bad filter values (``?e=1``), what
     Django itself turns into a 500: a NUL in any filter or search value (PostgreSQL refuses it
@@ -139,6 +145,14 @@ class SafeChangeList(ChangeList):
 class ReadOnlyMixin:
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return SafeChangeList
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        # Django filters ``pk__in`` with the posted ids as they are: "abc", "²" or 20 digits
+        # there are a 500. Refuse them the way Django refuses an action with nothing selected.
+        if not all(_is_row_id(v) for v in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)):
+            self.message_user(request, "Select items by their ids.", messages.WARNING)
+            return None
+        return super().response_action(request, queryset)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

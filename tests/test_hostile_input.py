@@ -257,3 +257,19 @@ def test_a_form_encoded_body_cannot_bypass_strict_json(api, fake):
 )
 def test_hostile_pagination_is_never_a_5xx(api, path, params):
     assert api.get(path, params).status_code in (200, 400, 404)
+
+
+@pytest.mark.parametrize("pk", ["99999999999999999999", "abc", "1%00", "²"])
+@pytest.mark.parametrize("path", ["profile", "consentevent", "webhookdelivery"])
+def test_an_admin_change_page_for_a_hostile_id_is_never_a_500(admin_with_profile, path, pk):
+    response = admin_with_profile.get(f"/admin/klaviyo_consent/{path}/{pk}/change/")
+    assert response.status_code in (302, 404)
+
+
+@pytest.mark.parametrize("selected", ["abc", "99999999999999999999", "1\x00", "²"])
+def test_an_admin_action_on_hostile_ids_is_never_a_500(admin_with_profile, selected):
+    response = admin_with_profile.post(
+        "/admin/klaviyo_consent/profile/",
+        {"action": "refresh_action", "_selected_action": [selected]},
+    )
+    assert response.status_code in (200, 302, 400)
