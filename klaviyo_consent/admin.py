@@ -24,6 +24,7 @@ from klaviyo_consent.models import (
     KlaviyoList,
     Profile,
     WebhookDelivery,
+    parse_row_id,
 )
 from klaviyo_consent.services.ledger import ledger_for
 from klaviyo_consent.services.lists import mirror_lists
@@ -123,11 +124,6 @@ class VerdictFilter(admin.SimpleListFilter):
         return queryset.filter(Exists(rows))
 
 
-def _is_row_id(value: str) -> bool:
-    """An id a 64-bit auto field can hold, written in ASCII digits."""
-    return value.isascii() and value.isdigit() and int(value) <= 2**63 - 1
-
-
 class SafeChangeList(ChangeList):
     """A changelist that refuses, as Django refuses other bad filter values (``?e=1``), what
     Django itself turns into a 500: a NUL in any filter or search value (PostgreSQL refuses it
@@ -149,7 +145,8 @@ class ReadOnlyMixin:
     def response_action(self, request: HttpRequest, queryset: QuerySet) -> Any:
         # Django filters ``pk__in`` with the posted ids as they are: "abc", "²" or 20 digits
         # there are a 500. Refuse them the way Django refuses an action with nothing selected.
-        if not all(_is_row_id(v) for v in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)):
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if any(parse_row_id(value) is None for value in selected):
             self.message_user(request, "Select items by their ids.", messages.WARNING)
             return None
         return super().response_action(request, queryset)

@@ -50,6 +50,22 @@ def normalize_email(value: str) -> str:
     return f"{local}@{domain}"
 
 
+#: The largest id a row can have: a signed 64-bit integer (BigAutoField, PostgreSQL bigint).
+MAX_ROW_ID = 2**63 - 1
+
+
+def parse_row_id(value: str) -> int | None:
+    """``value`` as a row id when it is ASCII digits within MAX_ROW_ID, else None.
+
+    ``str.isdigit`` and ``int`` also take ``²`` and other scripts' digits, and a 20-digit id
+    overflows the database's integer: both were 500s where ids come from a URL or a form.
+    """
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        return None
+    number = int(value)
+    return number if number <= MAX_ROW_ID else None
+
+
 class Profile(models.Model):
     """A person the site knows, and Klaviyo's ``subscriptions`` object for them, as last read."""
 

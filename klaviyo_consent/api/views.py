@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rest_framework import generics, status
@@ -22,7 +21,7 @@ from klaviyo_consent.api.serializers import (
 from klaviyo_consent.choices import Consent
 from klaviyo_consent.evidence import evidence_from
 from klaviyo_consent.exceptions import ConsentValidationError
-from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
+from klaviyo_consent.models import ConsentEvent, Profile, normalize_email, parse_row_id
 from klaviyo_consent.phone import normalize_phone_number
 from klaviyo_consent.services.ledger import (
     ConsentRequest,
@@ -38,11 +37,6 @@ def field_error(error: ConsentValidationError) -> ValidationError:
     for part in reversed((error.field or "non_field_errors").split(".")):
         detail = {part: detail}
     return ValidationError(detail)
-
-
-#: The largest row id a query parameter may name: a signed 64-bit integer (BigAutoField).
-MAX_ID = 2**63 - 1
-_ID = re.compile(r"[0-9]{1,19}")
 
 
 def query_text(request: Request, name: str, *, max_length: int = 320) -> str:
@@ -62,9 +56,10 @@ def query_id(request: Request, name: str) -> int | None:
     value = request.query_params.get(name) or ""
     if not value:
         return None
-    if not _ID.fullmatch(value) or int(value) > MAX_ID:
+    row_id = parse_row_id(value)
+    if row_id is None:
         raise ValidationError({name: ["A profile id is a whole number."]})
-    return int(value)
+    return row_id
 
 
 class Pagination(PageNumberPagination):
