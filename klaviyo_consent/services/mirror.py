@@ -368,9 +368,11 @@ def _read_back_failed(batch: Sequence[Delivery], error: KlaviyoAPIError) -> None
     from klaviyo_consent.services.sync import backoff
 
     now = timezone.now()
+    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
     for delivery in batch:
-        attempts = delivery.verify_attempts + 1
-        Delivery.objects.filter(pk=delivery.pk, lease_token=delivery.lease_token).update(
+        groups[(delivery.verify_attempts + 1, delivery.lease_token)].append(delivery.pk)
+    for (attempts, token), pks in groups.items():
+        Delivery.objects.filter(pk__in=pks, lease_token=token).update(
             verify_attempts=attempts,
             reason=f"Read-back failed: {error}"[:2000],
             next_attempt_at=now + timedelta(seconds=backoff(attempts, error.retry_after)),
