@@ -68,3 +68,13 @@ def test_the_profiles_filter_finds_a_mailbox_in_any_form(api, fake):
     api.post(SUBSCRIBE, body(profile={"email": "ada@bücher.example"}), format="json")
     found = api.get("/api/consent/profiles/", {"email": "ADA@BÜCHER.example"}).json()
     assert [p["email"] for p in found["results"]] == ["ada@xn--bcher-kva.example"]
+
+
+def test_an_email_longer_than_254_once_its_domain_is_punycode_is_a_400(api, fake):
+    label = "ü" * 20 + "a" * 20
+    email = "a" * 20 + "@" + ".".join([label] * 5) + ".de"
+    assert len(email) <= 254 < len(normalize_email(email))
+    response = api.post(SUBSCRIBE, body(profile={"email": email}), format="json")
+    assert response.status_code == 400
+    assert "254" in str(response.json()["profile"]["email"])
+    assert Profile.objects.count() == 0
