@@ -186,3 +186,13 @@ def test_the_debug_page_of_a_failing_webhook_never_shows_the_webhook_secret(
         )
     page = _debug_page(settings, (raised.type, raised.value, raised.tb))
     assert "the database went away" in page and WEBHOOK_CANARY not in page
+
+
+def test_the_debug_page_of_a_misconfigured_setting_never_shows_the_key(settings):
+    from klaviyo_consent.conf import ConsentSettings
+
+    settings.KLAVIYO_CONSENT = {"API_KEY": CANARY, "NO_SUCH_SETTING": 1}
+    with pytest.raises(ConfigurationError) as raised:
+        _ = ConsentSettings().API_KEY
+    assert "NO_SUCH_SETTING" in str(raised.value)
+    assert CANARY not in _debug_page(settings, (raised.type, raised.value, raised.tb))
