@@ -142,14 +142,14 @@ class ReadOnlyMixin:
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return SafeChangeList
 
-    def response_action(self, request: HttpRequest, queryset: QuerySet) -> Any:
+    def response_action(self, request: HttpRequest, queryset: QuerySet, **kwargs: Any) -> Any:
         # Django filters ``pk__in`` with the posted ids as they are: "abc", "²" or 20 digits
         # there are a 500. Refuse them the way Django refuses an action with nothing selected.
         selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
         if any(parse_row_id(value) is None for value in selected):
             self.message_user(request, "Select items by their ids.", messages.WARNING)
             return None
-        return super().response_action(request, queryset)
+        return super().response_action(request, queryset, **kwargs)  # Django 6: action_location
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
