@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -21,6 +24,7 @@ from klaviyo_consent.models import (
     KlaviyoList,
     Profile,
     WebhookDelivery,
+    parse_row_id,
 )
 from klaviyo_consent.services.ledger import ledger_for
 from klaviyo_consent.services.lists import mirror_lists
@@ -87,9 +91,12 @@ class ConsentFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if not self.value():
+        value = self.value()
+        # Only a listed choice becomes a lookup: anything else would be a 500 or, worse, an
+        # ORM lookup of the caller's making (``email.marketing__isnull.True``).
+        if value not in dict(self.lookup_choices):
             return queryset
-        channel, purpose, consent = self.value().split(".")
+        channel, purpose, consent = value.split(".")
         return queryset.filter(**{f"subscriptions__{channel}__{purpose}__consent": consent})
 
 
@@ -110,7 +117,7 @@ class VerdictFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
-        if not value:
+        if value not in dict(self.lookup_choices):
             return queryset
         if value == "drift":
             inbound = ConsentEvent.objects.filter(profile=OuterRef("pk"), method=Method.KLAVIYO)
@@ -119,7 +126,33 @@ class VerdictFilter(admin.SimpleListFilter):
         return queryset.filter(Exists(rows))
 
 
+class SafeChangeList(ChangeList):
+    """A changelist that refuses, as Django refuses other bad filter values (``?e=1``), what
+    Django itself turns into a 500: a NUL in any filter or search value (PostgreSQL refuses it
+    in a query) and a date drill-down year past datetime's range (OverflowError)."""
+
+    def get_filters(self, request: HttpRequest) -> Any:
+        if any("\x00" in value for values in request.GET.lists() for value in values[1]):
+            raise IncorrectLookupParameters("A filter or search value holds a NUL character.")
+        try:
+            return super().get_filters(request)
+        except OverflowError as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
 class ReadOnlyMixin:
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return SafeChangeList
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet, **kwargs: Any) -> Any:
+        # Django filters ``pk__in`` with the posted ids as they are: "abc", "²" or 20 digits
+        # there are a 500. Refuse them the way Django refuses an action with nothing selected.
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if any(parse_row_id(value) is None for value in selected):
+            self.message_user(request, "Select items by their ids.", messages.WARNING)
+            return None
+        return super().response_action(request, queryset, **kwargs)  # Django 6: action_location
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -330,7 +363,16 @@ class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ["profile", "delivery"]
     date_hierarchy = "recorded_at"
     actions = ["retry_action"]
-    readonly_fields = [*EVENT_FIELDS, "delivery_state", "verdict_history"]
+    readonly_fields = [
+        *(name if name != "recorded_by" else "recorded_by_user" for name in EVENT_FIELDS),
+        "delivery_state",
+        "verdict_history",
+    ]
+
+    @admin.display(description="recorded by")
+    def recorded_by_user(self, event: ConsentEvent) -> str:
+        # The username kept on the event: the user may have been deleted since.
+        return event.recorded_by_name or "—"
 
     @admin.display(description="verdict", ordering="delivery__status")
     def verdict(self, event: ConsentEvent) -> SafeString:

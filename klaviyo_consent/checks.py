@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core import checks
 
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
+
+#: A Klaviyo private API key: ``pk_`` then letters and digits (Klaviyo's keys are hexadecimal).
+_PRIVATE_KEY = re.compile(r"pk_[A-Za-z0-9]+")
+_UNSAFE_KEY_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 @checks.register("klaviyo_consent")
@@ -30,7 +35,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     key = consent_settings.API_KEY or ""
-    if key.startswith("pk_") is False and key and not is_fake:
+    if not isinstance(key, str):
+        key = ""
+    if key and _UNSAFE_KEY_CHARACTER.search(key):
+        # The key is never stripped silently: a pasted newline is a mistake to fix, and
+        # requests would quote the whole header (the key) in its error.
+        messages.append(
+            checks.Error(
+                'KLAVIYO_CONSENT["API_KEY"] contains whitespace or a control character.',
+                hint="Remove the spaces or line breaks around the key (often a trailing newline "
+                "from a secrets file).",
+                id="klaviyo_consent.E004",
+            )
+        )
+    elif key and not _PRIVATE_KEY.fullmatch(key) and not is_fake:
         messages.append(
             checks.Warning(
                 "KLAVIYO_CONSENT['API_KEY'] does not look like a private key (pk_…).",

@@ -139,17 +139,21 @@ class ConsentSettings:
     @property
     def user_settings(self) -> dict[str, Any]:
         if not hasattr(self, "_user_settings"):
-            given = self._explicit
-            if given is None:
-                given = getattr(settings, "KLAVIYO_CONSENT", {}) or {}
-            unknown = sorted(set(given) - set(DEFAULTS))
+            # The dict (and its API_KEY) is never a local variable of a frame that raises: the
+            # DEBUG=True error page prints every local.
+            unknown = sorted(set(self._given()) - set(DEFAULTS))
             if unknown:
                 raise ConfigurationError(
                     f"Unknown KLAVIYO_CONSENT setting(s): {', '.join(unknown)}. "
                     f"Known settings: {', '.join(sorted(DEFAULTS))}."
                 )
-            self._user_settings = dict(given)
+            self._user_settings = dict(self._given())
         return self._user_settings
+
+    def _given(self) -> dict[str, Any]:
+        if self._explicit is not None:
+            return self._explicit
+        return getattr(settings, "KLAVIYO_CONSENT", {}) or {}
 
     def __getattr__(self, attr: str) -> Any:
         if attr not in DEFAULTS:

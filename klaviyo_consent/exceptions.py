@@ -90,8 +90,8 @@ class KlaviyoAPIError(KlaviyoConsentError):
 
 def _describe_error(error: dict[str, Any]) -> str:
     text = str(error.get("detail") or error.get("title") or error.get("code") or "error")
-    source = error.get("source") or {}
-    where = source.get("pointer") or source.get("parameter")
+    source = error.get("source")
+    where = (source.get("pointer") or source.get("parameter")) if isinstance(source, dict) else None
     return f"{text} ({where})" if where else text
 
 
@@ -111,6 +111,15 @@ class KlaviyoRateLimited(KlaviyoAPIError):
 
 class KlaviyoServerError(KlaviyoAPIError):
     """5xx: Klaviyo's side failed; try again later."""
+
+    retryable = True
+
+
+class KlaviyoMalformedResponse(KlaviyoAPIError):
+    """A 2xx whose body is not JSON, is cut short, or lacks the shape the operation reads.
+
+    Retryable: the request may have been applied, and Klaviyo's next answer is usually whole.
+    """
 
     retryable = True
 

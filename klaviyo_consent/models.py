@@ -5,9 +5,11 @@ No HTTP here; services move data between these rows and Klaviyo.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any
 
+import idna
 from django.conf import settings
 from django.db import connections, models
 from django.db.models import Q
@@ -27,8 +29,42 @@ from klaviyo_consent.exceptions import ImmutableConsentEvent
 
 
 def normalize_email(value: str) -> str:
-    """Emails compare case-insensitively in Klaviyo; store them trimmed and lower-cased."""
-    return (value or "").strip().lower()
+    """The one stored form of an email: one mailbox, one string (docs/security.md).
+
+    Unicode is normalised to NFKC (full-width ``ａｄａ@ｅｘａｍｐｌｅ.com`` is ``ada@example.com``),
+    the address is trimmed and lower-cased, and the domain is stored in its IDNA A-label
+    (punycode) form per UTS #46 non-transitional processing, i.e. IDNA 2008: ``bücher.example``
+    and ``xn--bcher-kva.example`` are one domain, and ``ß`` stays ``ß`` (``straße.de`` is
+    ``xn--strae-oqa.de``, a different domain from ``strasse.de``, as DENIC registers them). The
+    local part is only lower-cased, never case-folded: ``ß`` and ``ss`` there are different
+    mailboxes unless the receiving server says otherwise (RFC 6531). A domain IDNA cannot encode
+    is kept lower-cased, for the validator to judge.
+    """
+    text = unicodedata.normalize("NFKC", value or "").strip().lower()
+    local, at, domain = text.rpartition("@")
+    if not at or not domain:
+        return text
+    try:
+        domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        pass
+    return f"{local}@{domain}"
+
+
+#: The largest id a row can have: a signed 64-bit integer (BigAutoField, PostgreSQL bigint).
+MAX_ROW_ID = 2**63 - 1
+
+
+def parse_row_id(value: str) -> int | None:
+    """``value`` as a row id when it is ASCII digits within MAX_ROW_ID, else None.
+
+    ``str.isdigit`` and ``int`` also take ``²`` and other scripts' digits, and a 20-digit id
+    overflows the database's integer: both were 500s where ids come from a URL or a form.
+    """
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        return None
+    number = int(value)
+    return number if number <= MAX_ROW_ID else None
 
 
 class Profile(models.Model):
@@ -123,6 +159,8 @@ class ConsentEventQuerySet(models.QuerySet):
         ``delivery`` sets the rows' fields (status, reason, next_attempt_at...); ``batch_size``
         is bulk_create's, for bulk loads. Call it inside the transaction that must hold both.
         """
+        for event in events:
+            event.label_recorded_by()
         if connections[self.db].features.can_return_rows_from_bulk_insert:
             self.bulk_create(events, batch_size=batch_size)  # one INSERT; events get their ids
         else:
@@ -206,9 +244,12 @@ class ConsentEvent(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     page_url = models.TextField(blank=True)
+    # The user is a reference, not a constraint: the user may be deleted later, and an
+    # append-only row cannot be SET_NULL. ``recorded_by_label`` keeps who it was.
     recorded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
         null=True,
         blank=True,
         related_name="+",
@@ -222,6 +263,12 @@ class ConsentEvent(models.Model):
         null=True,
         blank=True,
         help_text="Set when the site asked Klaviyo to suppress or unsuppress the email.",
+    )
+    recorded_by_label = models.CharField(
+        "recorded by (username)",
+        max_length=150,
+        blank=True,
+        help_text="The recording user's username when the event was recorded.",
     )
     #: For inbound events (method ``klaviyo``): Klaviyo's method, method_detail and timestamp.
     klaviyo_data = models.JSONField(default=dict, blank=True)
@@ -255,7 +302,19 @@ class ConsentEvent(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise ImmutableConsentEvent("Consent events are append-only; record a new event.")
+        self.label_recorded_by()
         super().save(*args, **kwargs)
+
+    def label_recorded_by(self) -> None:
+        """Copy the recording user's username onto the event before it is written."""
+        if self.recorded_by_id and not self.recorded_by_label:
+            user = self.recorded_by
+            self.recorded_by_label = user.get_username()[:150] if user else ""
+
+    @property
+    def recorded_by_name(self) -> str | None:
+        """Who recorded the event (their username then), even after the user was deleted."""
+        return self.recorded_by_label or None
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ImmutableConsentEvent("Consent events are append-only and cannot be deleted.")

@@ -85,18 +85,6 @@ def test_the_database_itself_refuses_to_change_a_consent_event(event):
 
 
 @pytest.mark.postgres
-def test_postgresql_refuses_to_delete_a_consent_event(event):
-    from django.db import DatabaseError, connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("the DELETE trigger is PostgreSQL's")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM klaviyo_consent_delivery WHERE event_id = %s", [event.pk])
-            cursor.execute("DELETE FROM klaviyo_consent_consentevent WHERE id = %s", [event.pk])
-
-
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_requests_for_the_same_new_person_at_once_make_one_profile(fake, settings, monkeypatch):
     import threading

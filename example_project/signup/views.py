@@ -5,8 +5,9 @@ from django.shortcuts import redirect, render
 
 from example_project.signup.forms import EMAIL_DISCLOSURE, SMS_DISCLOSURE, SignupForm
 from klaviyo_consent.choices import Consent, Method
+from klaviyo_consent.evidence import evidence_from
 from klaviyo_consent.exceptions import ConsentValidationError
-from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
+from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 
 
 def signup(request):
@@ -30,11 +31,7 @@ def signup(request):
                     method_detail="example signup page",
                     custom_source="Example signup page",
                     consent_text="\n".join(texts),
-                    evidence=Evidence(
-                        ip_address=request.META.get("REMOTE_ADDR"),
-                        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-                        page_url=request.build_absolute_uri(),
-                    ),
+                    evidence=evidence_from(request, page_url=request.build_absolute_uri()),
                     recorded_by=request.user if request.user.is_authenticated else None,
                 )
             )

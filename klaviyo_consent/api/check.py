@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import CanViewConsent
 from klaviyo_consent.api.serializers import StrictSerializer
 from klaviyo_consent.services.check import MAX_IDENTIFIERS, check_prior_consent
@@ -45,7 +46,7 @@ class PriorConsentCheckSerializer(StrictSerializer):
         return attrs
 
 
-class PriorConsentCheckView(APIView):
+class PriorConsentCheckView(StrictBodyMixin, APIView):
     """Each identifier's consent per channel and purpose, in the order given."""
 
     permission_classes = [CanViewConsent]

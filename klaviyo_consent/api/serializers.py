@@ -148,7 +148,7 @@ class ConsentEventSerializer(_BuiltOnce, serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_recorded_by(self, event: ConsentEvent) -> str | None:
-        return event.recorded_by.get_username() if event.recorded_by_id else None
+        return event.recorded_by_name
 
 
 class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import CanViewConsent, write_permissions
 from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
@@ -19,12 +20,12 @@ from klaviyo_consent.api.serializers import (
     SuppressionRequestSerializer,
 )
 from klaviyo_consent.choices import Consent, Suppression
+from klaviyo_consent.evidence import evidence_from
 from klaviyo_consent.exceptions import ConsentValidationError
-from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
+from klaviyo_consent.models import ConsentEvent, Profile, normalize_email, parse_row_id
 from klaviyo_consent.phone import normalize_phone_number
 from klaviyo_consent.services.ledger import (
     ConsentRequest,
-    Evidence,
     latest_events,
     record_consent,
     settled,
@@ -40,13 +41,27 @@ def field_error(error: ConsentValidationError) -> ValidationError:
     return ValidationError(detail)
 
 
-def evidence_from(request: Request) -> Evidence:
-    meta = request.META
-    return Evidence(
-        ip_address=meta.get("REMOTE_ADDR") or None,
-        user_agent=meta.get("HTTP_USER_AGENT", ""),
-        page_url=meta.get("HTTP_REFERER", ""),
-    )
+def query_text(request: Request, name: str, *, max_length: int = 320) -> str:
+    """The query parameter ``name`` ("" when absent); a 400 naming it when it cannot be stored
+    text (a NUL, a lone surrogate) or is longer than ``max_length`` characters."""
+    value = request.query_params.get(name) or ""
+    if len(value) > max_length:
+        raise ValidationError({name: [f"At most {max_length} characters."]})
+    if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+        raise ValidationError({name: ["May not contain a NUL or a lone surrogate."]})
+    return value
+
+
+def query_id(request: Request, name: str) -> int | None:
+    """The query parameter ``name`` as a row id (None when absent); a 400 naming it unless it is
+    ASCII digits within a 64-bit id (``²`` and 20-digit numbers are refused, not a 500)."""
+    value = request.query_params.get(name) or ""
+    if not value:
+        return None
+    row_id = parse_row_id(value)
+    if row_id is None:
+        raise ValidationError({name: ["A profile id is a whole number."]})
+    return row_id
 
 
 class Pagination(PageNumberPagination):
@@ -55,7 +70,7 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
 
 
-class _RecordView(APIView):
+class _RecordView(StrictBodyMixin, APIView):
     consent: str = ""
 
     def get_permissions(self) -> list[Any]:
@@ -177,17 +192,17 @@ class ProfileList(generics.ListAPIView):
 
     def get_queryset(self) -> Any:
         queryset = Profile.objects.all()
-        params = self.request.query_params
-        if params.get("email"):
-            queryset = queryset.filter(email=normalize_email(params["email"]))
-        if params.get("phone_number"):
+        request = self.request
+        if email := query_text(request, "email"):
+            queryset = queryset.filter(email=normalize_email(email))
+        if phone_number := query_text(request, "phone_number", max_length=64):
             try:
-                phone = normalize_phone_number(params["phone_number"])
+                phone = normalize_phone_number(phone_number)
             except ConsentValidationError as error:
                 raise ValidationError({"phone_number": [error.message]}) from error
             queryset = queryset.filter(phone_number=phone)
-        if params.get("external_id"):
-            queryset = queryset.filter(external_id=params["external_id"])
+        if external_id := query_text(request, "external_id", max_length=255):
+            queryset = queryset.filter(external_id=external_id)
         return queryset
 
 
@@ -208,13 +223,11 @@ class EventList(generics.ListAPIView):
         queryset = ConsentEvent.objects.select_related("delivery", "recorded_by").order_by(
             "-recorded_at", "-id"
         )
-        params = self.request.query_params
-        if params.get("profile"):
-            if not params["profile"].isdigit():
-                raise ValidationError({"profile": ["A profile id is a whole number."]})
-            queryset = queryset.filter(profile_id=int(params["profile"]))
-        if params.get("channel"):
-            if params["channel"] not in ("email", "sms"):
+        profile = query_id(self.request, "profile")
+        if profile is not None:
+            queryset = queryset.filter(profile_id=profile)
+        if channel := self.request.query_params.get("channel"):
+            if channel not in ("email", "sms"):
                 raise ValidationError({"channel": ["Use email or sms."]})
-            queryset = queryset.filter(channel=params["channel"])
+            queryset = queryset.filter(channel=channel)
         return queryset

@@ -9,15 +9,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.exceptions import MalformedWebhook, WebhookRejected
 from klaviyo_consent.services.webhooks import handle_webhook, verify_webhook
 
 
-class KlaviyoWebhookView(APIView):
+class KlaviyoWebhookView(StrictBodyMixin, APIView):
     """Accept a signed Klaviyo delivery and re-read the profiles it names.
 
     No authentication (Klaviyo has no session or token) and so no CSRF check: the HMAC
-    signature over the raw body is the credential.
+    signature over the raw body is the credential. The body is verified as raw bytes first,
+    then read as strict JSON (:mod:`klaviyo_consent.strict_json`), as every app view reads it.
     """
 
     authentication_classes: list[type] = []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,11 +17,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.views.decorators.debug import sensitive_variables
+
+from klaviyo_consent import strict_json
 from klaviyo_consent.exceptions import (
     ConfigurationError,
     KlaviyoAPIError,
     KlaviyoAuthenticationError,
     KlaviyoClientError,
+    KlaviyoMalformedResponse,
     KlaviyoRateLimited,
     KlaviyoServerError,
     PushDeferred,
@@ -92,7 +98,103 @@ class RawResponse:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
+        """The body read as strict JSON (None when empty): what the app stores from Klaviyo must
+        be storable, so NaN, 1e400, NUL, lone surrogates and duplicate keys are refused
+        (:class:`~klaviyo_consent.strict_json.UnsafeJSON`, a ``ValueError``)."""
+        if not self.body:
+            return None
+        return strict_json.loads(self.body, max_bytes=MAX_RESPONSE_BYTES)
+
+    def document(self, operation: str) -> Any:
+        """The body as JSON (None when empty); a :class:`KlaviyoMalformedResponse` naming the
+        operation when a body is there but is not JSON (HTML, cut short, not UTF-8)."""
+        try:
+            return self.json()
+        except ValueError as exc:
+            raise KlaviyoMalformedResponse(
+                status=self.status,
+                errors=[
+                    {
+                        "title": "Malformed response",
+                        "detail": f"{operation}: the {self.status} answer is not JSON the app "
+                        f"can store ({exc} {len(self.body)} bytes)",
+                    }
+                ],
+            ) from None
+
+
+def _expect(operation: str, document: Any, key: str, kind: type) -> Any:
+    """``document[key]`` when the document is an object holding a ``kind`` there, else a
+    :class:`KlaviyoMalformedResponse` naming the operation and what was missing."""
+    value = document.get(key) if isinstance(document, dict) else None
+    if not isinstance(value, kind):
+        raise KlaviyoMalformedResponse(
+            errors=[
+                {
+                    "title": "Malformed response",
+                    "detail": f"{operation}: the answer has no {key!r} {kind.__name__}",
+                }
+            ]
+        )
+    return value
+
+
+#: The largest Klaviyo answer read, in bytes (a page of 100 profiles is well under 1 MiB).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: Characters PostgreSQL text refuses (NUL) or a reason should not hold, in quoted error bodies.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+#: The Retry-After range honoured, in seconds: a larger value waits the maximum; a smaller one
+#: (0, negative) the minimum, so one sync cannot spend every attempt in a hot loop.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 3600.0
+
+
+def _retry_after(value: Any) -> float:
+    """Retry-After as seconds within [MIN_RETRY_AFTER, MAX_RETRY_AFTER]; unreadable → 1 s."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    if math.isnan(seconds):
+        return 1.0
+    return min(max(seconds, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
+
+
+def _errors(value: Any) -> list[dict[str, Any]]:
+    """Klaviyo's ``errors[]`` kept to what the app reads: objects, with an object ``source`` of
+    strings (``pointer``, ``parameter``).
+
+    A list of anything else (strings, numbers, a ``source`` that is a string) would break the
+    code that reads the pointers and quotes the details.
+    """
+    if not isinstance(value, list):
+        return []
+    errors = []
+    for error in value:
+        if not isinstance(error, dict):
+            continue
+        source = error.get("source")
+        source = source if isinstance(source, dict) else {}
+        source = {k: v for k, v in source.items() if isinstance(v, str)}
+        errors.append({**error, "source": source})
+    return errors
+
+
+class RequestHeaders(dict):
+    """Request headers whose repr hides the Authorization value.
+
+    The DEBUG=True error page prints every frame's local variables (``sensitive_variables``
+    only works with DEBUG off), so the headers, a local of every request frame, must never
+    print the key.
+    """
+
+    def __repr__(self) -> str:
+        return repr(
+            {k: ("********" if k.lower() == "authorization" else v) for k, v in self.items()}
+        )
+
+    __str__ = __repr__
 
 
 class BaseKlaviyoBackend:
@@ -122,6 +224,11 @@ class BaseKlaviyoBackend:
             limiter = get_limiter()
         self.limiter = limiter
 
+    def __repr__(self) -> str:
+        # Never the key: a repr lands in logs, tracebacks and the DEBUG error page.
+        key = "set" if self.api_key else "unset"
+        return f"<{type(self).__name__} {self.api_url} revision={self.revision} api_key={key}>"
+
     # -- the one transport hook ------------------------------------------------------------
     def send(
         self,
@@ -139,17 +246,21 @@ class BaseKlaviyoBackend:
 
     # -- flow ------------------------------------------------------------------------------
     def headers(self) -> dict[str, str]:
+        """The request headers (a :class:`RequestHeaders`: its repr hides the key)."""
         if not self.api_key:
             raise ConfigurationError(
                 'KLAVIYO_CONSENT["API_KEY"] is not set; the HTTP backend needs a private key.'
             )
-        return {
-            "Authorization": f"Klaviyo-API-Key {self.api_key}",
-            "revision": self.revision,
-            "Accept": JSON_API,
-            "Content-Type": JSON_API,
-        }
+        return RequestHeaders(
+            {
+                "Authorization": f"Klaviyo-API-Key {self.api_key}",
+                "revision": self.revision,
+                "Accept": JSON_API,
+                "Content-Type": JSON_API,
+            }
+        )
 
+    @sensitive_variables("headers")
     def _request(
         self,
         operation: str,
@@ -172,9 +283,11 @@ class BaseKlaviyoBackend:
                 budget.left -= 1
         elif self.limiter is not None:
             self.limiter.acquire(operation)
-        response = self.send(method, url, headers=self.headers(), params=params, body=body)
+        headers = self.headers()
+        response = self.send(method, url, headers=headers, params=params, body=body)
         self.raise_for_status(response)
-        return response if raw else response.json()
+        document = response.document(operation)  # a body that is not JSON: malformed
+        return response if raw else document
 
     def _read(self, operation: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET with retries: reads are idempotent, so 429/5xx/timeouts are waited out here."""
@@ -199,18 +312,15 @@ class BaseKlaviyoBackend:
             return
         try:
             data = response.json() or {}
-            errors = data.get("errors") if isinstance(data, dict) else None
+            errors = _errors(data.get("errors") if isinstance(data, dict) else None)
         except ValueError:
-            errors = None
+            errors = []
         if not errors:
-            text = response.body[:300].decode("utf-8", "replace")
+            text = _CONTROL.sub("\ufffd", response.body[:300].decode("utf-8", "replace"))
             errors = [{"status": response.status, "title": "HTTP error", "detail": text}]
         retry_after = None
         if response.status == 429:
-            try:
-                retry_after = float(response.headers.get("Retry-After", "1"))
-            except ValueError:
-                retry_after = 1.0
+            retry_after = _retry_after(response.headers.get("Retry-After", "1"))
             raise KlaviyoRateLimited(status=429, errors=errors, retry_after=retry_after)
         if response.status >= 500:
             raise KlaviyoServerError(status=response.status, errors=errors)
@@ -243,12 +353,32 @@ class BaseKlaviyoBackend:
 
     def bulk_suppress_profiles(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST an email suppression job (≤ 100 emails); returns the job resource."""
-        return self._request(
+        document = self._request(
             "bulk_suppress_profiles",
             "POST",
             "/api/profile-suppression-bulk-create-jobs",
             payload=payload,
         )
+        _expect("bulk_suppress_profiles", document, "data", dict)
+        return document
+
+    def _page(self, operation: str, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """One page of a collection: an object with a ``data`` list of resource objects."""
+        page = self._read(operation, path, params)
+        rows = _expect(operation, page, "data", list)
+        if not all(isinstance(row, dict) for row in rows):
+            raise KlaviyoMalformedResponse(
+                errors=[
+                    {
+                        "title": "Malformed response",
+                        "detail": f"{operation}: a row of 'data' is not a resource object",
+                    }
+                ]
+            )
+        links = page.get("links")
+        if links is not None and not isinstance(links, dict):
+            _expect(operation, {}, "links", dict)
+        return page
 
     def bulk_unsuppress_profiles(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST an email unsuppression job (≤ 100 emails; lifts only USER_SUPPRESSED)."""
@@ -261,7 +391,7 @@ class BaseKlaviyoBackend:
 
     def get_profiles(self, params: Mapping[str, str]) -> dict[str, Any]:
         """One page of ``GET /api/profiles``."""
-        return self._read("get_profiles", "/api/profiles", params)
+        return self._page("get_profiles", "/api/profiles", params)
 
     def iter_profiles(self, params: Mapping[str, str]) -> Iterator[dict[str, Any]]:
         """Every page, following ``links.next`` (its cursor is opaque)."""
@@ -271,16 +401,18 @@ class BaseKlaviyoBackend:
             next_url = (page.get("links") or {}).get("next")
             if not next_url:
                 return
-            page = self._read("get_profiles", next_url)
+            page = self._page("get_profiles", next_url)
 
     def get_list(self, list_id: str) -> dict[str, Any]:
-        return self._read("get_list", f"/api/lists/{list_id}")
+        document = self._read("get_list", f"/api/lists/{list_id}")
+        _expect("get_list", document, "data", dict)
+        return document
 
     def get_lists(self) -> Iterator[dict[str, Any]]:
-        page = self._read("get_lists", "/api/lists")
+        page = self._page("get_lists", "/api/lists")
         while True:
-            yield from page.get("data") or []
+            yield from page["data"]
             next_url = (page.get("links") or {}).get("next")
             if not next_url:
                 return
-            page = self._read("get_lists", next_url)
+            page = self._page("get_lists", next_url)

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 
 from klaviyo_consent.backends.base import BaseKlaviyoBackend, RawResponse
-from klaviyo_consent.exceptions import KlaviyoConnectionError
+from klaviyo_consent.exceptions import ConfigurationError, KlaviyoConnectionError
 
 
 class KlaviyoBackend(BaseKlaviyoBackend):
@@ -19,6 +20,7 @@ class KlaviyoBackend(BaseKlaviyoBackend):
         super().__init__(**kwargs)
         self.session = session or requests.Session()
 
+    @sensitive_variables("headers")
     def send(
         self,
         method: str,
@@ -33,14 +35,26 @@ class KlaviyoBackend(BaseKlaviyoBackend):
             response = self.session.request(
                 method, url, headers=headers, params=params, data=body, timeout=self.timeout
             )
-        except requests.Timeout as exc:
+        # ``from None`` throughout: the chained traceback's frames inside requests hold the
+        # prepared headers (the key) as local variables, which the DEBUG error page prints.
+        except requests.Timeout:
             raise KlaviyoConnectionError(
                 errors=[{"title": "Timeout", "detail": f"no answer within {self.timeout}s"}]
-            ) from exc
+            ) from None
         except requests.ConnectionError as exc:
             raise KlaviyoConnectionError(
                 errors=[{"title": "Connection error", "detail": type(exc).__name__}]
-            ) from exc
+            ) from None
+        except requests.exceptions.InvalidHeader:
+            # requests quotes the header value, i.e. the key: never pass its message on.
+            raise ConfigurationError(
+                'A request header is not valid: KLAVIYO_CONSENT["API_KEY"] or "REVISION" holds '
+                "whitespace or a control character (see system check klaviyo_consent.E004)."
+            ) from None
+        except (requests.RequestException, ValueError) as exc:
+            raise KlaviyoConnectionError(
+                errors=[{"title": "Request error", "detail": type(exc).__name__}]
+            ) from None
         return RawResponse(
             status=response.status_code,
             headers=response.headers,

@@ -131,11 +131,22 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
     return email, phone, changes
 
 
+#: RFC 5321 §4.5.3.1.3's path limit less the angle brackets; the column's length.
+MAX_EMAIL_LENGTH = 254
+
+
 def clean_email(raw: str, *, field: str = "profile.email") -> str | None:
     """The email normalised (None when blank), or raise naming ``field`` if malformed."""
     email = normalize_email(raw)
     if not email:
         return None
+    if len(email) > MAX_EMAIL_LENGTH:
+        # The stored form (punycode domain) can be longer than what was typed.
+        raise ConsentValidationError(
+            f"An email address has at most {MAX_EMAIL_LENGTH} characters once its domain is "
+            f"in IDNA form; this one has {len(email)}.",
+            field=field,
+        )
     try:
         validate_email(email)
     except DjangoValidationError:

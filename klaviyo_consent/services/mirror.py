@@ -16,6 +16,7 @@ from django.utils import timezone
 from klaviyo_consent.backends import get_backend
 from klaviyo_consent.choices import DeliveryStatus, Method
 from klaviyo_consent.conf import consent_settings
+from klaviyo_consent.exceptions import KlaviyoAPIError
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_email
 from klaviyo_consent.services import payloads
 from klaviyo_consent.services.lists import opt_in_process
@@ -436,8 +437,13 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
         profiles = list({d.profile_id: d.profile for d in batch}.values())
         try:
             pull = pull_profiles(profiles, deliveries=batch, source="verify")
+        except KlaviyoAPIError as error:
+            _read_back_failed(batch, error)
+            report.retried += len(batch)
+            break
         except Exception:
-            # Unread rows go back to be read by the next run, not after a lease runs out.
+            # Unread rows go back to be read by the next run, not after a lease runs out
+            # (a push that must not wait defers its read-back this way).
             Delivery.objects.filter(
                 pk__in=[d.pk for d in batch], lease_token__in={d.lease_token for d in batch}
             ).update(lease_token="", lease_expires_at=None)
@@ -447,6 +453,25 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
         for delivery in batch:
             report.verdicts[delivery.status] += 1
     return report
+
+
+def _read_back_failed(batch: Sequence[Delivery], error: KlaviyoAPIError) -> None:
+    """A read-back Klaviyo could not answer (an error, a 2xx that is not its JSON): each row
+    keeps its status, counts the attempt, says why and is due again after a backoff."""
+    from klaviyo_consent.services.sync import backoff
+
+    now = timezone.now()
+    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for delivery in batch:
+        groups[(delivery.verify_attempts + 1, delivery.lease_token)].append(delivery.pk)
+    for (attempts, token), pks in groups.items():
+        Delivery.objects.filter(pk__in=pks, lease_token=token).update(
+            verify_attempts=attempts,
+            reason=f"Read-back failed: {error}"[:2000],
+            next_attempt_at=now + timedelta(seconds=backoff(attempts, error.retry_after)),
+            lease_token="",
+            lease_expires_at=None,
+        )
 
 
 def _fetch(

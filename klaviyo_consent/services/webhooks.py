@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import math
 import time
@@ -24,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from klaviyo_consent import strict_json
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import (
     ConsentValidationError,
@@ -116,8 +116,8 @@ def verify_webhook(
     stored) or :class:`MalformedWebhook` (signed, but not a JSON envelope; nothing stored). ``now``
     (Unix seconds) replaces the clock in tests.
     """
-    secret = consent_settings.WEBHOOK_SECRET
-    if not secret:
+    # The secret is never held in a local variable: the DEBUG=True error page prints them all.
+    if not consent_settings.WEBHOOK_SECRET:
         raise WebhookRejected(
             "not_configured", 'Webhooks are not configured: KLAVIYO_CONSENT["WEBHOOK_SECRET"].'
         )
@@ -130,7 +130,7 @@ def verify_webhook(
         values[name] = value
     webhook_id, stamp = values[WEBHOOK_ID_HEADER], values[TIMESTAMP_HEADER]
 
-    expected = sign(body, stamp, secret)
+    expected = sign(body, stamp, consent_settings.WEBHOOK_SECRET)
     offered = values[SIGNATURE_HEADER].lower().encode("utf-8", "replace")
     if not hmac.compare_digest(expected.encode(), offered):
         raise WebhookRejected(
@@ -187,9 +187,9 @@ def verify_webhook(
 
 def _parse(body: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedWebhook(f"The body is not JSON: {exc}.") from None
+        document = strict_json.loads(body)
+    except strict_json.UnsafeJSON as exc:
+        raise MalformedWebhook(str(exc)) from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise MalformedWebhook('The body must be a JSON object with a "data" list.')
     return document

@@ -37,3 +37,42 @@ def klaviyo_fake(settings: Any) -> Iterator[Any]:
     reset_backend()
     reset_limiters()
     set_default_fake(previous)
+
+
+_EVENTS = "klaviyo_consent_consentevent"
+_DELETE_TRIGGER = "klaviyo_consent_append_only_delete"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _klaviyo_consent_sqlite_flush_allowed() -> Iterator[None]:
+    """Let a test flush (``transaction=True`` tests) empty the ledger on SQLite.
+
+    Migration 0004 makes SQLite refuse DELETE of a consent event, and Django flushes SQLite with
+    DELETE (PostgreSQL flushes with TRUNCATE, which row triggers do not see). Only the flush of
+    a test database lifts the trigger, for the length of that flush.
+    """
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    DatabaseOperations = DatabaseWrapper.ops_class
+    original = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self: Any, sql_list: Any) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER IF EXISTS {_DELETE_TRIGGER}")
+        try:
+            original(self, sql_list)
+        finally:
+            with self.connection.cursor() as cursor:
+                if cursor.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [_EVENTS]
+                ).fetchone():
+                    cursor.execute(
+                        f"CREATE TRIGGER IF NOT EXISTS {_DELETE_TRIGGER} "
+                        f"BEFORE DELETE ON {_EVENTS} "
+                        "BEGIN SELECT RAISE(ABORT, 'consent events are append-only: DELETE on "
+                        f"{_EVENTS} refused'); END"
+                    )
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush  # type: ignore[method-assign]
+    yield
+    DatabaseOperations.execute_sql_flush = original  # type: ignore[method-assign]
