@@ -290,10 +290,13 @@ class _Job:
 
     @staticmethod
     def _entry(rows: list[_Row]) -> dict[str, Any]:
+        # Each event carries the identifiers its consent was given for (docs/identity.md):
+        # the entry names the newest of each, so an email-only and an SMS-only event of one
+        # person still send both channels with their own identifier.
         newest = rows[-1]
         return payloads.profile_entry(
-            email=newest.email or None,
-            phone_number=newest.phone_number or None,
+            email=next((r.email for r in reversed(rows) if r.email), None),
+            phone_number=next((r.phone_number for r in reversed(rows) if r.phone_number), None),
             klaviyo_id=newest.klaviyo_id or None,
             consents=[(r.channel, r.purpose, r.consent, r.consented_at) for r in rows],
         )
