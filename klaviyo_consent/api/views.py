@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -15,12 +16,21 @@ from klaviyo_consent.api.permissions import CanViewConsent, write_permissions
 from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
     ConsentRequestSerializer,
+    IdentityEventSerializer,
+    MergeSerializer,
+    PhoneNumberChangeSerializer,
     ProfileSerializer,
+    StrictSerializer,
 )
 from klaviyo_consent.choices import Consent
-from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
 from klaviyo_consent.phone import normalize_phone_number
+from klaviyo_consent.services.identity import (
+    IdentityResult,
+    merge_profiles,
+    replace_phone_number,
+)
 from klaviyo_consent.services.ledger import (
     ConsentRequest,
     Evidence,
@@ -36,6 +46,15 @@ def field_error(error: ConsentValidationError) -> ValidationError:
     for part in reversed((error.field or "non_field_errors").split(".")):
         detail = {part: detail}
     return ValidationError(detail)
+
+
+def identity_conflict(error: IdentityConflict) -> Response:
+    """409 ``{"code": "identity_conflict", "fields": [...], "detail": "..."}``; nothing was
+    recorded (docs/identity.md)."""
+    return Response(
+        {"code": "identity_conflict", "fields": error.fields, "detail": error.message},
+        status=status.HTTP_409_CONFLICT,
+    )
 
 
 def evidence_from(request: Request) -> Evidence:
@@ -72,6 +91,7 @@ class _RecordView(APIView):
                     email=data["profile"].get("email"),
                     phone_number=data["profile"].get("phone_number"),
                     external_id=data["profile"].get("external_id") or None,
+                    country=data["profile"].get("country") or None,
                     list_id=data["list_id"],
                     method=data["method"],
                     method_detail=data["method_detail"],
@@ -83,6 +103,8 @@ class _RecordView(APIView):
                     recorded_by=user,
                 )
             )
+        except IdentityConflict as error:
+            return identity_conflict(error)
         except ConsentValidationError as error:
             raise field_error(error) from error
         result = settled(result)
@@ -143,6 +165,61 @@ class ProfileDetail(generics.RetrieveAPIView):
     serializer_class = ProfileSerializer
     permission_classes = [CanViewConsent]
     queryset = Profile.objects.all()
+
+
+class _IdentityView(APIView):
+    """A write on one profile's identity: write permission, one service call, 200 or 409."""
+
+    serializer_class: type = StrictSerializer
+
+    def get_permissions(self) -> list[Any]:
+        return write_permissions()
+
+    def post(self, request: Request, pk: int) -> Response:
+        profile = get_object_or_404(Profile, pk=pk)
+        serializer = self.serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request.user if request.user and request.user.is_authenticated else None
+        try:
+            result = self.perform(profile, serializer.validated_data, user)
+        except IdentityConflict as error:
+            return identity_conflict(error)
+        except ConsentValidationError as error:
+            raise field_error(error) from error
+        return Response(
+            {
+                "profile": ProfileSerializer(result.profile).data,
+                "identity_event": IdentityEventSerializer(result.identity_event).data,
+                "events": ConsentEventSerializer(result.events, many=True).data,
+            }
+        )
+
+    def perform(self, profile: Profile, data: dict[str, Any], user: Any) -> IdentityResult:
+        raise NotImplementedError("subclasses of _IdentityView must provide perform()")
+
+
+class PhoneNumberChangeView(_IdentityView):
+    """Replace the profile's phone number: the old number's SMS consent is closed, the new
+    number starts NEVER_SUBSCRIBED."""
+
+    serializer_class = PhoneNumberChangeSerializer
+
+    def perform(self, profile: Profile, data: dict[str, Any], user: Any) -> IdentityResult:
+        return replace_phone_number(
+            profile, data["phone_number"], country=data.get("country"), recorded_by=user
+        )
+
+
+class MergeView(_IdentityView):
+    """Merge profile ``other`` into this one (its identifiers move here; events stay)."""
+
+    serializer_class = MergeSerializer
+
+    def perform(self, profile: Profile, data: dict[str, Any], user: Any) -> IdentityResult:
+        other = Profile.objects.filter(pk=data["other"]).first()
+        if other is None:
+            raise ConsentValidationError("No profile has this id.", field="other")
+        return merge_profiles(profile, other, recorded_by=user)
 
 
 class EventList(generics.ListAPIView):

@@ -12,7 +12,7 @@ from typing import Any
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import Profile
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.ledger import clean_email, latest_events, ledger_for
+from klaviyo_consent.services.ledger import clean_email, histories_of, latest_events, ledger_for
 
 #: The most identifiers (emails and phone numbers together) one check may name.
 MAX_IDENTIFIERS = 1000
@@ -62,8 +62,11 @@ def check_prior_consent(
     """One result per identifier, emails first, each list in the order given.
 
     Answers from the local ledger (which includes changes recorded from Klaviyo), not from a
-    live Klaviyo call. Profiles are fetched in one query per identifier type, and the latest
-    events of all of them in one more.
+    live Klaviyo call. Profiles are fetched in one query per identifier type, the latest
+    events of all of them in one more, and the history of identifiers no profile holds in one
+    more. Each identifier answers with its own history: a profile's
+    number with that profile's ledger for it, a replaced number (no profile holds it) with the
+    events recorded for it, e.g. UNSUBSCRIBED "phone number replaced" (docs/identity.md).
     """
     items: list[tuple[str, str, str | None, str | None]] = []
     for kind, values, normalize in (
@@ -87,9 +90,22 @@ def check_prior_consent(
     profiles = {profile.pk: profile for profile in found.values()}
     latest = latest_events(profiles)
     ledgers = {pk: ledger_for(profile, events=latest[pk]) for pk, profile in profiles.items()}
+    # An identifier no profile holds any more (a replaced number) answers with its own history.
+    unheld = {
+        kind: [v for v in values if (kind, v) not in found] for kind, values in wanted.items()
+    }
+    histories = {
+        key: ledger_for(None, events=events)
+        for key, events in histories_of(unheld[EMAIL], unheld[PHONE_NUMBER]).items()
+    }
     results = []
     for kind, raw, normalized, error in items:
         profile = found.get((kind, normalized)) if normalized else None
+        ledger = (
+            ledgers[profile.pk]
+            if profile is not None
+            else histories.get((kind, normalized or ""), ledger_for(None))
+        )
         results.append(
             {
                 "identifier": raw,
@@ -97,9 +113,7 @@ def check_prior_consent(
                 "normalized": normalized,
                 "profile_id": profile.pk if profile is not None else None,
                 "error": error,
-                "consent": None
-                if error
-                else _leaves(ledgers[profile.pk] if profile is not None else ledger_for(None)),
+                "consent": None if error else _leaves(ledger),
             }
         )
     return results

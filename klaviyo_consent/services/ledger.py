@@ -183,6 +183,9 @@ def clean_email(raw: str, *, field: str = "profile.email") -> str | None:
 
 IDENTIFIERS = ("email", "phone_number", "external_id")
 
+#: ``method_detail`` of the withdrawals that close a replaced number's SMS consent.
+PHONE_NUMBER_REPLACED = "phone number replaced"
+
 
 def _find_profile(
     email: str | None, phone: str | None, external_id: str | None, *, lock: bool = True
@@ -384,9 +387,7 @@ def _current(queryset: Any) -> Any:
     """
     return queryset.annotate(
         current_email=Coalesce(F("profile__merged_into__email"), F("profile__email")),
-        current_phone=Coalesce(
-            F("profile__merged_into__phone_number"), F("profile__phone_number")
-        ),
+        current_phone=Coalesce(F("profile__merged_into__phone_number"), F("profile__phone_number")),
     ).filter(
         Q(channel=Channel.EMAIL, email=F("current_email"))
         | Q(channel=Channel.SMS, phone_number=F("current_phone"))
@@ -406,9 +407,7 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
     owner = Coalesce(F("profile__merged_into_id"), F("profile_id"))
     newest = (
         _current(
-            ConsentEvent.objects.filter(
-                Q(profile_id__in=ids) | Q(profile__merged_into_id__in=ids)
-            )
+            ConsentEvent.objects.filter(Q(profile_id__in=ids) | Q(profile__merged_into_id__in=ids))
         )
         .order_by()
         .annotate(owner=owner)
@@ -426,20 +425,40 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
     return latest
 
 
-def history_of(channel: str, identifier: str) -> list[ConsentEvent]:
-    """The latest events per purpose recorded for ``identifier`` on ``channel``, whoever holds
-    it now: how ``check/`` answers a number no profile holds any more (a replaced number)."""
-    column = "email" if channel == Channel.EMAIL else "phone_number"
+def histories_of(
+    emails: Iterable[str], phone_numbers: Iterable[str]
+) -> dict[tuple[str, str], list[ConsentEvent]]:
+    """For each identifier, the latest events per purpose recorded for it on its own channel
+    (email events for an email, SMS events for a number), whoever recorded them.
+
+    How ``check/`` answers an identifier no profile holds any more (a replaced number). Keys
+    are ``("email", value)`` and ``("phone_number", value)``; one query for all of them; an
+    identifier never seen maps to ``[]``.
+    """
+    wanted = {("email", e) for e in emails} | {("phone_number", p) for p in phone_numbers}
+    found: dict[tuple[str, str], list[ConsentEvent]] = {key: [] for key in wanted}
+    if not wanted:
+        return found
+    by_kind = {kind: [value for k, value in wanted if k == kind] for kind in IDENTIFIERS[:2]}
     newest = (
-        ConsentEvent.objects.filter(channel=channel, **{column: identifier})
+        ConsentEvent.objects.filter(
+            Q(channel=Channel.EMAIL, email__in=by_kind["email"])
+            | Q(channel=Channel.SMS, phone_number__in=by_kind["phone_number"])
+        )
         .order_by()
-        .values("purpose")
+        .values("channel", "email", "phone_number", "purpose")
         .annotate(newest=Max("id"))
         .values("newest")
     )
-    return list(
+    for event in (
         ConsentEvent.objects.filter(pk__in=newest).select_related("delivery").order_by("id")
-    )
+    ):
+        if event.channel == Channel.EMAIL:
+            key = ("email", event.email)
+        else:
+            key = ("phone_number", event.phone_number)
+        found[key].append(event)
+    return found
 
 
 def ledger_for(
@@ -449,12 +468,10 @@ def ledger_for(
 
     ``events``: the profile's events in id order with their deliveries (its whole history, or
     only the latest per key from :func:`latest_events`) when the caller already holds them,
-    to spare a query. No profile: every leaf is NEVER_SUBSCRIBED.
+    to spare a query. No profile and no events: every leaf is NEVER_SUBSCRIBED.
     """
-    if profile is None:
-        events = ()
-    elif events is None:
-        events = latest_events([profile.pk])[profile.pk]
+    if events is None:
+        events = () if profile is None else latest_events([profile.pk])[profile.pk]
     latest: dict[tuple[str, str], ConsentEvent] = {}
     for event in events:
         latest[(event.channel, event.purpose)] = event
@@ -472,10 +489,13 @@ def ledger_for(
                 }
             else:
                 delivery = getattr(event, "delivery", None)
+                reason = delivery.reason if delivery else ""
+                if not reason and event.method_detail == PHONE_NUMBER_REPLACED:
+                    reason = PHONE_NUMBER_REPLACED  # why the ledger closed it, when Klaviyo is mute
                 leaf = {
                     "status": event.consent,
                     "delivery": delivery.status if delivery else None,
-                    "reason": delivery.reason if delivery else "",
+                    "reason": reason,
                     "event_id": event.pk,
                     "consented_at": _consented_at(event),
                 }
