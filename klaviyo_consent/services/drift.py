@@ -51,6 +51,22 @@ def _drifted(event: ConsentEvent | None, shown: str, leaf: dict[str, Any]) -> bo
     return False
 
 
+def _same_identifier(profile: Profile, data: dict[str, Any], channel: str) -> bool:
+    """Does Klaviyo's profile hold our profile's identifier for ``channel``?
+
+    After a number change (docs/identity.md) Klaviyo's SMS state is the old number's until
+    Klaviyo learns the new one; recording it for the new number would misattribute it. A
+    resource without the attribute (not asked for) is taken as the same.
+    """
+    attributes = (data or {}).get("attributes") or {}
+    name = "email" if channel == "email" else "phone_number"
+    if name not in attributes or not attributes[name]:
+        return True
+    theirs = attributes[name]
+    ours = getattr(profile, name)
+    return (theirs.strip().lower() if name == "email" else theirs) == ours
+
+
 def _method_detail(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> str:
     if (
         before is not None
@@ -73,8 +89,10 @@ def record_drift(matched: Iterable[tuple[Profile, dict[str, Any]]]) -> tuple[int
     latest = _latest_events([profile.pk for profile, _ in pairs])
     now = timezone.now()
     found: list[tuple[Profile, ConsentEvent, ConsentEvent | None]] = []
-    for profile, _ in pairs:
+    for profile, data in pairs:
         for channel, purposes in CHANNEL_PURPOSES.items():
+            if not _same_identifier(profile, data, channel):
+                continue  # Klaviyo's state there is another identifier's (a replaced number)
             for purpose in purposes:
                 leaf = profile.klaviyo_leaf(channel, purpose)
                 shown = leaf.get("consent") or ""
