@@ -25,7 +25,7 @@ from klaviyo_consent.api.serializers import (
 from klaviyo_consent.choices import Consent
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
-from klaviyo_consent.phone import normalize_phone_number
+from klaviyo_consent.phone import clean_country, normalize_phone_number
 from klaviyo_consent.services.identity import (
     IdentityResult,
     merge_profiles,
@@ -152,9 +152,12 @@ class ProfileList(generics.ListAPIView):
             queryset = queryset.filter(email=normalize_email(params["email"]))
         if params.get("phone_number"):
             try:
-                phone = normalize_phone_number(params["phone_number"])
+                phone = normalize_phone_number(
+                    params["phone_number"],
+                    country=clean_country(params.get("country"), field="country"),
+                )
             except ConsentValidationError as error:
-                raise ValidationError({"phone_number": [error.message]}) from error
+                raise ValidationError({error.field or "phone_number": [error.message]}) from error
             queryset = queryset.filter(phone_number=phone)
         if params.get("external_id"):
             queryset = queryset.filter(external_id=params["external_id"])

@@ -17,7 +17,7 @@ USERNAME, PASSWORD = "admin", "admin"
 SEEDS = [
     (
         "ada@example.com",
-        "+447700900123",
+        "+447400900123",
         {"email": {"marketing": True}, "sms": {"marketing": True}},
         "DemoLs",
         False,
