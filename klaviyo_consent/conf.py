@@ -68,7 +68,8 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 10.0,
     # ISO codes where Klaviyo texts; SMS consent elsewhere is refused with a 400.
     "SMS_COUNTRIES": KLAVIYO_SMS_COUNTRIES,
-    # Region used to parse national-format phone numbers (None: only +E.164 input is accepted).
+    # Region used to parse national-format phone numbers when the input gives no country
+    # (``profile.country``, the CSV ``country`` column); None: only +E.164 input is accepted.
     "DEFAULT_PHONE_REGION": None,
     # DRF permission classes guarding the write endpoints (subscribe/unsubscribe).
     "WRITE_PERMISSION_CLASSES": ("rest_framework.permissions.IsAuthenticated",),
