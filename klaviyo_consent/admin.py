@@ -21,6 +21,7 @@ from klaviyo_consent.models import (
     EVENT_FIELDS,
     ConsentEvent,
     Delivery,
+    IdentityEvent,
     KlaviyoList,
     Profile,
     WebhookDelivery,
@@ -162,6 +163,29 @@ class ConsentEventInline(ReadOnlyMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("delivery")
 
 
+class IdentityEventInline(ReadOnlyMixin, admin.TabularInline):
+    """Number changes, added identifiers and merges of this profile (docs/identity.md)."""
+
+    model = IdentityEvent
+    fk_name = "profile"
+    extra = 0
+    can_delete = False
+    ordering = ["-recorded_at", "-id"]
+    fields = [
+        "recorded_at",
+        "change",
+        "field",
+        "old_value",
+        "new_value",
+        "other_profile",
+        "moved",
+        "method",
+        "recorded_by",
+    ]
+    readonly_fields = fields
+    verbose_name_plural = "identity changes"
+
+
 @admin.register(Profile)
 class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
@@ -178,19 +202,20 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "email",
         "phone_number",
         "external_id",
+        "merged_into",
         "klaviyo_id",
         "mirrored_at",
         "created_at",
         "consent_side_by_side",
     ]
     fieldsets = [
-        (None, {"fields": ["email", "phone_number", "external_id", "klaviyo_id"]}),
+        (None, {"fields": ["email", "phone_number", "external_id", "merged_into", "klaviyo_id"]}),
         (
             "Consent: Klaviyo's mirror beside the local ledger",
             {"fields": ["mirrored_at", "consent_side_by_side"]},
         ),
     ]
-    inlines = [ConsentEventInline]
+    inlines = [ConsentEventInline, IdentityEventInline]
     actions = [
         "push_pending_action",
         "refresh_action",

@@ -421,3 +421,49 @@ def test_the_signup_page_refuses_a_known_number_with_a_new_email_without_naming_
     ada.refresh_from_db()
     assert ada.email == "ada@example.org"
     assert not Profile.objects.filter(email="mallory@example.org").exists()
+
+
+def test_an_email_withdrawal_by_the_number_of_a_known_profile_is_accepted(api, ada):
+    response = subscribe(
+        api, {"phone_number": "+447400123456"}, {"email": {"marketing": True}}, UNSUBSCRIBE
+    )
+    assert response.status_code == 201, response.content
+    [event] = response.data["events"]
+    assert (event["channel"], event["email"], event["phone_number"]) == (
+        "email",
+        "ada@example.org",
+        "+447400123456",
+    )
+
+
+def test_the_profile_page_shows_its_identity_changes(admin_client, ada):
+    replace_phone_number(ada, "+447400654321")
+    page = admin_client.get(f"/admin/klaviyo_consent/profile/{ada.pk}/change/").content.decode()
+    assert "identity changes" in page.lower()
+    assert "+447400654321" in page and "Phone number replaced" in page
+
+
+def test_drift_never_records_the_old_numbers_state_for_the_new_number(api, ada, fake):
+    from klaviyo_consent.services.mirror import pull_profiles
+
+    replace_phone_number(ada, "+447400654321")
+    fake.reply_stop("+447400123456")  # the old number, still on Klaviyo's profile, texts STOP
+    pull_profiles([Profile.objects.get(pk=ada.pk)])
+    new = sms_status(api, "+447400654321")["consent"]["sms"]["marketing"]
+    assert new["status"] == "NEVER_SUBSCRIBED"
+    assert not ConsentEvent.objects.filter(phone_number="+447400654321").exists()
+
+
+def test_a_naive_klaviyo_timestamp_is_read_as_utc_not_a_type_error():
+    from datetime import UTC, datetime
+
+    from klaviyo_consent.services.drift import _changed_after
+    from klaviyo_consent.services.payloads import parse_klaviyo_datetime
+
+    assert parse_klaviyo_datetime("2026-01-02T03:04:05") == datetime(
+        2026, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
+    assert parse_klaviyo_datetime("2026-02-30T00:00:00") is None
+    assert _changed_after(
+        {"consent_timestamp": "2026-01-02T03:04:05"}, datetime(2026, 1, 1, tzinfo=UTC)
+    )

@@ -10,10 +10,10 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Consent, DeliveryStatus, Method
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+from klaviyo_consent.services import payloads
 from klaviyo_consent.services.ledger import latest_events
 from klaviyo_consent.signals import drift_detected
 
@@ -30,7 +30,7 @@ def _latest_events(profile_ids: list[int]) -> dict[tuple[int, str, str], Consent
 
 
 def _changed_after(leaf: dict[str, Any], moment: datetime) -> bool:
-    stamp = parse_datetime(str(leaf.get("consent_timestamp") or ""))
+    stamp = payloads.parse_klaviyo_datetime(leaf.get("consent_timestamp"))
     return stamp is not None and stamp > moment
 
 

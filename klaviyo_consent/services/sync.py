@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.backends import get_backend
 from klaviyo_consent.choices import Consent, DeliveryStatus
@@ -501,7 +500,7 @@ class Pusher:
         for row in stranded:
             if row.profile_id in found:
                 leaf = found[row.profile_id][0].klaviyo_leaf(row.channel, row.purpose)
-                stamp = parse_datetime(str(leaf.get("consent_timestamp") or ""))
+                stamp = payloads.parse_klaviyo_datetime(leaf.get("consent_timestamp"))
                 if leaf.get("consent") == row.consent and stamp and stamp >= claimed_at[row.pk]:
                     settled.append(row)
         if settled:
