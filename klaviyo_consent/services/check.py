@@ -7,6 +7,7 @@ not parse; here every identifier gets an answer, a malformed one an ``error``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from klaviyo_consent.exceptions import ConsentValidationError
@@ -32,10 +33,11 @@ def _normalized_email(raw: str) -> tuple[str | None, str | None]:
     return email, None
 
 
-def _normalized_phone(raw: str) -> tuple[str | None, str | None]:
-    """(E.164 number, None) or (None, why it is malformed)."""
+def _normalized_phone(raw: str, country: str | None = None) -> tuple[str | None, str | None]:
+    """(E.164 number, None) or (None, why it is malformed); national numbers read in
+    ``country``, else ``DEFAULT_PHONE_REGION``."""
     try:
-        return normalize_phone_number(raw), None
+        return normalize_phone_number(raw, country=country), None
     except ConsentValidationError as error:
         return None, error.message
 
@@ -57,21 +59,22 @@ def _leaves(ledger: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def check_prior_consent(
-    emails: Sequence[str], phone_numbers: Sequence[str]
+    emails: Sequence[str], phone_numbers: Sequence[str], *, country: str | None = None
 ) -> list[dict[str, Any]]:
     """One result per identifier, emails first, each list in the order given.
 
     Answers from the local ledger (which includes changes recorded from Klaviyo), not from a
     live Klaviyo call. Profiles are fetched in one query per identifier type, the latest
     events of all of them in one more, and the history of identifiers no profile holds in one
-    more. Each identifier answers with its own history: a profile's
-    number with that profile's ledger for it, a replaced number (no profile holds it) with the
-    events recorded for it, e.g. UNSUBSCRIBED "phone number replaced" (docs/identity.md).
+    more. Each identifier answers with its own history: a profile's number with that
+    profile's ledger for it, a replaced number (no profile holds it) with the events recorded
+    for it, e.g. UNSUBSCRIBED "phone number replaced" (docs/identity.md). National numbers are
+    read in ``country`` (ISO 3166-1 alpha-2), else ``DEFAULT_PHONE_REGION``.
     """
     items: list[tuple[str, str, str | None, str | None]] = []
     for kind, values, normalize in (
         (EMAIL, emails, _normalized_email),
-        (PHONE_NUMBER, phone_numbers, _normalized_phone),
+        (PHONE_NUMBER, phone_numbers, partial(_normalized_phone, country=country)),
     ):
         for raw in values:
             normalized, error = normalize(raw)
