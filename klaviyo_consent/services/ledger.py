@@ -187,9 +187,7 @@ IDENTIFIERS = ("email", "phone_number", "external_id")
 PHONE_NUMBER_REPLACED = "phone number replaced"
 
 
-def _find_profile(
-    email: str | None, phone: str | None, external_id: str | None, *, lock: bool = True
-) -> Profile | None:
+def _find_profile(email: str | None, phone: str | None, external_id: str | None) -> Profile | None:
     """The one profile these identifiers name, or None; :class:`IdentityConflict` (409) when
     they name two people, or name one whose stored identifier differs from the one given.
 
@@ -208,8 +206,7 @@ def _find_profile(
     condition = Q()
     for name, value in given:
         condition |= Q(**{name: value})
-    queryset = Profile.objects.filter(condition).order_by()
-    candidates = list(queryset.select_for_update() if lock else queryset)
+    candidates = list(Profile.objects.select_for_update().filter(condition).order_by())
     found: dict[str, Profile] = {}
     for name, value in given:
         profile = next((p for p in candidates if getattr(p, name) == value), None)
@@ -439,7 +436,9 @@ def histories_of(
     found: dict[tuple[str, str], list[ConsentEvent]] = {key: [] for key in wanted}
     if not wanted:
         return found
-    by_kind = {kind: [value for k, value in wanted if k == kind] for kind in IDENTIFIERS[:2]}
+    by_kind = {
+        kind: [value for k, value in wanted if k == kind] for kind in ("email", "phone_number")
+    }
     newest = (
         ConsentEvent.objects.filter(
             Q(channel=Channel.EMAIL, email__in=by_kind["email"])
