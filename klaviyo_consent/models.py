@@ -221,7 +221,13 @@ class ConsentEvent(models.Model):
     class Meta:
         ordering = ["-recorded_at", "-id"]
         indexes = [
-            models.Index(fields=["profile", "channel", "purpose", "-id"], name="kc_event_key")
+            models.Index(fields=["profile", "channel", "purpose", "-id"], name="kc_event_key"),
+            # A number's own SMS history, whoever holds it now (check/ of a replaced number).
+            models.Index(
+                fields=["phone_number", "purpose"],
+                condition=Q(channel="sms"),
+                name="kc_event_sms_number",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -13,7 +13,7 @@ from typing import Any
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import Profile
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.ledger import clean_email, histories_of, latest_events, ledger_for
+from klaviyo_consent.services.ledger import clean_email, latest_events, ledger_for, sms_histories
 
 #: The most identifiers (emails and phone numbers together) one check may name.
 MAX_IDENTIFIERS = 1000
@@ -65,8 +65,8 @@ def check_prior_consent(
 
     Answers from the local ledger (which includes changes recorded from Klaviyo), not from a
     live Klaviyo call. Profiles are fetched in one query per identifier type, the latest
-    events of all of them in one more, and the history of identifiers no profile holds in one
-    more. Each identifier answers with its own history: a profile's number with that
+    events of all of them in one more, and the history of numbers no profile holds (if any) in
+    one more. Each identifier answers with its own history: a profile's number with that
     profile's ledger for it, a replaced number (no profile holds it) with the events recorded
     for it, e.g. UNSUBSCRIBED "phone number replaced" (docs/identity.md). National numbers are
     read in ``country`` (ISO 3166-1 alpha-2), else ``DEFAULT_PHONE_REGION``.
@@ -93,13 +93,11 @@ def check_prior_consent(
     profiles = {profile.pk: profile for profile in found.values()}
     latest = latest_events(profiles)
     ledgers = {pk: ledger_for(profile, events=latest[pk]) for pk, profile in profiles.items()}
-    # An identifier no profile holds any more (a replaced number) answers with its own history.
-    unheld = {
-        kind: [v for v in values if (kind, v) not in found] for kind, values in wanted.items()
-    }
+    # A number no profile holds any more (a replaced number) answers with its own history.
+    unheld = [number for number in wanted[PHONE_NUMBER] if (PHONE_NUMBER, number) not in found]
     histories = {
-        key: ledger_for(None, events=events)
-        for key, events in histories_of(unheld[EMAIL], unheld[PHONE_NUMBER]).items()
+        (PHONE_NUMBER, number): ledger_for(None, events=events)
+        for number, events in sms_histories(unheld).items()
     }
     results = []
     for kind, raw, normalized, error in items:

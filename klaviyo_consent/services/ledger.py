@@ -404,7 +404,12 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
     owner = Coalesce(F("profile__merged_into_id"), F("profile_id"))
     newest = (
         _current(
-            ConsentEvent.objects.filter(Q(profile_id__in=ids) | Q(profile__merged_into_id__in=ids))
+            # One semi-join on the event's profile column, so the kc_event_key index serves it.
+            ConsentEvent.objects.filter(
+                profile_id__in=Profile.objects.filter(
+                    Q(pk__in=ids) | Q(merged_into_id__in=ids)
+                ).values("pk")
+            )
         )
         .order_by()
         .annotate(owner=owner)
@@ -422,41 +427,28 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
     return latest
 
 
-def histories_of(
-    emails: Iterable[str], phone_numbers: Iterable[str]
-) -> dict[tuple[str, str], list[ConsentEvent]]:
-    """For each identifier, the latest events per purpose recorded for it on its own channel
-    (email events for an email, SMS events for a number), whoever recorded them.
+def sms_histories(phone_numbers: Iterable[str]) -> dict[str, list[ConsentEvent]]:
+    """For each number, its latest SMS events per purpose, whoever recorded them.
 
-    How ``check/`` answers an identifier no profile holds any more (a replaced number). Keys
-    are ``("email", value)`` and ``("phone_number", value)``; one query for all of them; an
-    identifier never seen maps to ``[]``.
+    How ``check/`` answers a number no profile holds any more (a replaced number): with the
+    number's own history. Emails never lose their profile (they only move, on a merge), so
+    only numbers need this. One query (the ``kc_event_sms_number`` index); a number never seen
+    maps to ``[]``, and no numbers cost no query.
     """
-    wanted = {("email", e) for e in emails} | {("phone_number", p) for p in phone_numbers}
-    found: dict[tuple[str, str], list[ConsentEvent]] = {key: [] for key in wanted}
-    if not wanted:
+    found: dict[str, list[ConsentEvent]] = {number: [] for number in phone_numbers}
+    if not found:
         return found
-    by_kind = {
-        kind: [value for k, value in wanted if k == kind] for kind in ("email", "phone_number")
-    }
     newest = (
-        ConsentEvent.objects.filter(
-            Q(channel=Channel.EMAIL, email__in=by_kind["email"])
-            | Q(channel=Channel.SMS, phone_number__in=by_kind["phone_number"])
-        )
+        ConsentEvent.objects.filter(channel=Channel.SMS, phone_number__in=list(found))
         .order_by()
-        .values("channel", "email", "phone_number", "purpose")
+        .values("phone_number", "purpose")
         .annotate(newest=Max("id"))
         .values("newest")
     )
     for event in (
         ConsentEvent.objects.filter(pk__in=newest).select_related("delivery").order_by("id")
     ):
-        if event.channel == Channel.EMAIL:
-            key = ("email", event.email)
-        else:
-            key = ("phone_number", event.phone_number)
-        found[key].append(event)
+        found[event.phone_number].append(event)
     return found
 
 
