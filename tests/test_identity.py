@@ -467,3 +467,14 @@ def test_a_naive_klaviyo_timestamp_is_read_as_utc_not_a_type_error():
     assert _changed_after(
         {"consent_timestamp": "2026-01-02T03:04:05"}, datetime(2026, 1, 1, tzinfo=UTC)
     )
+
+
+def test_giving_a_number_to_a_profile_without_one_is_recorded_as_an_addition(api, fake):
+    response = subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+    profile = Profile.objects.get(pk=response.data["profile"]["id"])
+    result = replace_phone_number(profile, "+447400123456")
+    assert result.events == []
+    assert (result.identity_event.change, result.identity_event.old_value) == (
+        "identifier_added",
+        "",
+    )

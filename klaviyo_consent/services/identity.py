@@ -100,7 +100,7 @@ def replace_phone_number(
             ) from error
         record = IdentityEvent.objects.create(
             profile=profile,
-            change=IdentityChange.PHONE_NUMBER_REPLACED,
+            change=IdentityChange.PHONE_NUMBER_REPLACED if old else IdentityChange.IDENTIFIER_ADDED,
             field="phone_number",
             old_value=old or "",
             new_value=new,
