@@ -478,3 +478,29 @@ def test_giving_a_number_to_a_profile_without_one_is_recorded_as_an_addition(api
         "identifier_added",
         "",
     )
+
+
+def test_every_identity_change_sends_identity_changed(api, fake):
+    from klaviyo_consent.signals import identity_changed
+
+    seen = []
+
+    def receiver(sender, profile, identity_events, **kwargs):
+        seen.extend((profile.pk, e.change) for e in identity_events)
+
+    identity_changed.connect(receiver)
+    try:
+        first = subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+        subscribe(api, ADA, {"sms": {"marketing": True}})
+        other = subscribe(api, {"email": "sam@example.org"}, {"email": {"marketing": True}})
+        ada = Profile.objects.get(pk=first.data["profile"]["id"])
+        replace_phone_number(ada, "+447400654321")
+        sam = Profile.objects.get(pk=other.data["profile"]["id"])
+        with pytest.raises(Exception, match="different email"):
+            merge_profiles(ada, sam)
+    finally:
+        identity_changed.disconnect(receiver)
+    assert seen == [
+        (ada.pk, "identifier_added"),
+        (ada.pk, "phone_number_replaced"),
+    ]

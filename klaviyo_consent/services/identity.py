@@ -24,7 +24,7 @@ from klaviyo_consent.models import (
 )
 from klaviyo_consent.phone import clean_country, normalize_phone_number
 from klaviyo_consent.services.ledger import IDENTIFIERS, PHONE_NUMBER_REPLACED, latest_events
-from klaviyo_consent.signals import consent_recorded
+from klaviyo_consent.signals import consent_recorded, identity_changed
 
 
 @dataclass
@@ -111,6 +111,7 @@ def replace_phone_number(
         if events:
             ConsentEvent.objects.append(events, next_attempt_at=now)
             consent_recorded.send(sender=ConsentEvent, events=events, profile=profile)
+        identity_changed.send(sender=IdentityEvent, profile=profile, identity_events=[record])
     return IdentityResult(profile=profile, identity_event=record, events=events)
 
 
@@ -171,6 +172,7 @@ def merge_profiles(
             method=method,
             recorded_by=recorded_by,
         )
+        identity_changed.send(sender=IdentityEvent, profile=survivor, identity_events=[record])
     return IdentityResult(profile=survivor, identity_event=record)
 
 

@@ -25,7 +25,7 @@ from klaviyo_consent.models import (
     normalize_email,
 )
 from klaviyo_consent.phone import clean_country, normalize_phone_number, require_sms_country
-from klaviyo_consent.signals import consent_recorded
+from klaviyo_consent.signals import consent_recorded, identity_changed
 
 #: Stores the evidence IP as the database keeps it (IPv6 compressed), so a response built
 #: from the new rows says what a later read says.
@@ -263,7 +263,7 @@ def _resolve_profile(
             profile.save(update_fields=[name for name, _ in added] + ["updated_at"])
         except IntegrityError as error:  # another request gave it to someone else meanwhile
             raise _LostProfileRace from error
-        IdentityEvent.objects.bulk_create(
+        records = IdentityEvent.objects.bulk_create(
             IdentityEvent(
                 profile=profile,
                 change=IdentityChange.IDENTIFIER_ADDED,
@@ -274,6 +274,7 @@ def _resolve_profile(
             )
             for name, value in added
         )
+        identity_changed.send(sender=IdentityEvent, profile=profile, identity_events=records)
     return profile, False
 
 
