@@ -504,3 +504,15 @@ def test_every_identity_change_sends_identity_changed(api, fake):
         (ada.pk, "identifier_added"),
         (ada.pk, "phone_number_replaced"),
     ]
+
+
+def test_after_a_merge_klaviyos_email_half_records_no_sms_drift(api, two_halves):
+    from klaviyo_consent.services.mirror import pull_profiles
+
+    survivor, other = two_halves
+    merge_profiles(survivor, other)
+    before = ConsentEvent.objects.count()
+    pull_profiles([Profile.objects.get(pk=survivor.pk)])  # Klaviyo still has two profiles
+    assert ConsentEvent.objects.count() == before
+    ledger = api.get(f"/api/consent/profiles/{survivor.pk}/").json()["ledger"]
+    assert ledger["sms"]["marketing"]["status"] == "SUBSCRIBED"

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Consent, DeliveryStatus, Method
-from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_email
 from klaviyo_consent.services import payloads
 from klaviyo_consent.services.ledger import latest_events
 from klaviyo_consent.signals import drift_detected
@@ -56,15 +56,19 @@ def _same_identifier(profile: Profile, data: dict[str, Any], channel: str) -> bo
 
     After a number change (docs/identity.md) Klaviyo's SMS state is the old number's until
     Klaviyo learns the new one; recording it for the new number would misattribute it. A
-    resource without the attribute (not asked for) is taken as the same.
+    resource without the attribute (not asked for) is taken as the same; one whose attribute is
+    empty holds none of ours.
     """
     attributes = (data or {}).get("attributes") or {}
     name = "email" if channel == "email" else "phone_number"
-    if name not in attributes or not attributes[name]:
+    if name not in attributes:
         return True
-    theirs = attributes[name]
-    ours = getattr(profile, name)
-    return (theirs.strip().lower() if name == "email" else theirs) == ours
+    theirs = attributes[name] or None
+    if theirs is not None and name == "email":
+        theirs = normalize_email(theirs)
+    # Klaviyo's profile without our number (e.g. the email half of a merge Klaviyo has not
+    # made yet) says nothing about that number either.
+    return theirs == getattr(profile, name)
 
 
 def _method_detail(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> str:
