@@ -250,3 +250,20 @@ def test_the_readme_curl_example_does_not_conflict_with_the_demo_seed(api, fake,
     example = json.loads(re.search(r"-d '(\{.*?\})'", readme, re.S).group(1))
     response = api.post(SUBSCRIBE, example, format="json")
     assert response.status_code == 201, response.content
+
+
+def test_check_reads_national_numbers_in_the_country_given(api, fake):
+    api.post(
+        SUBSCRIBE, body(profile={"phone_number": "+12025550143"}, subscriptions=SMS), format="json"
+    )
+    response = api.post(
+        "/api/consent/check/", {"phone_numbers": ["(202) 555-0143"], "country": "US"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    [result] = response.json()["results"]
+    assert result["normalized"] == "+12025550143"
+    assert result["consent"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
+    bad = api.post(
+        "/api/consent/check/", {"phone_numbers": ["(202) 555-0143"], "country": "ZZ"}, format="json"
+    )
+    assert bad.status_code == 400 and "country" in bad.json()
