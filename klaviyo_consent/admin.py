@@ -7,25 +7,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, DeliveryStatus, Method, Suppression
+from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
     EVENT_FIELDS,
     ConsentEvent,
     Delivery,
+    IdentityEvent,
     KlaviyoList,
     Profile,
     WebhookDelivery,
     parse_row_id,
 )
+from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
 from klaviyo_consent.services.ledger import ledger_for
 from klaviyo_consent.services.lists import mirror_lists
 from klaviyo_consent.services.mirror import pull_profiles
@@ -193,6 +198,29 @@ class ConsentEventInline(ReadOnlyMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("delivery")
 
 
+class IdentityEventInline(ReadOnlyMixin, admin.TabularInline):
+    """Number changes, added identifiers and merges of this profile (docs/identity.md)."""
+
+    model = IdentityEvent
+    fk_name = "profile"
+    extra = 0
+    can_delete = False
+    ordering = ["-recorded_at", "-id"]
+    fields = [
+        "recorded_at",
+        "change",
+        "field",
+        "old_value",
+        "new_value",
+        "other_profile",
+        "moved",
+        "method",
+        "recorded_by",
+    ]
+    readonly_fields = fields
+    verbose_name_plural = "identity changes"
+
+
 @admin.register(Profile)
 class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
@@ -209,20 +237,28 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "email",
         "phone_number",
         "external_id",
+        "merged_into",
         "klaviyo_id",
         "mirrored_at",
         "created_at",
         "consent_side_by_side",
     ]
     fieldsets = [
-        (None, {"fields": ["email", "phone_number", "external_id", "klaviyo_id"]}),
+        (None, {"fields": ["email", "phone_number", "external_id", "merged_into", "klaviyo_id"]}),
         (
             "Consent: Klaviyo's mirror beside the local ledger",
             {"fields": ["mirrored_at", "consent_side_by_side"]},
         ),
     ]
-    inlines = [ConsentEventInline]
-    actions = ["push_pending_action", "refresh_action", "suppress_action", "unsuppress_action"]
+    inlines = [ConsentEventInline, IdentityEventInline]
+    actions = [
+        "push_pending_action",
+        "refresh_action",
+        "suppress_action",
+        "unsuppress_action",
+        "replace_phone_number_action",
+        "merge_action",
+    ]
 
     def _mirror_consent(self, profile: Profile, channel: str) -> str:
         return profile.klaviyo_leaf(channel, "marketing").get("consent") or "—"
@@ -331,6 +367,121 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
             f"Mirrored {report.profiles_mirrored} profile(s); {len(report.not_found)} unknown to "
             f"Klaviyo; {report.verdicts_changed} verdict(s) changed; {report.drifts} drift(s).",
         )
+
+    def _identity_form(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        form: forms.Form,
+        action: str,
+        title: str,
+        explanation: str,
+    ) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/klaviyo_consent/profile/identity_action.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "explanation": explanation,
+                "form": form,
+                "queryset": queryset,
+                "action": action,
+                "opts": self.model._meta,
+            },
+        )
+
+    def _apply(self, request: HttpRequest, operation: Any) -> bool:
+        try:
+            operation()
+        except ConsentValidationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return False
+        return True
+
+    @admin.action(description="Replace the phone number (closes the old number's SMS consent)")
+    def replace_phone_number_action(
+        self, request: HttpRequest, queryset: QuerySet
+    ) -> TemplateResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one profile.", messages.ERROR)
+            return None
+        profile = queryset.get()
+        form = PhoneNumberForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            data = form.cleaned_data
+            if self._apply(
+                request,
+                lambda: replace_phone_number(
+                    profile,
+                    data["phone_number"],
+                    country=data["country"] or None,
+                    method=Method.ADMIN,
+                    recorded_by=request.user,
+                ),
+            ):
+                self.message_user(
+                    request,
+                    f"Replaced {profile}'s phone number; its SMS consent ended with the old "
+                    "number, the new one has never subscribed.",
+                )
+            return None
+        return self._identity_form(
+            request,
+            queryset,
+            form,
+            "replace_phone_number_action",
+            "Replace the phone number",
+            f"{profile} now has {profile.phone_number or 'no number'}. The old number's SMS "
+            'consent is withdrawn (in the ledger and in Klaviyo) with the reason "phone number '
+            'replaced"; the new number starts never subscribed.',
+        )
+
+    @admin.action(description="Merge two profiles of one person")
+    def merge_action(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+        profiles = list(queryset.order_by("pk"))
+        if len(profiles) != 2:
+            self.message_user(request, "Select exactly two profiles to merge.", messages.ERROR)
+            return None
+        form = MergeForm(
+            request.POST if "apply" in request.POST else None,
+            choices=[(str(p.pk), f"#{p.pk} {p}") for p in profiles],
+        )
+        if form.is_bound and form.is_valid():
+            survivor = next(p for p in profiles if str(p.pk) == form.cleaned_data["survivor"])
+            other = next(p for p in profiles if p.pk != survivor.pk)
+            if self._apply(
+                request,
+                lambda: merge_profiles(
+                    survivor, other, method=Method.ADMIN, recorded_by=request.user
+                ),
+            ):
+                self.message_user(request, f"Merged profile #{other.pk} into #{survivor.pk}.")
+            return None
+        return self._identity_form(
+            request,
+            queryset,
+            form,
+            "merge_action",
+            "Merge",
+            "The other profile's identifiers move to the one you keep; every consent event "
+            "keeps the identifiers it was given for, and the merge is recorded.",
+        )
+
+
+class PhoneNumberForm(forms.Form):
+    phone_number = forms.CharField(max_length=32)
+    country = forms.CharField(
+        max_length=2, required=False, help_text="ISO 3166-1 alpha-2, for a national number."
+    )
+
+
+class MergeForm(forms.Form):
+    survivor = forms.ChoiceField(label="Keep", widget=forms.RadioSelect)
+
+    def __init__(self, *args: Any, choices: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["survivor"].choices = choices
 
 
 @admin.register(ConsentEvent)

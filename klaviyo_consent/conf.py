@@ -73,7 +73,8 @@ DEFAULTS: dict[str, Any] = {
     # SMS consent for a country without one is refused with a 400: Klaviyo refuses it too
     # (revision 2024-05-15 on) or drops it silently (older revisions).
     "SMS_SENDING_COUNTRIES": None,
-    # Region used to parse national-format phone numbers (None: only +E.164 input is accepted).
+    # Region used to parse national-format phone numbers when the input gives no country
+    # (``profile.country``, the CSV ``country`` column); None: only +E.164 input is accepted.
     "DEFAULT_PHONE_REGION": None,
     # DRF permission classes guarding the write endpoints (subscribe/unsubscribe).
     "WRITE_PERMISSION_CLASSES": ("rest_framework.permissions.IsAuthenticated",),

@@ -32,8 +32,20 @@ class UnsupportedSMSCountry(ConsentValidationError):
     """Klaviyo does not send SMS to the number's country."""
 
 
+class UnsupportedSMSNumber(ConsentValidationError):
+    """The number cannot receive texts (a landline, toll-free, premium-rate number...)."""
+
+
 class IdentityConflict(ConsentValidationError):
-    """The identifiers given belong to different local profiles."""
+    """The identifiers given belong to different people, or differ from the profile's own.
+
+    ``fields`` names every offending identifier (``profile.email``...); the API answers 409
+    ``identity_conflict``. Messages never say who else holds an identifier.
+    """
+
+    def __init__(self, message: str, *, fields: list[str]) -> None:
+        super().__init__(message, field=fields[0] if fields else None)
+        self.fields = list(fields)
 
 
 class WebhookRejected(KlaviyoConsentError):

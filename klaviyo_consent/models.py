@@ -75,6 +75,11 @@ class Profile(models.Model):
         max_length=16, null=True, blank=True, help_text="E.164, e.g. +13239169023."
     )
     external_id = models.CharField(max_length=255, null=True, blank=True)
+    #: Set when an explicit merge folded this profile into another: its identifiers moved
+    #: there, its events stay here (they are append-only) and count in the survivor's ledger.
+    merged_into = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="merged"
+    )
     klaviyo_id = models.CharField("Klaviyo profile id", max_length=64, blank=True, db_index=True)
     subscriptions = models.JSONField(
         default=dict,
@@ -102,7 +107,9 @@ class Profile(models.Model):
                 name="kc_profile_unique_external_id",
             ),
             models.CheckConstraint(
-                condition=Q(email__isnull=False) | Q(phone_number__isnull=False),
+                condition=Q(email__isnull=False)
+                | Q(phone_number__isnull=False)
+                | Q(merged_into__isnull=False),
                 name="kc_profile_has_email_or_phone",
             ),
         ]
@@ -278,7 +285,13 @@ class ConsentEvent(models.Model):
     class Meta:
         ordering = ["-recorded_at", "-id"]
         indexes = [
-            models.Index(fields=["profile", "channel", "purpose", "-id"], name="kc_event_key")
+            models.Index(fields=["profile", "channel", "purpose", "-id"], name="kc_event_key"),
+            # A number's own SMS history, whoever holds it now (check/ of a replaced number).
+            models.Index(
+                fields=["phone_number", "purpose"],
+                condition=Q(channel="sms"),
+                name="kc_event_sms_number",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -322,6 +335,67 @@ class ConsentEvent(models.Model):
     @property
     def effective_at(self) -> datetime:
         return self.consented_at or self.recorded_at
+
+
+class IdentityChange(models.TextChoices):
+    """What an :class:`IdentityEvent` records."""
+
+    IDENTIFIER_ADDED = "identifier_added", "Identifier added"
+    PHONE_NUMBER_REPLACED = "phone_number_replaced", "Phone number replaced"
+    MERGED = "merged", "Profiles merged"
+
+
+class IdentityEventQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        raise ImmutableConsentEvent("Identity events are append-only; record a new event.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise ImmutableConsentEvent("Identity events are append-only and cannot be deleted.")
+
+
+class IdentityEvent(models.Model):
+    """One change to which identifiers make a person: append-only, like the consent ledger.
+
+    Consent events keep the identifiers they were given for; these rows say when and why a
+    profile's identifiers changed since (a number replaced, an identifier added, a merge).
+    """
+
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="identity_events")
+    change = models.CharField(max_length=24, choices=IdentityChange.choices)
+    field = models.CharField(max_length=20, blank=True, help_text="email, phone_number, ...")
+    old_value = models.CharField(max_length=255, blank=True)
+    new_value = models.CharField(max_length=255, blank=True)
+    #: For a merge: the profile folded into ``profile``.
+    other_profile = models.ForeignKey(
+        Profile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    #: For a merge: the identifiers that moved, ``{"email": "...", ...}``.
+    moved = models.JSONField(default=dict, blank=True)
+    method = models.CharField(max_length=20, choices=Method.choices, default=Method.API)
+    recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    objects = IdentityEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-recorded_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.change} for {self.profile_id} (#{self.pk})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise ImmutableConsentEvent("Identity events are append-only; record a new event.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise ImmutableConsentEvent("Identity events are append-only and cannot be deleted.")
 
 
 class Delivery(models.Model):

@@ -8,14 +8,40 @@ import phonenumbers
 from phonenumbers import geocoder
 
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.exceptions import InvalidPhoneNumber, UnsupportedSMSCountry
+from klaviyo_consent.exceptions import (
+    InvalidPhoneNumber,
+    UnsupportedSMSCountry,
+    UnsupportedSMSNumber,
+)
 
 
-def normalize_phone_number(raw: str, *, field: str = "phone_number") -> str:
-    """Return ``raw`` as E.164, or raise naming the field; Klaviyo refuses anything else."""
+def clean_country(raw: str | None, *, field: str = "profile.country") -> str | None:
+    """``raw`` as an upper-case ISO 3166-1 alpha-2 code with a numbering plan, or None if blank.
+
+    Raises :class:`InvalidPhoneNumber` naming ``field`` for anything else (phonenumbers'
+    ``SUPPORTED_REGIONS``: every ISO country that has telephone numbers).
+    """
+    text = (raw or "").strip().upper()
+    if not text:
+        return None
+    if text not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidPhoneNumber(
+            f"{raw!r} is not an ISO 3166-1 alpha-2 country code, e.g. US or GB.", field=field
+        )
+    return text
+
+
+def normalize_phone_number(
+    raw: str, *, field: str = "phone_number", country: str | None = None
+) -> str:
+    """Return ``raw`` as E.164, or raise naming the field; Klaviyo refuses anything else.
+
+    A national number (no ``+``) is read in ``country`` (ISO 3166-1 alpha-2), else in the
+    ``DEFAULT_PHONE_REGION`` setting; with neither, only ``+E.164`` input is accepted.
+    """
     text = (raw or "").strip()
     try:
-        number = phonenumbers.parse(text, consent_settings.DEFAULT_PHONE_REGION)
+        number = phonenumbers.parse(text, country or consent_settings.DEFAULT_PHONE_REGION)
     except phonenumbers.NumberParseException as exc:
         raise InvalidPhoneNumber(
             f"{text!r} is not a phone number ({exc}); use E.164, e.g. +13239169023.",
@@ -68,10 +94,57 @@ def sms_unsupported_reason(e164: str, *, published_too: bool = False) -> str | N
     return None
 
 
+#: phonenumbers' number types that can receive a text. VOIP and personal numbers often can
+#: (so their consent is kept); UNKNOWN is a valid number whose type the metadata does not know.
+_TEXTABLE = frozenset(
+    {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        phonenumbers.PhoneNumberType.VOIP,
+        phonenumbers.PhoneNumberType.PERSONAL_NUMBER,
+        phonenumbers.PhoneNumberType.UNKNOWN,
+    }
+)
+_TYPE_NAMES = {
+    phonenumbers.PhoneNumberType.FIXED_LINE: "a landline",
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    phonenumbers.PhoneNumberType.TOLL_FREE: "a toll-free number",
+    phonenumbers.PhoneNumberType.SHARED_COST: "a shared-cost number",
+    phonenumbers.PhoneNumberType.PAGER: "a pager number",
+    phonenumbers.PhoneNumberType.UAN: "a universal access number",
+    phonenumbers.PhoneNumberType.VOICEMAIL: "a voicemail access number",
+}
+
+
+def sms_untextable_reason(e164: str) -> str | None:
+    """Why this number cannot receive texts at all (a landline, toll-free, ...), or None.
+
+    By phonenumbers' number type for the number's numbering plan; mobile, mobile-or-landline
+    (the US and Canada cannot tell them apart), VoIP and personal numbers are textable.
+    """
+    try:
+        kind = phonenumbers.number_type(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return None
+    if kind in _TEXTABLE:
+        return None
+    return f"{e164} is {_TYPE_NAMES.get(kind, 'a number that cannot receive texts')}"
+
+
 def require_sms_country(e164: str, *, field: str = "phone_number") -> None:
-    """Refuse SMS consent Klaviyo cannot apply: a country Klaviyo does not text
-    (``SMS_COUNTRIES``), or one this account has no sending number for
-    (``SMS_SENDING_COUNTRIES``)."""
+    """Refuse SMS consent Klaviyo cannot apply: a number that cannot receive texts (its type),
+    a country Klaviyo does not text (``SMS_COUNTRIES``), or one this account has no sending
+    number for (``SMS_SENDING_COUNTRIES``).
+
+    Raises :class:`UnsupportedSMSNumber` or :class:`UnsupportedSMSCountry` naming ``field``.
+    """
+    untextable = sms_untextable_reason(e164)
+    if untextable:
+        raise UnsupportedSMSNumber(
+            f"{untextable}, which cannot receive text messages, so SMS consent cannot be "
+            "recorded for it; give a mobile number.",
+            field=field,
+        )
     reason = sms_unsupported_reason(e164)
     if reason:
         region = phone_region(e164)

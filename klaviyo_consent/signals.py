@@ -38,3 +38,7 @@ consent_not_applied = Signal()
 #: kwargs: profile (Profile), event (ConsentEvent): the inbound event recording a change made
 #: in Klaviyo (STOP reply, unsubscribe link, spam complaint, double opt-in confirmed).
 drift_detected = Signal()
+
+#: kwargs: profile (Profile), identity_events (list[IdentityEvent]): a profile's identifiers
+#: changed (an identifier added, a number replaced, a merge). Sent inside the transaction.
+identity_changed = Signal()

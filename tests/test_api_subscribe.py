@@ -258,7 +258,7 @@ def test_bad_input_is_a_400_naming_the_field_and_records_nothing(
     assert Profile.objects.count() == 0
 
 
-def test_identifiers_of_two_different_profiles_are_refused(api, fake):
+def test_identifiers_of_two_different_profiles_are_refused_with_409(api, fake):
     api.post(
         SUBSCRIBE,
         body(profile={"email": "a@example.com", "phone_number": "+447400900001"}),
@@ -275,8 +275,9 @@ def test_identifiers_of_two_different_profiles_are_refused(api, fake):
         body(profile={"email": "a@example.com", "phone_number": "+447400900002"}),
         format="json",
     )
-    assert response.status_code == 400
-    assert "phone_number" in response.json()["profile"]
+    assert response.status_code == 409
+    assert response.json()["code"] == "identity_conflict"
+    assert response.json()["fields"] == ["profile.phone_number"]
     assert ConsentEvent.objects.count() == before
 
 

@@ -14,7 +14,7 @@ class SignupForm(forms.Form):
     phone_number = forms.CharField(
         label="Mobile phone (optional)",
         required=False,
-        help_text="In international format, e.g. +44 7700 900123.",
+        help_text="In international format, e.g. +44 7911 123456.",
     )
     sms_marketing = forms.BooleanField(label=SMS_DISCLOSURE, required=False, initial=False)
 

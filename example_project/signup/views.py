@@ -6,8 +6,13 @@ from django.shortcuts import redirect, render
 from example_project.signup.forms import EMAIL_DISCLOSURE, SMS_DISCLOSURE, SignupForm
 from klaviyo_consent.choices import Consent, Method
 from klaviyo_consent.evidence import evidence_from
-from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
+
+IDENTITY_CONFLICT_MESSAGE = (
+    "We could not sign you up with these details. If you have signed up before, use the "
+    "same email address and mobile number as then, or contact us and we will help."
+)
 
 
 def signup(request):
@@ -35,6 +40,9 @@ def signup(request):
                     recorded_by=request.user if request.user.is_authenticated else None,
                 )
             )
+        except IdentityConflict:
+            # Say nothing about whoever else holds these details (docs/identity.md).
+            form.add_error(None, IDENTITY_CONFLICT_MESSAGE)
         except ConsentValidationError as error:
             field = (error.field or "").rsplit(".", 1)[-1]
             form.add_error(field if field in form.fields else None, error.message)

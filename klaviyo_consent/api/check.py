@@ -12,6 +12,8 @@ from rest_framework.views import APIView
 from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import CanViewConsent
 from klaviyo_consent.api.serializers import StrictSerializer
+from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.phone import clean_country
 from klaviyo_consent.services.check import MAX_IDENTIFIERS, check_prior_consent
 
 
@@ -30,6 +32,16 @@ class PriorConsentCheckSerializer(StrictSerializer):
 
     emails = _identifiers()
     phone_numbers = _identifiers()
+    #: ISO 3166-1 alpha-2: the country national phone_numbers are read in.
+    country = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=8, default=None
+    )
+
+    def validate_country(self, value: str | None) -> str | None:
+        try:
+            return clean_country(value, field="country")
+        except ConsentValidationError as error:
+            raise serializers.ValidationError(error.message) from error
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         total = len(attrs["emails"]) + len(attrs["phone_numbers"])
@@ -55,4 +67,7 @@ class PriorConsentCheckView(StrictBodyMixin, APIView):
         serializer = PriorConsentCheckSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        return Response({"results": check_prior_consent(data["emails"], data["phone_numbers"])})
+        results = check_prior_consent(
+            data["emails"], data["phone_numbers"], country=data.get("country")
+        )
+        return Response({"results": results})

@@ -8,7 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Method
-from klaviyo_consent.models import EVENT_FIELDS, ConsentEvent, Delivery, Profile
+from klaviyo_consent.models import EVENT_FIELDS, ConsentEvent, Delivery, IdentityEvent, Profile
 from klaviyo_consent.services.ledger import ledger_for
 
 
@@ -49,6 +49,21 @@ class ProfileInputSerializer(StrictSerializer):
     external_id = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, max_length=255
     )
+    #: ISO 3166-1 alpha-2: the country a national phone_number is read in.
+    country = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=8)
+
+
+class PhoneNumberChangeSerializer(StrictSerializer):
+    """Body of ``profiles/{id}/phone-number/``."""
+
+    phone_number = serializers.CharField(max_length=32)
+    country = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=8)
+
+
+class MergeSerializer(StrictSerializer):
+    """Body of ``profiles/{id}/merge/``: the profile folded into this one."""
+
+    other = serializers.IntegerField(min_value=1)
 
 
 def _purposes_serializer(channel: str) -> type[StrictSerializer]:
@@ -151,6 +166,30 @@ class ConsentEventSerializer(_BuiltOnce, serializers.ModelSerializer):
         return event.recorded_by_name
 
 
+class IdentityEventSerializer(_BuiltOnce, serializers.ModelSerializer):
+    recorded_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = IdentityEvent
+        fields = [
+            "id",
+            "profile",
+            "change",
+            "field",
+            "old_value",
+            "new_value",
+            "other_profile",
+            "moved",
+            "method",
+            "recorded_at",
+            "recorded_by",
+        ]
+        read_only_fields = fields
+
+    def get_recorded_by(self, event: IdentityEvent) -> str | None:
+        return event.recorded_by.get_username() if event.recorded_by_id else None
+
+
 class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):
     ledger = serializers.SerializerMethodField()
 
@@ -161,6 +200,7 @@ class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):
             "email",
             "phone_number",
             "external_id",
+            "merged_into",
             "klaviyo_id",
             "subscriptions",
             "mirrored_at",

@@ -15,6 +15,12 @@ urlpatterns = [
     path("unsuppress/", views.UnsuppressView.as_view(), name="unsuppress"),
     path("profiles/", views.ProfileList.as_view(), name="profile-list"),
     path("profiles/<int:pk>/", views.ProfileDetail.as_view(), name="profile-detail"),
+    path(
+        "profiles/<int:pk>/phone-number/",
+        views.PhoneNumberChangeView.as_view(),
+        name="profile-phone-number",
+    ),
+    path("profiles/<int:pk>/merge/", views.MergeView.as_view(), name="profile-merge"),
     path("events/", views.EventList.as_view(), name="event-list"),
     path("check/", PriorConsentCheckView.as_view(), name="check"),
     path("webhooks/klaviyo/", KlaviyoWebhookView.as_view(), name="klaviyo-webhook"),

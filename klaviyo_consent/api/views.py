@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -16,14 +17,23 @@ from klaviyo_consent.api.permissions import CanViewConsent, write_permissions
 from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
     ConsentRequestSerializer,
+    IdentityEventSerializer,
+    MergeSerializer,
+    PhoneNumberChangeSerializer,
     ProfileSerializer,
+    StrictSerializer,
     SuppressionRequestSerializer,
 )
 from klaviyo_consent.choices import Consent, Suppression
 from klaviyo_consent.evidence import evidence_from
-from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import ConsentEvent, Profile, normalize_email, parse_row_id
-from klaviyo_consent.phone import normalize_phone_number
+from klaviyo_consent.phone import clean_country, normalize_phone_number
+from klaviyo_consent.services.identity import (
+    IdentityResult,
+    merge_profiles,
+    replace_phone_number,
+)
 from klaviyo_consent.services.ledger import (
     ConsentRequest,
     latest_events,
@@ -64,6 +74,15 @@ def query_id(request: Request, name: str) -> int | None:
     return row_id
 
 
+def identity_conflict(error: IdentityConflict) -> Response:
+    """409 ``{"code": "identity_conflict", "fields": [...], "detail": "..."}``; nothing was
+    recorded (docs/identity.md)."""
+    return Response(
+        {"code": "identity_conflict", "fields": error.fields, "detail": error.message},
+        status=status.HTTP_409_CONFLICT,
+    )
+
+
 class Pagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
@@ -89,6 +108,7 @@ class _RecordView(StrictBodyMixin, APIView):
                     email=data["profile"].get("email"),
                     phone_number=data["profile"].get("phone_number"),
                     external_id=data["profile"].get("external_id") or None,
+                    country=data["profile"].get("country") or None,
                     list_id=data["list_id"],
                     method=data["method"],
                     method_detail=data["method_detail"],
@@ -100,6 +120,8 @@ class _RecordView(StrictBodyMixin, APIView):
                     recorded_by=user,
                 )
             )
+        except IdentityConflict as error:
+            return identity_conflict(error)
         except ConsentValidationError as error:
             raise field_error(error) from error
         result = settled(result)
@@ -197,9 +219,14 @@ class ProfileList(generics.ListAPIView):
             queryset = queryset.filter(email=normalize_email(email))
         if phone_number := query_text(request, "phone_number", max_length=64):
             try:
-                phone = normalize_phone_number(phone_number)
+                phone = normalize_phone_number(
+                    phone_number,
+                    country=clean_country(
+                        query_text(request, "country", max_length=8), field="country"
+                    ),
+                )
             except ConsentValidationError as error:
-                raise ValidationError({"phone_number": [error.message]}) from error
+                raise ValidationError({error.field or "phone_number": [error.message]}) from error
             queryset = queryset.filter(phone_number=phone)
         if external_id := query_text(request, "external_id", max_length=255):
             queryset = queryset.filter(external_id=external_id)
@@ -210,6 +237,61 @@ class ProfileDetail(generics.RetrieveAPIView):
     serializer_class = ProfileSerializer
     permission_classes = [CanViewConsent]
     queryset = Profile.objects.all()
+
+
+class _IdentityView(APIView):
+    """A write on one profile's identity: write permission, one service call, 200 or 409."""
+
+    serializer_class: type = StrictSerializer
+
+    def get_permissions(self) -> list[Any]:
+        return write_permissions()
+
+    def post(self, request: Request, pk: int) -> Response:
+        profile = get_object_or_404(Profile, pk=pk)
+        serializer = self.serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request.user if request.user and request.user.is_authenticated else None
+        try:
+            result = self.perform(profile, serializer.validated_data, user)
+        except IdentityConflict as error:
+            return identity_conflict(error)
+        except ConsentValidationError as error:
+            raise field_error(error) from error
+        return Response(
+            {
+                "profile": ProfileSerializer(result.profile).data,
+                "identity_event": IdentityEventSerializer(result.identity_event).data,
+                "events": ConsentEventSerializer(result.events, many=True).data,
+            }
+        )
+
+    def perform(self, profile: Profile, data: dict[str, Any], user: Any) -> IdentityResult:
+        raise NotImplementedError("subclasses of _IdentityView must provide perform()")
+
+
+class PhoneNumberChangeView(_IdentityView):
+    """Replace the profile's phone number: the old number's SMS consent is closed, the new
+    number starts NEVER_SUBSCRIBED."""
+
+    serializer_class = PhoneNumberChangeSerializer
+
+    def perform(self, profile: Profile, data: dict[str, Any], user: Any) -> IdentityResult:
+        return replace_phone_number(
+            profile, data["phone_number"], country=data.get("country"), recorded_by=user
+        )
+
+
+class MergeView(_IdentityView):
+    """Merge profile ``other`` into this one (its identifiers move here; events stay)."""
+
+    serializer_class = MergeSerializer
+
+    def perform(self, profile: Profile, data: dict[str, Any], user: Any) -> IdentityResult:
+        other = Profile.objects.filter(pk=data["other"]).first()
+        if other is None:
+            raise ConsentValidationError("No profile has this id.", field="other")
+        return merge_profiles(profile, other, recorded_by=user)
 
 
 class EventList(generics.ListAPIView):

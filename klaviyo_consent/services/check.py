@@ -7,12 +7,13 @@ not parse; here every identifier gets an answer, a malformed one an ``error``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import Profile
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.ledger import clean_email, latest_events, ledger_for
+from klaviyo_consent.services.ledger import clean_email, latest_events, ledger_for, sms_histories
 
 #: The most identifiers (emails and phone numbers together) one check may name.
 MAX_IDENTIFIERS = 1000
@@ -32,10 +33,11 @@ def _normalized_email(raw: str) -> tuple[str | None, str | None]:
     return email, None
 
 
-def _normalized_phone(raw: str) -> tuple[str | None, str | None]:
-    """(E.164 number, None) or (None, why it is malformed)."""
+def _normalized_phone(raw: str, country: str | None = None) -> tuple[str | None, str | None]:
+    """(E.164 number, None) or (None, why it is malformed); national numbers read in
+    ``country``, else ``DEFAULT_PHONE_REGION``."""
     try:
-        return normalize_phone_number(raw), None
+        return normalize_phone_number(raw, country=country), None
     except ConsentValidationError as error:
         return None, error.message
 
@@ -59,18 +61,22 @@ def _leaves(ledger: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def check_prior_consent(
-    emails: Sequence[str], phone_numbers: Sequence[str]
+    emails: Sequence[str], phone_numbers: Sequence[str], *, country: str | None = None
 ) -> list[dict[str, Any]]:
     """One result per identifier, emails first, each list in the order given.
 
     Answers from the local ledger (which includes changes recorded from Klaviyo), not from a
-    live Klaviyo call. Profiles are fetched in one query per identifier type, and the latest
-    events of all of them in one more.
+    live Klaviyo call. Profiles are fetched in one query per identifier type, the latest
+    events of all of them in one more, and the history of numbers no profile holds (if any) in
+    one more. Each identifier answers with its own history: a profile's number with that
+    profile's ledger for it, a replaced number (no profile holds it) with the events recorded
+    for it, e.g. UNSUBSCRIBED "phone number replaced" (docs/identity.md). National numbers are
+    read in ``country`` (ISO 3166-1 alpha-2), else ``DEFAULT_PHONE_REGION``.
     """
     items: list[tuple[str, str, str | None, str | None]] = []
     for kind, values, normalize in (
         (EMAIL, emails, _normalized_email),
-        (PHONE_NUMBER, phone_numbers, _normalized_phone),
+        (PHONE_NUMBER, phone_numbers, partial(_normalized_phone, country=country)),
     ):
         for raw in values:
             normalized, error = normalize(raw)
@@ -89,9 +95,20 @@ def check_prior_consent(
     profiles = {profile.pk: profile for profile in found.values()}
     latest = latest_events(profiles)
     ledgers = {pk: ledger_for(profile, events=latest[pk]) for pk, profile in profiles.items()}
+    # A number no profile holds any more (a replaced number) answers with its own history.
+    unheld = [number for number in wanted[PHONE_NUMBER] if (PHONE_NUMBER, number) not in found]
+    histories = {
+        (PHONE_NUMBER, number): ledger_for(None, events=events)
+        for number, events in sms_histories(unheld).items()
+    }
     results = []
     for kind, raw, normalized, error in items:
         profile = found.get((kind, normalized)) if normalized else None
+        ledger = (
+            ledgers[profile.pk]
+            if profile is not None
+            else histories.get((kind, normalized or ""), ledger_for(None))
+        )
         results.append(
             {
                 "identifier": raw,
@@ -99,9 +116,7 @@ def check_prior_consent(
                 "normalized": normalized,
                 "profile_id": profile.pk if profile is not None else None,
                 "error": error,
-                "consent": None
-                if error
-                else _leaves(ledgers[profile.pk] if profile is not None else ledger_for(None)),
+                "consent": None if error else _leaves(ledger),
             }
         )
     return results

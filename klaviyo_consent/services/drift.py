@@ -12,10 +12,10 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Consent, DeliveryStatus, Method
-from klaviyo_consent.models import ConsentEvent, Delivery, Profile
+from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_email
+from klaviyo_consent.services import payloads
 from klaviyo_consent.services.ledger import latest_events
 from klaviyo_consent.services.verdicts import history_entry
 from klaviyo_consent.signals import drift_detected
@@ -49,7 +49,7 @@ def _latest_events(profile_ids: list[int]) -> dict[tuple[int, str, str], Consent
 
 
 def _changed_after(leaf: dict[str, Any], moment: datetime) -> bool:
-    stamp = parse_datetime(str(leaf.get("consent_timestamp") or ""))
+    stamp = payloads.parse_klaviyo_datetime(leaf.get("consent_timestamp"))
     return stamp is not None and stamp > moment
 
 
@@ -76,6 +76,39 @@ def _drifted(event: ConsentEvent | None, shown: str, leaf: dict[str, Any]) -> bo
         # Klaviyo never took this event; only a later change in Klaviyo is news.
         return shown != event.consent and _changed_after(leaf, event.recorded_at)
     return False
+
+
+#: What Klaviyo's profile says of an identifier it no longer holds: no consent for it.
+_NOT_HELD: dict[str, Any] = {"consent": Consent.NEVER_SUBSCRIBED}
+
+
+def _channel_leaves(
+    profile: Profile, data: dict[str, Any], channel: str
+) -> dict[str, dict[str, Any]] | None:
+    """Klaviyo's ``subscriptions`` leaves for ``channel`` as they concern OUR identifier, or
+    None when Klaviyo's profile says nothing about it.
+
+    - Klaviyo's profile holds our identifier (or the resource does not carry the attribute):
+      its leaves, as mirrored.
+    - It holds none for the channel (the email half of a merge Klaviyo has not made yet): None.
+    - It holds another one: Klaviyo's state there is that identifier's, never ours. After our
+      own number change (docs/identity.md) it is the old number's until Klaviyo learns the new
+      one; after a number change on Klaviyo's side (its help centre: SMS consent resets), our
+      number is no longer on the profile. Either way Klaviyo holds no consent for our
+      identifier on this profile: every leaf reads ``NEVER_SUBSCRIBED``.
+    """
+    attributes = (data or {}).get("attributes") or {}
+    name = "email" if channel == "email" else "phone_number"
+    purposes = CHANNEL_PURPOSES[channel]
+    if name in attributes:
+        theirs = attributes[name] or None
+        if theirs is None:
+            return None
+        if name == "email":
+            theirs = normalize_email(theirs)
+        if theirs != getattr(profile, name):
+            return {purpose: _NOT_HELD for purpose in purposes}
+    return {purpose: profile.klaviyo_leaf(channel, purpose) for purpose in purposes}
 
 
 def _confirmed(leaf: dict[str, Any], shown: str, before: ConsentEvent | None) -> bool:
@@ -154,10 +187,13 @@ def record_drift(
     latest = _latest_events([profile.pk for profile, _ in pairs])
     now = timezone.now()
     found: list[tuple[Profile, ConsentEvent, ConsentEvent | None]] = []
-    for profile, _ in pairs:
+    for profile, data in pairs:
         for channel, purposes in CHANNEL_PURPOSES.items():
+            leaves = _channel_leaves(profile, data, channel)
+            if leaves is None:
+                continue
             for purpose in purposes:
-                leaf = profile.klaviyo_leaf(channel, purpose)
+                leaf = leaves[purpose]
                 shown = leaf.get("consent") or ""
                 before = latest.get((profile.pk, channel, purpose))
                 if _drifted(before, shown, leaf):

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, DeliveryStatus, Method
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
-from klaviyo_consent.models import ConsentEvent, Profile, normalize_email
-from klaviyo_consent.phone import normalize_phone_number, require_sms_country
-from klaviyo_consent.signals import consent_recorded
+from klaviyo_consent.models import (
+    ConsentEvent,
+    IdentityChange,
+    IdentityEvent,
+    Profile,
+    normalize_email,
+)
+from klaviyo_consent.phone import clean_country, normalize_phone_number, require_sms_country
+from klaviyo_consent.signals import consent_recorded, identity_changed
 
 #: Stores the evidence IP as the database keeps it (IPv6 compressed), so a response built
 #: from the new rows says what a later read says.
@@ -59,6 +66,13 @@ class ConsentRequest:
     historical_import: bool = False
     evidence: Evidence = field(default_factory=Evidence)
     recorded_by: Any = None
+    #: ISO 3166-1 alpha-2 country a national ``phone_number`` is read in (else
+    #: ``DEFAULT_PHONE_REGION``).
+    country: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.consented_at is not None:
+            object.__setattr__(self, "consented_at", aware(self.consented_at))
 
 
 @dataclass
@@ -72,11 +86,18 @@ class RecordResult:
 
 
 def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[str, str]]]:
-    """Apply every rule before anything is written; raise naming the offending field."""
+    """Apply every rule that needs no profile before anything is written; raise naming the field.
+
+    Rules that depend on who the person is (a withdrawal by any identifier of a known profile,
+    the number an SMS consent is for) are applied in :func:`_record`, once the profile is found.
+    """
     email = clean_email(request.email) if request.email else None
+    country = clean_country(request.country, field="profile.country")
     phone = None
     if request.phone_number:
-        phone = normalize_phone_number(request.phone_number, field="profile.phone_number")
+        phone = normalize_phone_number(
+            request.phone_number, field="profile.phone_number", country=country
+        )
     if not (email or phone or request.external_id):
         raise ConsentValidationError(
             "Give an email, a phone_number or a known external_id.", field="profile"
@@ -103,14 +124,18 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
         )
 
     channels = {channel for channel, _ in changes}
-    if Channel.EMAIL in channels and not email and not request.external_id:
-        raise ConsentValidationError("Email consent needs an email.", field="profile.email")
-    if Channel.SMS in channels and not phone and not request.external_id:
-        raise ConsentValidationError(
-            "SMS consent needs a phone_number.", field="profile.phone_number"
-        )
-    if Channel.SMS in channels and phone and request.consent == Consent.SUBSCRIBED:
-        require_sms_country(phone, field="profile.phone_number")
+    # A withdrawal may name the person by any identifier (GDPR Art. 7(3)); whether the profile
+    # it finds has the channel's identifier is decided in _record. Giving consent needs the
+    # channel's own identifier (or an external_id naming a profile that has it).
+    if request.consent == Consent.SUBSCRIBED:
+        if Channel.EMAIL in channels and not email and not request.external_id:
+            raise ConsentValidationError("Email consent needs an email.", field="profile.email")
+        if Channel.SMS in channels and not phone and not request.external_id:
+            raise ConsentValidationError(
+                "SMS consent needs a phone_number.", field="profile.phone_number"
+            )
+        if Channel.SMS in channels and phone:
+            require_sms_country(phone, field="profile.phone_number")
 
     if request.historical_import and request.consented_at is None:
         raise ConsentValidationError(
@@ -129,6 +154,17 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
             "historical_import applies to subscriptions only.", field="historical_import"
         )
     return email, phone, changes
+
+
+def aware(moment: datetime, zone: tzinfo | None = None) -> datetime:
+    """``moment`` with a zone: a naive one is read in ``zone``, else the site's ``TIME_ZONE``.
+
+    Naive times are wall-clock times where the consent was collected; the site's zone is the
+    documented default (docs/identity.md, "Timestamps").
+    """
+    if timezone.is_aware(moment):
+        return moment
+    return timezone.make_aware(moment, zone or timezone.get_default_timezone())
 
 
 #: RFC 5321 §4.5.3.1.3's path limit less the angle brackets; the column's length.
@@ -156,11 +192,23 @@ def clean_email(raw: str, *, field: str = "profile.email") -> str | None:
     return email
 
 
+IDENTIFIERS = ("email", "phone_number", "external_id")
+
+#: ``method_detail`` of the withdrawals that close a replaced number's SMS consent.
+PHONE_NUMBER_REPLACED = "phone number replaced"
+
+
 def _find_profile(email: str | None, phone: str | None, external_id: str | None) -> Profile | None:
-    """One profile for the identifiers given, or None; refuse ones that belong to two people."""
+    """The one profile these identifiers name, or None; :class:`IdentityConflict` (409) when
+    they name two people, or name one whose stored identifier differs from the one given.
+
+    Identifiers are compared after normalisation. A stored identifier is never overwritten: a
+    different one is a conflict, even if no other profile holds it (a number change is its
+    own operation, :func:`klaviyo_consent.services.identity.replace_phone_number`).
+    """
     given = [
         (name, value)
-        for name, value in (("email", email), ("phone_number", phone), ("external_id", external_id))
+        for name, value in zip(IDENTIFIERS, (email, phone, external_id), strict=True)
         if value
     ]
     if not given:
@@ -175,20 +223,29 @@ def _find_profile(email: str | None, phone: str | None, external_id: str | None)
         profile = next((p for p in candidates if getattr(p, name) == value), None)
         if profile is not None:
             found[name] = profile
-    distinct = {p.pk: p for p in found.values()}
-    if len(distinct) > 1:
-        first = next(iter(found))
-        clash = next(name for name, p in found.items() if p.pk != found[first].pk)
+    profile = next(iter(found.values()), None)  # the first identifier given that matched
+    if profile is None:
+        return None
+    clashes = [
+        f"profile.{name}"
+        for name, _ in given
+        # held by another person, or the matched person holds a different one
+        if (name in found and found[name].pk != profile.pk)
+        or (name not in found and getattr(profile, name) is not None)
+    ]
+    if clashes:
         raise IdentityConflict(
-            f"This {clash} belongs to another profile than the {first} given.",
-            field=f"profile.{clash}",
+            f"The identifiers given do not belong to one person: {', '.join(clashes)} "
+            "cannot be recorded with the others. Nothing was recorded.",
+            fields=clashes,
         )
-    return next(iter(distinct.values()), None)
+    return profile
 
 
 def _resolve_profile(
-    email: str | None, phone: str | None, external_id: str | None
+    email: str | None, phone: str | None, external_id: str | None, *, method: str, user: Any
 ) -> tuple[Profile, bool]:
+    """Find the person, or create them; add identifiers they lack, never overwrite one."""
     profile = _find_profile(email, phone, external_id)
     if profile is None:
         if not (email or phone):
@@ -205,13 +262,30 @@ def _resolve_profile(
         except IntegrityError as error:
             raise _LostProfileRace from error
         return profile, True
-    changed = []
-    for name, value in (("email", email), ("phone_number", phone), ("external_id", external_id)):
-        if value and getattr(profile, name) != value:
+    added = [
+        (name, value)
+        for name, value in zip(IDENTIFIERS, (email, phone, external_id), strict=True)
+        if value and getattr(profile, name) is None
+    ]
+    if added:
+        for name, value in added:
             setattr(profile, name, value)
-            changed.append(name)
-    if changed:
-        profile.save(update_fields=[*changed, "updated_at"])
+        try:
+            profile.save(update_fields=[name for name, _ in added] + ["updated_at"])
+        except IntegrityError as error:  # another request gave it to someone else meanwhile
+            raise _LostProfileRace from error
+        records = IdentityEvent.objects.bulk_create(
+            IdentityEvent(
+                profile=profile,
+                change=IdentityChange.IDENTIFIER_ADDED,
+                field=name,
+                new_value=value,
+                method=method,
+                recorded_by=user,
+            )
+            for name, value in added
+        )
+        identity_changed.send(sender=IdentityEvent, profile=profile, identity_events=records)
     return profile, False
 
 
@@ -219,7 +293,9 @@ def record_consent(request: ConsentRequest) -> RecordResult:
     """Write one event per channel and purpose, with its outbox row, in one transaction.
 
     The ``consent_recorded`` signal is sent inside the transaction; the push happens on commit,
-    so a failed push or a crash never loses an event.
+    so a failed push or a crash never loses an event. Raises :class:`ConsentValidationError`
+    naming the field, or :class:`IdentityConflict` (nothing written) when the identifiers do
+    not belong to one person (docs/identity.md).
     """
     email, phone, changes = _clean(request)
     try:
@@ -234,19 +310,29 @@ def _record(
     request: ConsentRequest, email: str | None, phone: str | None, changes: list[tuple[str, str]]
 ) -> RecordResult:
     with transaction.atomic():
-        profile, created = _resolve_profile(email, phone, request.external_id)
-        if any(channel == Channel.SMS for channel, _ in changes) and not profile.phone_number:
+        profile, created = _resolve_profile(
+            email, phone, request.external_id, method=request.method, user=request.recorded_by
+        )
+        channels = {channel for channel, _ in changes}
+        if Channel.SMS in channels and not profile.phone_number:
             raise ConsentValidationError(
                 "SMS consent needs a phone_number.", field="profile.phone_number"
             )
-        if any(channel == Channel.EMAIL for channel, _ in changes) and not profile.email:
+        if Channel.EMAIL in channels and not profile.email:
             raise ConsentValidationError("Email consent needs an email.", field="profile.email")
+        if Channel.SMS in channels and request.consent == Consent.SUBSCRIBED and not phone:
+            # Named by external_id: the number the consent is for is the profile's.
+            require_sms_country(profile.phone_number, field="profile.phone_number")
         now = timezone.now()
         events = [
             ConsentEvent(
                 profile=profile,
-                email=profile.email or "",
-                phone_number=profile.phone_number or "",
+                # The identifiers the person gave, plus the profile's own identifier for the
+                # event's channel (the address the consent is for); never another person's.
+                email=email or (profile.email if channel == Channel.EMAIL else None) or "",
+                phone_number=phone
+                or (profile.phone_number if channel == Channel.SMS else None)
+                or "",
                 channel=channel,
                 purpose=purpose,
                 consent=request.consent,
@@ -302,28 +388,80 @@ def settled(result: RecordResult) -> RecordResult:
     )
 
 
+def _current(queryset: Any) -> Any:
+    """Events that speak for the identifiers a profile holds now: email events for its email,
+    SMS events for its phone number. A replaced number's history stays with that number.
+
+    The identifiers are the survivor's for the events of a merged profile.
+    """
+    return queryset.annotate(
+        current_email=Coalesce(F("profile__merged_into__email"), F("profile__email")),
+        current_phone=Coalesce(F("profile__merged_into__phone_number"), F("profile__phone_number")),
+    ).filter(
+        Q(channel=Channel.EMAIL, email=F("current_email"))
+        | Q(channel=Channel.SMS, phone_number=F("current_phone"))
+    )
+
+
 def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
     """Each profile's latest event per channel and purpose, with its delivery, in id order.
 
-    One query however many profiles and however long their histories (the ``kc_event_key``
-    index answers the per-key maximum), for the check endpoint and the profile lists.
+    A profile's ledger is its events and those of the profiles merged into it, for the
+    identifiers it holds now (docs/identity.md): after a number change the new number starts
+    NEVER_SUBSCRIBED. One query however many profiles and however long their histories.
     """
     ids = list(profile_ids)
     if not ids:
         return {}
+    owner = Coalesce(F("profile__merged_into_id"), F("profile_id"))
     newest = (
-        ConsentEvent.objects.filter(profile_id__in=ids)
+        _current(
+            # One semi-join on the event's profile column, so the kc_event_key index serves it.
+            ConsentEvent.objects.filter(
+                profile_id__in=Profile.objects.filter(
+                    Q(pk__in=ids) | Q(merged_into_id__in=ids)
+                ).values("pk")
+            )
+        )
         .order_by()
-        .values("profile_id", "channel", "purpose")
+        .annotate(owner=owner)
+        .values("owner", "channel", "purpose")
         .annotate(newest=Max("id"))
         .values("newest")
     )
     latest: dict[int, list[ConsentEvent]] = {pk: [] for pk in ids}
     for event in (
+        ConsentEvent.objects.filter(pk__in=newest)
+        .select_related("delivery", "profile")
+        .order_by("id")
+    ):
+        latest[event.profile.merged_into_id or event.profile_id].append(event)
+    return latest
+
+
+def sms_histories(phone_numbers: Iterable[str]) -> dict[str, list[ConsentEvent]]:
+    """For each number, its latest SMS events per purpose, whoever recorded them.
+
+    How ``check/`` answers a number no profile holds any more (a replaced number): with the
+    number's own history. Emails never lose their profile (they only move, on a merge), so
+    only numbers need this. One query (the ``kc_event_sms_number`` index); a number never seen
+    maps to ``[]``, and no numbers cost no query.
+    """
+    found: dict[str, list[ConsentEvent]] = {number: [] for number in phone_numbers}
+    if not found:
+        return found
+    newest = (
+        ConsentEvent.objects.filter(channel=Channel.SMS, phone_number__in=list(found))
+        .order_by()
+        .values("phone_number", "purpose")
+        .annotate(newest=Max("id"))
+        .values("newest")
+    )
+    for event in (
         ConsentEvent.objects.filter(pk__in=newest).select_related("delivery").order_by("id")
     ):
-        latest[event.profile_id].append(event)
-    return latest
+        found[event.phone_number].append(event)
+    return found
 
 
 def ledger_for(
@@ -333,12 +471,10 @@ def ledger_for(
 
     ``events``: the profile's events in id order with their deliveries (its whole history, or
     only the latest per key from :func:`latest_events`) when the caller already holds them,
-    to spare a query. No profile: every leaf is NEVER_SUBSCRIBED.
+    to spare a query. No profile and no events: every leaf is NEVER_SUBSCRIBED.
     """
-    if profile is None:
-        events = ()
-    elif events is None:
-        events = latest_events([profile.pk])[profile.pk]
+    if events is None:
+        events = () if profile is None else latest_events([profile.pk])[profile.pk]
     latest: dict[tuple[str, str], ConsentEvent] = {}
     for event in events:
         latest[(event.channel, event.purpose)] = event
@@ -356,10 +492,13 @@ def ledger_for(
                 }
             else:
                 delivery = getattr(event, "delivery", None)
+                reason = delivery.reason if delivery else ""
+                if not reason and event.method_detail == PHONE_NUMBER_REPLACED:
+                    reason = PHONE_NUMBER_REPLACED  # why the ledger closed it, when Klaviyo is mute
                 leaf = {
                     "status": event.consent,
                     "delivery": delivery.status if delivery else None,
-                    "reason": delivery.reason if delivery else "",
+                    "reason": reason,
                     "event_id": event.pk,
                     "consented_at": _consented_at(event),
                 }

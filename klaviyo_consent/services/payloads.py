@@ -21,6 +21,23 @@ def isoformat(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
+def parse_klaviyo_datetime(value: Any) -> datetime | None:
+    """A datetime Klaviyo sent (e.g. ``consent_timestamp``), aware; None when unreadable.
+
+    Klaviyo writes ISO 8601 with an offset; one without is UTC, Klaviyo's own zone for API
+    datetimes ("Acceptable date and timestamp formats"), never the site's.
+    """
+    from django.utils.dateparse import parse_datetime
+
+    try:
+        moment = parse_datetime(str(value or ""))
+    except ValueError:
+        return None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
 def profile_entry(
     *,
     email: str | None,

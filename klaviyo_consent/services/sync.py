@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.backends import get_backend
 from klaviyo_consent.backends.base import waiting_allowed
@@ -337,10 +336,16 @@ class _Job:
 
     @staticmethod
     def _entry(rows: list[_Row], dropped: set[str]) -> dict[str, Any]:
+        # Each event carries the identifiers its consent was given for (docs/identity.md):
+        # the entry names the newest of each, so an email-only and an SMS-only event of one
+        # person still send both channels with their own identifier. ``dropped``: the parts
+        # Klaviyo refused in this entry, sent again without them.
         newest = rows[-1]
+        email = next((r.email for r in reversed(rows) if r.email), None)
+        phone_number = next((r.phone_number for r in reversed(rows) if r.phone_number), None)
         return payloads.profile_entry(
-            email=None if "email" in dropped else newest.email or None,
-            phone_number=None if "sms" in dropped else newest.phone_number or None,
+            email=None if "email" in dropped else email,
+            phone_number=None if "sms" in dropped else phone_number,
             klaviyo_id=newest.klaviyo_id or None,
             consents=[(r.channel, r.purpose, r.consent, r.consented_at) for r in rows],
         )
@@ -677,7 +682,7 @@ class Pusher:
                 continue  # a suppression job is harmless to send again
             if row.profile_id in found:
                 leaf = found[row.profile_id][0].klaviyo_leaf(row.channel, row.purpose)
-                stamp = parse_datetime(str(leaf.get("consent_timestamp") or ""))
+                stamp = payloads.parse_klaviyo_datetime(leaf.get("consent_timestamp"))
                 if leaf.get("consent") == row.consent and stamp and stamp >= claimed_at[row.pk]:
                     settled.append(row)
         if settled:

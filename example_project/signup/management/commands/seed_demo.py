@@ -18,7 +18,7 @@ USERNAME, PASSWORD = "admin", "admin"
 SEEDS = [
     (
         "ada@example.com",
-        "+442079460123",
+        "+447400900123",
         {"email": {"marketing": True}, "sms": {"marketing": True}},
         "DemoLs",
         False,
