@@ -157,6 +157,44 @@ class KlaviyoList(models.Model):
         self.mirrored_at = now or timezone.now()
 
 
+class RecordedBy(models.Model):
+    """Who recorded an append-only row, kept even after that user is deleted.
+
+    The user is a reference, not a constraint: an append-only row cannot be SET_NULL when the
+    user goes, so ``recorded_by`` has no database constraint and ``recorded_by_label`` keeps
+    the username as it was.
+    """
+
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    recorded_by_label = models.CharField(
+        "recorded by (username)",
+        max_length=150,
+        blank=True,
+        help_text="The recording user's username when the event was recorded.",
+    )
+
+    class Meta:
+        abstract = True
+
+    def label_recorded_by(self) -> None:
+        """Copy the recording user's username onto the event before it is written."""
+        if self.recorded_by_id and not self.recorded_by_label:
+            user = self.recorded_by
+            self.recorded_by_label = user.get_username()[:150] if user else ""
+
+    @property
+    def recorded_by_name(self) -> str | None:
+        """Who recorded the event (their username then), even after the user was deleted."""
+        return self.recorded_by_label or None
+
+
 class ConsentEventQuerySet(models.QuerySet):
     def append(
         self, events: list[ConsentEvent], *, batch_size: int | None = None, **delivery: Any
@@ -220,7 +258,7 @@ EVENT_FIELDS = (
 )
 
 
-class ConsentEvent(models.Model):
+class ConsentEvent(RecordedBy):
     """One consent given or withdrawn, with its proof. Append-only: never updated or deleted."""
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="events")
@@ -251,16 +289,6 @@ class ConsentEvent(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     page_url = models.TextField(blank=True)
-    # The user is a reference, not a constraint: the user may be deleted later, and an
-    # append-only row cannot be SET_NULL. ``recorded_by_label`` keeps who it was.
-    recorded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
     # Null (no default: adding the column leaves SQLite's append-only trigger in place) for
     # consent; set for a site request to suppress or unsuppress the email in Klaviyo, whose
     # ``consent`` carries the key's consent over unchanged.
@@ -270,12 +298,6 @@ class ConsentEvent(models.Model):
         null=True,
         blank=True,
         help_text="Set when the site asked Klaviyo to suppress or unsuppress the email.",
-    )
-    recorded_by_label = models.CharField(
-        "recorded by (username)",
-        max_length=150,
-        blank=True,
-        help_text="The recording user's username when the event was recorded.",
     )
     #: For inbound events (method ``klaviyo``): Klaviyo's method, method_detail and timestamp.
     klaviyo_data = models.JSONField(default=dict, blank=True)
@@ -318,17 +340,6 @@ class ConsentEvent(models.Model):
         self.label_recorded_by()
         super().save(*args, **kwargs)
 
-    def label_recorded_by(self) -> None:
-        """Copy the recording user's username onto the event before it is written."""
-        if self.recorded_by_id and not self.recorded_by_label:
-            user = self.recorded_by
-            self.recorded_by_label = user.get_username()[:150] if user else ""
-
-    @property
-    def recorded_by_name(self) -> str | None:
-        """Who recorded the event (their username then), even after the user was deleted."""
-        return self.recorded_by_label or None
-
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ImmutableConsentEvent("Consent events are append-only and cannot be deleted.")
 
@@ -353,7 +364,7 @@ class IdentityEventQuerySet(models.QuerySet):
         raise ImmutableConsentEvent("Identity events are append-only and cannot be deleted.")
 
 
-class IdentityEvent(models.Model):
+class IdentityEvent(RecordedBy):
     """One change to which identifiers make a person: append-only, like the consent ledger.
 
     Consent events keep the identifiers they were given for; these rows say when and why a
@@ -373,13 +384,6 @@ class IdentityEvent(models.Model):
     moved = models.JSONField(default=dict, blank=True)
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.API)
     recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
-    recorded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
 
     objects = IdentityEventQuerySet.as_manager()
 
@@ -392,6 +396,7 @@ class IdentityEvent(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise ImmutableConsentEvent("Identity events are append-only; record a new event.")
+        self.label_recorded_by()
         super().save(*args, **kwargs)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:

@@ -80,3 +80,23 @@ def test_the_api_names_who_recorded_an_event_after_the_user_is_gone(api, fake, s
     reader.force_authenticate(admin_user)
     events = reader.get("/api/consent/events/").json()["results"]
     assert {e["recorded_by"] for e in events} == {"staff"}
+
+
+def test_a_user_who_replaced_a_phone_number_can_be_deleted_and_is_still_named(fake, staff):
+    # The sibling of the consent ledger's rule: identity events are append-only too, so a
+    # deleted user cannot be SET_NULL on them (that was a 500 in the admin).
+    from klaviyo_consent.models import IdentityEvent
+    from klaviyo_consent.services.identity import replace_phone_number
+
+    profile = record_consent(
+        ConsentRequest(
+            consent="SUBSCRIBED",
+            subscriptions={"sms": {"marketing": True}},
+            phone_number="+447400123456",
+            recorded_by=staff,
+        )
+    ).profile
+    replace_phone_number(profile, "+447400654321", recorded_by=staff)
+    staff.delete()
+    change = IdentityEvent.objects.get(profile=profile, change="phone_number_replaced")
+    assert change.recorded_by_name == "staff"

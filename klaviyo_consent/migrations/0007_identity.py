@@ -60,6 +60,11 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='identityevent',
             name='recorded_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            field=models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL),
+        ),
+        migrations.AddField(
+            model_name='identityevent',
+            name='recorded_by_label',
+            field=models.CharField(blank=True, help_text="The recording user's username when the event was recorded.", max_length=150, verbose_name='recorded by (username)'),
         ),
     ]
