@@ -101,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
     # Requests a push may make when it runs inside the signup (the immediate task backend):
     # such a push never waits for rate limits or Retry-After either; the rest stays queued.
     "PUSH_ON_COMMIT_MAX_REQUESTS": 4,
+    # Seconds such a push may spend on Klaviyo in all; each request gets only what is left as
+    # its timeout, so a Klaviyo that hangs does not hold the signup for TIMEOUT per request.
+    "PUSH_ON_COMMIT_MAX_SECONDS": 1.0,
     # Task backend alias in TASKS used to enqueue pushes.
     "TASK_BACKEND": "default",
     # Client-side rate limiter: None (off), "local" (this process) or a redis:// URL (shared by

@@ -26,7 +26,10 @@ def enqueue_push() -> None:
 
     try:
         if runs_inline():
-            with no_wait(consent_settings.PUSH_ON_COMMIT_MAX_REQUESTS):
+            with no_wait(
+                consent_settings.PUSH_ON_COMMIT_MAX_REQUESTS,
+                consent_settings.PUSH_ON_COMMIT_MAX_SECONDS,
+            ):
                 push_task().enqueue()
         else:
             push_task().enqueue()

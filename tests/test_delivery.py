@@ -377,6 +377,44 @@ def test_a_push_on_commit_makes_a_bounded_number_of_requests(
     assert inline_push.calls == []
 
 
+def test_a_push_inside_a_signup_gives_each_request_only_the_time_left(fake, monkeypatch):
+    # A Klaviyo that hangs must not hold a signup for TIMEOUT per request: each request's
+    # timeout is what is left of the push's time budget, and none goes out once it is spent.
+    from klaviyo_consent.backends import get_backend
+    from klaviyo_consent.backends.base import no_wait
+    from klaviyo_consent.exceptions import PushDeferred
+
+    now = [100.0]
+    timeouts: list[float] = []
+    backend = get_backend()
+    real = backend.session.request
+
+    def slow_request(method, url, **kwargs):
+        timeouts.append(kwargs["timeout"])
+        now[0] += 0.75  # each answer takes three quarters of a second
+        return real(method, url, **kwargs)
+
+    monkeypatch.setattr(backend.session, "request", slow_request)
+    with no_wait(max_seconds=1.5, clock=lambda: now[0]):
+        backend.get_profiles({})
+        backend.get_profiles({})
+        with pytest.raises(PushDeferred, match="time budget"):
+            backend.get_profiles({})
+    assert timeouts == [1.5, 0.75]
+    backend.get_profiles({})  # outside a signup: the whole TIMEOUT again
+    assert timeouts[-1] == backend.timeout
+
+
+def test_a_signup_whose_time_budget_is_spent_sends_nothing_and_keeps_the_consent_queued(
+    fake, inline_push, settings, django_capture_on_commit_callbacks
+):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT_MAX_SECONDS": 0}
+    with django_capture_on_commit_callbacks(execute=True):
+        record("ada@example.com")
+    assert fake.request_log == []
+    assert Delivery.objects.filter(status="pending", lease_token="", attempts=0).count() == 1
+
+
 def test_a_worker_outside_a_signup_still_waits_its_turn_at_the_rate_limit(fake, settings):
     sleep = CountingSleep()
     now = [1000.0]

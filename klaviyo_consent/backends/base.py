@@ -11,7 +11,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -42,24 +42,45 @@ PARTIAL_FAILURE_HEADER = "X-Klaviyo-Partial-Failure"
 
 @dataclass
 class RequestBudget:
-    """How many more requests a push that must not wait may make (None: no cap)."""
+    """What a push that must not wait may still spend on Klaviyo.
+
+    ``left``: requests (None: no cap). ``deadline``: a ``clock()`` reading (seconds) after which
+    nothing more is sent (None: no limit); each request gets only the time left as its timeout,
+    so a Klaviyo that hangs costs the signup at most the budget, not ``TIMEOUT`` per request.
+    """
 
     left: int | None = None
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def seconds_left(self) -> float | None:
+        """Seconds before the deadline (None: no deadline); never below 0."""
+        if self.deadline is None:
+            return None
+        return max(self.deadline - self.clock(), 0.0)
 
 
 _no_wait: ContextVar[RequestBudget | None] = ContextVar("klaviyo_consent_no_wait", default=None)
 
 
 @contextmanager
-def no_wait(max_requests: int | None = None) -> Iterator[RequestBudget]:
+def no_wait(
+    max_requests: int | None = None,
+    max_seconds: float | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[RequestBudget]:
     """Within this block no Klaviyo call waits: what would have to wait is not sent.
 
-    A request the rate limiter would hold back, one past ``max_requests``, or a read whose
-    429/5xx would be retried after a sleep raises :class:`PushDeferred` instead (the caller
-    leaves the work queued). Used by the push that runs on commit inside a signup, so that a
-    signup's latency never grows with Klaviyo's faults or rate limits.
+    A request the rate limiter would hold back, one past ``max_requests``, one after
+    ``max_seconds`` (by ``clock``) have passed, or a read whose 429/5xx would be retried after a
+    sleep raises :class:`PushDeferred` instead (the caller leaves the work queued); a request
+    that goes out may take only the seconds left. Used by the push that runs on commit inside
+    a signup, so that a signup's latency never grows with Klaviyo's faults, slowness or rate
+    limits.
     """
-    token = _no_wait.set(RequestBudget(max_requests))
+    deadline = clock() + max_seconds if max_seconds is not None else None
+    token = _no_wait.set(RequestBudget(max_requests, deadline, clock))
     try:
         yield _no_wait.get()  # type: ignore[misc]
     finally:
@@ -229,6 +250,13 @@ class BaseKlaviyoBackend:
         key = "set" if self.api_key else "unset"
         return f"<{type(self).__name__} {self.api_url} revision={self.revision} api_key={key}>"
 
+    def request_timeout(self) -> float:
+        """Seconds one request may take: ``TIMEOUT``, or less inside :func:`no_wait` with a
+        time budget (only what is left of it)."""
+        budget = _no_wait.get()
+        left = budget.seconds_left() if budget is not None else None
+        return self.timeout if left is None else min(self.timeout, left)
+
     # -- the one transport hook ------------------------------------------------------------
     def send(
         self,
@@ -277,6 +305,8 @@ class BaseKlaviyoBackend:
         if budget is not None:
             if budget.left is not None and budget.left <= 0:
                 raise PushDeferred(f"{operation}: this push's request budget is spent")
+            if budget.seconds_left() == 0.0:
+                raise PushDeferred(f"{operation}: this push's time budget is spent")
             if self.limiter is not None and not self.limiter.acquire_now(operation):
                 raise PushDeferred(f"{operation}: the rate limit would make this push wait")
             if budget.left is not None:

@@ -31,15 +31,16 @@ class KlaviyoBackend(BaseKlaviyoBackend):
         body: bytes | None,
     ) -> RawResponse:
         started = time.perf_counter()
+        timeout = self.request_timeout()
         try:
             response = self.session.request(
-                method, url, headers=headers, params=params, data=body, timeout=self.timeout
+                method, url, headers=headers, params=params, data=body, timeout=timeout
             )
         # ``from None`` throughout: the chained traceback's frames inside requests hold the
         # prepared headers (the key) as local variables, which the DEBUG error page prints.
         except requests.Timeout:
             raise KlaviyoConnectionError(
-                errors=[{"title": "Timeout", "detail": f"no answer within {self.timeout}s"}]
+                errors=[{"title": "Timeout", "detail": f"no answer within {timeout:g}s"}]
             ) from None
         except requests.ConnectionError as exc:
             raise KlaviyoConnectionError(
