@@ -95,6 +95,10 @@ KLAVIYO_CONSENT = {
     # Offline, the fake answers at once, so read back straight away.
     "VERIFY_DELAY": 30.0 if KLAVIYO_API_KEY else 0.0,
     "WRITE_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # The countries this Klaviyo account has an SMS sending number for (check I001).
+    "SMS_SENDING_COUNTRIES": env.list(
+        "KLAVIYO_SMS_SENDING_COUNTRIES", default=["US", "CA", "GB", "IE", "AU", "NZ"]
+    ),
 }
 if not KLAVIYO_API_KEY:
     KLAVIYO_CONSENT["BACKEND_OPTIONS"] = {
