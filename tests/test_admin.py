@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
-from tests.test_api_subscribe import SUBSCRIBE, body
+from tests.helpers import SUBSCRIBE, body
 
 pytestmark = pytest.mark.django_db
 

@@ -93,7 +93,7 @@ def test_every_job_the_sync_sends_validates_with_the_sdk(fake, api):
         sent.append(payload)
         _send(job, payload)
 
-    from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body
+    from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body
 
     api.post(SUBSCRIBE, body(), format="json")
     api.post(
