@@ -1,4 +1,4 @@
-"""The fake Klaviyo for unittest users: ``klaviyo_fake()`` and ``KlaviyoFakeMixin`` in a TestCase."""
+"""The fake Klaviyo for unittest users: ``klaviyo_fake()`` and ``KlaviyoFakeMixin`` in TestCase."""
 
 from __future__ import annotations
 
