@@ -21,8 +21,7 @@ def klaviyo_fake(settings: Any) -> Iterator[Any]:
 
     ``unittest`` users: ``klaviyo_consent.testing.fixtures.klaviyo_fake()`` / ``KlaviyoFakeMixin``.
     """
-    from klaviyo_consent.testing.fake import FakeKlaviyo
-    from klaviyo_consent.testing.fixtures import fake_consent_settings, installed
+    from klaviyo_consent.testing.fixtures import FakeKlaviyo, fake_consent_settings, installed
 
     settings.KLAVIYO_CONSENT = fake_consent_settings(getattr(settings, "KLAVIYO_CONSENT", None))
     with installed(FakeKlaviyo(enforce_rate_limits=False)) as fake:
