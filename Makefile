@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-sqlite test-postgres test-django6 test-all lint bench services clean
+.PHONY: demo test test-slow test-sqlite test-postgres test-django6 test-all lint bench services clean
 
 # Django 6 needs Python >= 3.12: the first python3.12 / python3.13 on PATH or in pyenv, if any.
 PYTHON_DJANGO6 ?= $(shell for v in 3.12 3.13; do \
@@ -31,9 +31,15 @@ demo: $(STAMP)
 	@echo ""
 	$(PY) manage.py runserver 127.0.0.1:8000
 
-## make test: the whole suite on SQLite (PostgreSQL/Redis parts too when those services answer)
+## make test: the whole suite on SQLite (PostgreSQL/Redis parts too when those services answer),
+## except the long random-fault run (make test-slow)
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## make test-slow: the long random-fault run (fixed seed), on SQLite then PostgreSQL
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m random_faults
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/test $(PY) -m pytest -q -m random_faults
 
 test-postgres: $(STAMP)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/test $(PY) -m pytest -q

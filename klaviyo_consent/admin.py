@@ -31,7 +31,7 @@ from klaviyo_consent.models import (
     parse_row_id,
 )
 from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
-from klaviyo_consent.services.ledger import ledger_for
+from klaviyo_consent.services.ledger import latest_events, ledger_for
 from klaviyo_consent.services.lists import mirror_lists
 from klaviyo_consent.services.mirror import pull_profiles
 from klaviyo_consent.services.suppressions import record_suppression
@@ -143,6 +143,16 @@ class SafeChangeList(ChangeList):
             return super().get_filters(request)
         except OverflowError as exc:
             raise IncorrectLookupParameters(exc) from exc
+
+
+class ProfileChangeList(SafeChangeList):
+    """Reads the ledgers of the whole page in one query, not one per row (the verdicts column)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        events = latest_events(profile.pk for profile in self.result_list)
+        for profile in self.result_list:
+            profile.latest_events = events.get(profile.pk, [])
 
 
 class ReadOnlyMixin:
@@ -271,9 +281,12 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def sms_marketing(self, profile: Profile) -> str:
         return self._mirror_consent(profile, "sms")
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ProfileChangeList
+
     @admin.display(description="verdicts")
     def verdicts(self, profile: Profile) -> SafeString:
-        ledger = ledger_for(profile)
+        ledger = ledger_for(profile, events=getattr(profile, "latest_events", None))
         return format_html_join(
             " ",
             "{}",

@@ -21,43 +21,20 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from klaviyo_consent import klaviyo
 from klaviyo_consent.exceptions import ConfigurationError
 
 #: Where Django's Tasks framework lives, for ``TASKS`` backend paths: built in on Django 6, the
 #: django-tasks backport on 5.2. Safe to import from a settings module.
 TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
 
-#: Where Klaviyo sends SMS (help centre "Where is Klaviyo SMS available"), as ISO 3166 codes.
-#: The US entry means the 50 states only: phonenumbers gives Puerto Rico its own region (PR).
-KLAVIYO_SMS_COUNTRIES = (
-    "US",
-    "CA",
-    "GB",
-    "IE",
-    "DE",
-    "NL",
-    "FR",
-    "BE",
-    "AT",
-    "ES",
-    "CH",
-    "DK",
-    "SE",
-    "NO",
-    "FI",
-    "IT",
-    "PT",
-    "AU",
-    "NZ",
-)
-
 DEFAULTS: dict[str, Any] = {
     # Private API key (``pk_…``). Sent only in the Authorization header, never logged.
     "API_KEY": None,
     # Klaviyo's base URL; point it at ``manage.py klaviyo_fake_server`` to test over real HTTP.
-    "API_URL": "https://a.klaviyo.com",
+    "API_URL": klaviyo.BASE_URL,
     # The API revision every request pins; bump deliberately, after reading Klaviyo's changelog.
-    "REVISION": "2026-07-15",
+    "REVISION": klaviyo.REVISION,
     # List every subscribe job adds profiles to when the caller names none (None: no list).
     "DEFAULT_LIST_ID": None,
     # Dotted path to the backend, like EMAIL_BACKEND. The fake answers in-process, offline.
@@ -67,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds for connect and read on each HTTP request.
     "TIMEOUT": 10.0,
     # ISO codes where Klaviyo texts; SMS consent elsewhere is refused with a 400.
-    "SMS_COUNTRIES": KLAVIYO_SMS_COUNTRIES,
+    "SMS_COUNTRIES": klaviyo.SMS_COUNTRIES,
     # ISO codes where THIS account has an SMS sending number (a subset of SMS_COUNTRIES, which
     # is where Klaviyo texts at all). None: assume a number in every SMS_COUNTRIES country.
     # SMS consent for a country without one is refused with a 400: Klaviyo refuses it too

@@ -14,17 +14,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 
+from klaviyo_consent import klaviyo
 from klaviyo_consent.exceptions import ConfigurationError
 
-#: operation -> ((calls, seconds), ...) from the spec's x-klaviyo-ratelimit (revision 2026-07-15).
+#: operation -> ((calls, seconds), ...): Klaviyo's published limits (klaviyo.RATE_LIMITS).
 LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
-    "bulk_subscribe_profiles": ((75, 1.0), (750, 60.0)),
-    "bulk_unsubscribe_profiles": ((75, 1.0), (750, 60.0)),
-    "bulk_suppress_profiles": ((75, 1.0), (750, 60.0)),
-    "bulk_unsuppress_profiles": ((75, 1.0), (750, 60.0)),
-    "get_profiles": ((75, 1.0), (750, 60.0)),
-    "get_list": ((75, 1.0), (750, 60.0)),
-    "get_lists": ((75, 1.0), (750, 60.0)),
+    operation: limit.windows() for operation, limit in klaviyo.RATE_LIMITS.items()
 }
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
-from tests.test_api_subscribe import SUBSCRIBE, body
+from klaviyo_consent.services.ledger import ConsentRequest, record_consent
+from tests.helpers import SUBSCRIBE, body
 
 pytestmark = pytest.mark.django_db
 
@@ -69,3 +72,34 @@ def test_push_action_pushes_the_selected_profiles_now(admin_client, api, fake, s
         {"action": "push_pending_action", "_selected_action": [profile_id]},
     )
     assert set(Delivery.objects.values_list("status", flat=True)) == {"pushed"}
+
+
+def _profiles_with_ledgers(first: int, count: int) -> None:
+    """``count`` profiles, each with email and SMS events (pending deliveries, never pushed)."""
+    for index in range(first, first + count):
+        record_consent(
+            ConsentRequest(
+                consent="SUBSCRIBED",
+                subscriptions={"email": {"marketing": True}, "sms": {"marketing": True}},
+                email=f"person{index}@example.com",
+                phone_number=f"+4474001{index:05d}",
+                custom_source="Footer signup",
+            )
+        )
+
+
+def _changelist_queries(client) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        page = client.get("/admin/klaviyo_consent/profile/")
+    assert page.status_code == 200
+    assert page.content.decode().count("email.marketing: ") == Profile.objects.count()
+    return len(captured)
+
+
+def test_the_profile_list_costs_the_same_queries_for_5_rows_as_for_50(admin_client, fake):
+    _profiles_with_ledgers(0, 5)
+    for_five = _changelist_queries(admin_client)
+    _profiles_with_ledgers(5, 45)
+    for_fifty = _changelist_queries(admin_client)
+    assert Profile.objects.count() == 50
+    assert for_fifty == for_five

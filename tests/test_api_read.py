@@ -6,7 +6,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body, email_history
+from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body, email_history
 
 pytestmark = pytest.mark.django_db
 

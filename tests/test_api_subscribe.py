@@ -9,36 +9,13 @@ import pytest
 from django.utils import timezone
 
 from klaviyo_consent.models import ConsentEvent, Profile
+from tests.helpers import (
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    body,
+)
 
 pytestmark = pytest.mark.django_db
-
-SUBSCRIBE = "/api/consent/subscribe/"
-UNSUBSCRIBE = "/api/consent/unsubscribe/"
-
-
-def body(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "profile": {"email": "Ada@Example.com", "phone_number": "+44 7400 123456"},
-        "subscriptions": {"email": {"marketing": True}, "sms": {"marketing": True}},
-        "list_id": "Single",
-        "method": "form",
-        "method_detail": "footer form",
-        "custom_source": "Footer signup",
-        "consent_text": "Yes, text me offers. Reply STOP to cancel.",
-    }
-    data.update(overrides)
-    return data
-
-
-def email_history(api: Any, email: str, *paths: str) -> None:
-    """Record an email-marketing history for ``email``: one call to each of ``paths``."""
-    for path in paths:
-        response = api.post(
-            path,
-            body(profile={"email": email}, subscriptions={"email": {"marketing": True}}),
-            format="json",
-        )
-        assert response.status_code == 201, response.content
 
 
 def test_subscribe_records_one_event_per_channel_with_its_evidence(api, fake):

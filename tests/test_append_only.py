@@ -7,7 +7,7 @@ from django.db import DatabaseError, connection, transaction
 
 from klaviyo_consent.models import ConsentEvent
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
-from tests.test_api_subscribe import SUBSCRIBE, body
+from tests.helpers import SUBSCRIBE, body
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from klaviyo_consent.models import Profile
 from klaviyo_consent.services.check import check_prior_consent
-from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body, email_history
+from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body, email_history
 
 pytestmark = pytest.mark.django_db
 

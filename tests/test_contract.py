@@ -53,20 +53,36 @@ def test_historical_import_jobs_validate_with_the_sdk():
     payload = payloads.subscribe_job(
         entries("SUBSCRIBED", consented_at=PAST), historical_import=True, list_id="Y6nRLr"
     )
-    SubscriptionCreateJobCreateQuery.from_dict(payload)
+    model = SubscriptionCreateJobCreateQuery.from_dict(payload)
+    assert model is not None and model.data.attributes.historical_import is True
     leaf = payload["data"]["attributes"]["profiles"]["data"][0]["attributes"]["subscriptions"]
     assert leaf["email"]["marketing"]["consented_at"] == PAST.isoformat()
 
 
 @pytest.mark.parametrize("list_id", [None, "Y6nRLr"])
 def test_unsubscribe_jobs_validate_with_the_sdk(list_id):
-    SubscriptionDeleteJobCreateQuery.from_dict(
-        payloads.unsubscribe_job(entries("UNSUBSCRIBED"), list_id=list_id)
-    )
+    payload = payloads.unsubscribe_job(entries("UNSUBSCRIBED"), list_id=list_id)
+    model = SubscriptionDeleteJobCreateQuery.from_dict(payload)
+    assert model is not None
+    parsed = model.to_dict()["data"]
+    assert parsed["type"] == "profile-subscription-bulk-delete-job"
+    first = parsed["attributes"]["profiles"]["data"][0]["attributes"]
+    assert first["email"] == "p0@example.com"
+    assert first["subscriptions"]["email"]["marketing"]["consent"] == "UNSUBSCRIBED"
+    assert first["subscriptions"]["sms"]["transactional"]["consent"] == "UNSUBSCRIBED"
+    listed = parsed.get("relationships", {}).get("list", {}).get("data", {}).get("id")
+    assert listed == list_id
 
 
 def test_suppression_jobs_validate_with_the_sdk():
-    SuppressionCreateJobCreateQuery.from_dict(payloads.suppress_job(["a@example.com"]))
+    model = SuppressionCreateJobCreateQuery.from_dict(
+        payloads.suppress_job(["a@example.com", "b@example.com"])
+    )
+    assert model is not None
+    parsed = model.to_dict()["data"]
+    assert parsed["type"] == "profile-suppression-bulk-create-job"
+    emails = [item["attributes"]["email"] for item in parsed["attributes"]["profiles"]["data"]]
+    assert emails == ["a@example.com", "b@example.com"]
 
 
 def test_the_sdk_would_catch_a_wrong_consent_value():
@@ -93,7 +109,7 @@ def test_every_job_the_sync_sends_validates_with_the_sdk(fake, api):
         sent.append(payload)
         _send(job, payload)
 
-    from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body
+    from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body
 
     api.post(SUBSCRIBE, body(), format="json")
     api.post(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from klaviyo_consent.models import Profile, normalize_email
-from tests.test_api_subscribe import SUBSCRIBE
-from tests.test_api_subscribe import body as _body
+from tests.helpers import SUBSCRIBE
+from tests.helpers import body as _body
 
 pytestmark = pytest.mark.django_db
 

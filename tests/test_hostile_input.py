@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from klaviyo_consent.models import ConsentEvent, Profile, WebhookDelivery
 from klaviyo_consent.services.webhooks import sign
-from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body
+from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from klaviyo_consent.models import ConsentEvent, IdentityEvent, Profile
 from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
-from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body
+from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body
 
 pytestmark = pytest.mark.django_db
 

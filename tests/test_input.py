@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 
 from klaviyo_consent.models import ConsentEvent, Profile
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
-from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body
+from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body
 
 pytestmark = pytest.mark.django_db
 

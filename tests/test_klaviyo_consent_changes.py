@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from klaviyo_consent.models import ConsentEvent
-from tests.test_verdicts import PHONE, ledger, pull, subscribe
+from tests.helpers import PHONE, ledger, pull, subscribe
 
 pytestmark = pytest.mark.django_db
 

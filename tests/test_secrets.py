@@ -16,7 +16,7 @@ from klaviyo_consent.backends import get_backend, reset_backend
 from klaviyo_consent.backends.http import KlaviyoBackend
 from klaviyo_consent.exceptions import ConfigurationError, KlaviyoConsentError
 from klaviyo_consent.models import Profile
-from tests.test_api_subscribe import SUBSCRIBE, body
+from tests.helpers import SUBSCRIBE, body
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
-from tests.test_verdicts import ledger, subscribe
+from tests.helpers import ledger, subscribe
 
 pytestmark = pytest.mark.django_db
 

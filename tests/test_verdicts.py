@@ -7,26 +7,16 @@ from django.core.management import call_command
 
 from klaviyo_consent.models import ConsentEvent, KlaviyoList
 from klaviyo_consent.signals import consent_applied, consent_not_applied, drift_detected
-from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body
+from tests.helpers import (
+    PHONE,
+    UNSUBSCRIBE,
+    body,
+    ledger,
+    pull,
+    subscribe,
+)
 
 pytestmark = pytest.mark.django_db
-
-PHONE = "+447400123456"
-
-
-def subscribe(api, on_commit, **overrides):
-    with on_commit():
-        response = api.post(SUBSCRIBE, body(**overrides), format="json")
-    assert response.status_code == 201, response.content
-    return response.data["profile"]["id"]
-
-
-def ledger(api, profile_id):
-    return api.get(f"/api/consent/profiles/{profile_id}/").data["ledger"]
-
-
-def pull(profile_id):
-    call_command("klaviyo_consent_pull", "--profile", str(profile_id))
 
 
 def test_single_opt_in_consent_is_applied(api, fake, on_commit):

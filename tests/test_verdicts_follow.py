@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from klaviyo_consent.models import ConsentEvent, Delivery
 from klaviyo_consent.services.verdicts import judge
-from tests.test_api_subscribe import SUBSCRIBE, body
-from tests.test_verdicts import ledger, pull, subscribe
+from tests.helpers import SUBSCRIBE, body, ledger, pull, subscribe
 
 pytestmark = pytest.mark.django_db
 
@@ -273,7 +272,7 @@ def test_a_manual_suppression_reported_by_webhook_is_an_inbound_event_and_check_
 ):
     # Field case 5.
     from klaviyo_consent.testing.webhooks import signed_webhook
-    from tests.test_webhooks import post
+    from tests.helpers import post_webhook as post
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "WEBHOOK_SECRET": "s"}
     subscribe(api, on_commit, profile={"email": "ines@example.org"}, subscriptions=EMAIL_ONLY)
@@ -323,7 +322,7 @@ def test_every_suppression_that_leaves_consent_alone_is_recorded_and_its_removal
 
 
 def test_a_site_unsubscribe_is_not_reported_back_as_a_suppression(api, fake, on_commit):
-    from tests.test_api_subscribe import UNSUBSCRIBE
+    from tests.helpers import UNSUBSCRIBE
 
     profile_id = subscribe(
         api, on_commit, profile={"email": "ines@example.org"}, subscriptions=EMAIL_ONLY
@@ -369,7 +368,7 @@ def test_a_webhook_read_back_re_judges_a_not_applied_verdict_and_says_so_in_the_
     api, fake, on_commit, settings
 ):
     from klaviyo_consent.testing.webhooks import signed_webhook
-    from tests.test_webhooks import post
+    from tests.helpers import post_webhook as post
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "WEBHOOK_SECRET": "s"}
     profile_id = subscribe(

@@ -16,7 +16,7 @@ from klaviyo_consent.services.webhooks import (
     sign,
 )
 from klaviyo_consent.testing.webhooks import signed_webhook
-from tests.test_api_subscribe import SUBSCRIBE, body
+from tests.helpers import SUBSCRIBE, body, post_webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -41,10 +41,6 @@ def subscribed(api, fake, on_commit):
     return Profile.objects.get(pk=response.data["profile"]["id"])
 
 
-def post(payload: bytes, headers: dict[str, str]):
-    return APIClient().post(URL, payload, content_type="application/json", headers=headers)
-
-
 def assert_nothing_stored(events_before: int) -> None:
     assert WebhookDelivery.objects.count() == 0
     assert ConsentEvent.objects.count() == events_before
@@ -54,7 +50,7 @@ def test_a_signed_stop_reply_ends_in_the_ledger_as_an_inbound_sms_unsubscribe(
     secret, subscribed, fake, api
 ):
     fake.reply_stop(PHONE)
-    response = post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
+    response = post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
 
     assert response.status_code == 200, response.content
     assert response.json() == {"received": 1, "profiles_refreshed": 1, "ignored": 0}
@@ -75,7 +71,7 @@ def test_a_signed_stop_reply_ends_in_the_ledger_as_an_inbound_sms_unsubscribe(
 
 def test_the_payload_consent_is_never_trusted_only_klaviyos_profile(secret, subscribed, fake):
     # Klaviyo still shows SMS subscribed: an unsubscribe webhook alone changes nothing.
-    response = post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
+    response = post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
     assert response.json()["profiles_refreshed"] == 1
     assert not ConsentEvent.objects.filter(method="klaviyo").exists()
 
@@ -83,20 +79,24 @@ def test_the_payload_consent_is_never_trusted_only_klaviyos_profile(secret, subs
 def test_profiles_are_matched_by_klaviyo_id_and_email_too(secret, subscribed, fake):
     fake.click_unsubscribe("ada@example.com")
     subscribed.refresh_from_db()
-    by_id = post(
+    by_id = post_webhook(
         *signed_webhook(CONSENT_TOPICS[1], profile_id=subscribed.klaviyo_id, secret=secret)
     )
     assert by_id.json() == {"received": 1, "profiles_refreshed": 1, "ignored": 0}
-    by_email = post(*signed_webhook(CONSENT_TOPICS[1], email="ADA@example.com", secret=secret))
+    by_email = post_webhook(
+        *signed_webhook(CONSENT_TOPICS[1], email="ADA@example.com", secret=secret)
+    )
     assert by_email.json()["profiles_refreshed"] == 1
     assert ConsentEvent.objects.get(method="klaviyo").channel == "email"
 
 
 def test_unknown_profiles_and_other_topics_are_ignored_and_counted(secret, subscribed, fake):
-    unknown = post(*signed_webhook(SMS_STOP, email="nobody@example.com", secret=secret))
+    unknown = post_webhook(*signed_webhook(SMS_STOP, email="nobody@example.com", secret=secret))
     assert unknown.status_code == 200
     assert unknown.json() == {"received": 1, "profiles_refreshed": 0, "ignored": 1}
-    other = post(*signed_webhook("event:klaviyo.opened_email", phone_number=PHONE, secret=secret))
+    other = post_webhook(
+        *signed_webhook("event:klaviyo.opened_email", phone_number=PHONE, secret=secret)
+    )
     assert other.json() == {"received": 1, "profiles_refreshed": 0, "ignored": 1}
     assert WebhookDelivery.objects.count() == 2
 
@@ -105,7 +105,7 @@ def test_a_failed_re_read_is_recorded_on_the_delivery_and_still_answered_200(
     secret, subscribed, fake
 ):
     fake.fail_next(status=403)
-    response = post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
+    response = post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
     assert response.status_code == 200
     assert "Could not re-read" in response.json()["error"]
     delivery = WebhookDelivery.objects.get()
@@ -114,7 +114,9 @@ def test_a_failed_re_read_is_recorded_on_the_delivery_and_still_answered_200(
 
 def test_an_iso_8601_timestamp_is_accepted(secret, subscribed):
     now = datetime.now(UTC).replace(microsecond=0)
-    response = post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp=now))
+    response = post_webhook(
+        *signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp=now)
+    )
     assert response.status_code == 200, response.content
 
 
@@ -128,7 +130,7 @@ def test_a_missing_signature_is_refused_and_nothing_is_stored(secret, subscribed
     events = ConsentEvent.objects.count()
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
     del headers["Klaviyo-Signature"]
-    rejected(post(payload, headers), "missing_header")
+    rejected(post_webhook(payload, headers), "missing_header")
     assert_nothing_stored(events)
 
 
@@ -136,7 +138,7 @@ def test_a_missing_signature_is_refused_and_nothing_is_stored(secret, subscribed
 def test_every_klaviyo_header_is_required(secret, subscribed, header):
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
     del headers[header]
-    rejected(post(payload, headers), "missing_header")
+    rejected(post_webhook(payload, headers), "missing_header")
     assert WebhookDelivery.objects.count() == 0
 
 
@@ -144,20 +146,20 @@ def test_a_wrong_signature_is_refused_and_nothing_is_stored(secret, subscribed):
     events = ConsentEvent.objects.count()
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
     headers["Klaviyo-Signature"] = "0" * 64
-    rejected(post(payload, headers), "bad_signature")
+    rejected(post_webhook(payload, headers), "bad_signature")
     assert_nothing_stored(events)
 
 
 def test_a_tampered_body_is_refused(secret, subscribed):
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
-    rejected(post(payload.replace(b"+44", b"+33"), headers), "bad_signature")
+    rejected(post_webhook(payload.replace(b"+44", b"+33"), headers), "bad_signature")
     assert WebhookDelivery.objects.count() == 0
 
 
 def test_a_delivery_signed_with_another_secret_is_refused(secret, subscribed):
     events = ConsentEvent.objects.count()
     rejected(
-        post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret="not-the-secret")),
+        post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret="not-the-secret")),
         "bad_signature",
     )
     assert_nothing_stored(events)
@@ -169,7 +171,7 @@ def test_a_timestamp_outside_the_tolerance_is_refused(secret, subscribed, fake, 
     events = ConsentEvent.objects.count()
     stamp = int(time.time()) + offset
     rejected(
-        post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp=stamp)),
+        post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp=stamp)),
         "stale_timestamp",
     )
     assert_nothing_stored(events)
@@ -177,7 +179,7 @@ def test_a_timestamp_outside_the_tolerance_is_refused(secret, subscribed, fake, 
 
 def test_an_unreadable_timestamp_is_refused(secret, subscribed):
     rejected(
-        post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp="nan")),
+        post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp="nan")),
         "bad_timestamp",
     )
     assert WebhookDelivery.objects.count() == 0
@@ -185,19 +187,19 @@ def test_an_unreadable_timestamp_is_refused(secret, subscribed):
 
 def test_a_replayed_delivery_is_refused(secret, subscribed, fake):
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
-    assert post(payload, headers).status_code == 200
+    assert post_webhook(payload, headers).status_code == 200
     fake.reply_stop(PHONE)
     events = ConsentEvent.objects.count()
-    rejected(post(payload, headers), "replay")
+    rejected(post_webhook(payload, headers), "replay")
     assert WebhookDelivery.objects.count() == 1
     assert ConsentEvent.objects.count() == events
 
 
 def test_a_replay_with_an_upper_case_signature_is_still_a_replay(secret, subscribed):
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
-    assert post(payload, headers).status_code == 200
+    assert post_webhook(payload, headers).status_code == 200
     headers["Klaviyo-Signature"] = headers["Klaviyo-Signature"].upper()
-    rejected(post(payload, headers), "replay")
+    rejected(post_webhook(payload, headers), "replay")
 
 
 def test_a_webhook_id_header_that_differs_from_the_body_is_refused(secret, subscribed, fake):
@@ -205,14 +207,15 @@ def test_a_webhook_id_header_that_differs_from_the_body_is_refused(secret, subsc
     events = ConsentEvent.objects.count()
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
     headers["Klaviyo-Webhook-Id"] = "wh_other"
-    rejected(post(payload, headers), "webhook_id_mismatch")
+    rejected(post_webhook(payload, headers), "webhook_id_mismatch")
     assert_nothing_stored(events)
 
 
 def test_without_a_configured_secret_every_delivery_is_refused(fake, subscribed):
     events = ConsentEvent.objects.count()
     rejected(
-        post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret="anything")), "not_configured"
+        post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret="anything")),
+        "not_configured",
     )
     assert_nothing_stored(events)
 
@@ -225,7 +228,7 @@ def test_signed_malformed_json_is_a_400_and_nothing_is_stored(secret):
         "Klaviyo-Timestamp": stamp,
         "Klaviyo-Signature": sign(payload, stamp, secret),
     }
-    response = post(payload, headers)
+    response = post_webhook(payload, headers)
     assert response.status_code == 400
     assert response.json()["code"] == "malformed"
     assert WebhookDelivery.objects.count() == 0
@@ -271,7 +274,7 @@ def test_timestamps_are_read_as_unix_seconds_milliseconds_or_iso_8601(value, exp
 
 
 def test_deliveries_are_listed_read_only_in_the_admin(admin_client, secret, subscribed):
-    post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
+    post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
     delivery = WebhookDelivery.objects.get()
     listing = admin_client.get("/admin/klaviyo_consent/webhookdelivery/")
     assert listing.status_code == 200 and "wh_test" in listing.content.decode()
@@ -282,7 +285,9 @@ def test_deliveries_are_listed_read_only_in_the_admin(admin_client, secret, subs
 
 def test_a_clock_slightly_ahead_within_the_tolerance_is_accepted(secret, subscribed):
     stamp = datetime.now(UTC) + timedelta(seconds=200)
-    response = post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp=stamp))
+    response = post_webhook(
+        *signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret, timestamp=stamp)
+    )
     assert response.status_code == 200
 
 
@@ -309,14 +314,14 @@ def test_a_resend_of_a_delivery_whose_processing_raised_is_processed_not_refused
     _raise_once(monkeypatch)
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
 
-    first = post(payload, headers)
+    first = post_webhook(payload, headers)
     assert first.status_code == 500
     delivery = WebhookDelivery.objects.get()
     assert delivery.processed_at is None
     assert delivery.attempts == 1 and "database went away" in delivery.error
     assert delivery.failed_at is not None
 
-    resend = post(payload, headers)
+    resend = post_webhook(payload, headers)
     assert resend.status_code == 200, resend.content
     delivery.refresh_from_db()
     assert delivery.processed_at is not None and delivery.error == ""
@@ -326,8 +331,8 @@ def test_a_resend_of_a_delivery_whose_processing_raised_is_processed_not_refused
 
 def test_a_copy_of_a_processed_delivery_is_still_a_replay(secret, subscribed, fake):
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
-    assert post(payload, headers).status_code == 200
-    again = post(payload, headers)
+    assert post_webhook(payload, headers).status_code == 200
+    again = post_webhook(payload, headers)
     assert again.status_code == 403 and again.json()["code"] == "replay"
     assert WebhookDelivery.objects.get().attempts == 1
 
@@ -339,7 +344,10 @@ def test_the_retry_command_processes_deliveries_that_failed(secret, subscribed, 
 
     fake.reply_stop(PHONE)
     _raise_once(monkeypatch)
-    assert post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)).status_code == 500
+    assert (
+        post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)).status_code
+        == 500
+    )
     assert not ConsentEvent.objects.filter(method="klaviyo").exists()
 
     out = StringIO()
@@ -357,11 +365,11 @@ def test_a_klaviyo_outage_while_processing_is_recorded_and_retried_by_the_resend
     fake.reply_stop(PHONE)
     payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
     fake.fail_next(status=403)
-    assert post(payload, headers).status_code == 200
+    assert post_webhook(payload, headers).status_code == 200
     delivery = WebhookDelivery.objects.get()
     assert delivery.processed_at is None and "403" in delivery.error and delivery.attempts == 1
 
-    assert post(payload, headers).status_code == 200
+    assert post_webhook(payload, headers).status_code == 200
     delivery.refresh_from_db()
     assert delivery.processed_at is not None and delivery.attempts == 2
 
@@ -371,7 +379,7 @@ def test_the_admin_processes_a_failed_delivery_again(
 ):
     fake.reply_stop(PHONE)
     _raise_once(monkeypatch)
-    post(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
+    post_webhook(*signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret))
     delivery = WebhookDelivery.objects.get()
     listing = admin_client.get("/admin/klaviyo_consent/webhookdelivery/")
     assert "database went away" in listing.content.decode()

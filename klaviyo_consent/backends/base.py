@@ -30,14 +30,11 @@ from klaviyo_consent.exceptions import (
     KlaviyoServerError,
     PushDeferred,
 )
+from klaviyo_consent.klaviyo import PARTIAL_FAILURE_HEADER
 
 logger = logging.getLogger("klaviyo_consent.backends")
 
 JSON_API = "application/vnd.api+json"
-
-#: Klaviyo's header naming an identifier it ignored in an accepted job (e.g. ``phone_number``
-#: for an invalid phone beside a valid email); announced by Klaviyo, not in the spec.
-PARTIAL_FAILURE_HEADER = "X-Klaviyo-Partial-Failure"
 
 
 @dataclass

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from klaviyo_consent.choices import Consent
-
-MAX_SUBSCRIBE_PROFILES = 1000
-MAX_UNSUBSCRIBE_PROFILES = 100
-MAX_SUPPRESS_PROFILES = 100
-MAX_PAGE_SIZE = 100
+from klaviyo_consent.klaviyo import (
+    MAX_PAGE_SIZE,
+    MAX_SUBSCRIBE_PROFILES,
+    MAX_SUPPRESS_PROFILES,
+    MAX_UNSUBSCRIBE_PROFILES,
+)
 
 
 def isoformat(value: datetime) -> str:

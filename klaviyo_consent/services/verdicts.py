@@ -16,13 +16,8 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.choices import Channel, Consent, DeliveryStatus, OptInProcess
+from klaviyo_consent.klaviyo import LIFTED_BY_SUBSCRIBE, STICKY_SUPPRESSIONS
 from klaviyo_consent.phone import sms_unsupported_reason
-
-#: Suppressions a subscribe job cannot lift (it lifts UNSUBSCRIBE, SPAM_REPORT, USER_SUPPRESSED).
-STICKY_SUPPRESSIONS = frozenset({"HARD_BOUNCE", "INVALID_EMAIL"})
-#: Suppressions a subscribe job lifts (Klaviyo's docs say SPAM_REPORT; profiles show
-#: SPAM_COMPLAINT).
-LIFTED_BY_SUBSCRIBE = frozenset({"UNSUBSCRIBE", "SPAM_REPORT", "SPAM_COMPLAINT", "USER_SUPPRESSED"})
 
 
 @dataclass(frozen=True)

@@ -17,26 +17,15 @@ import pytest
 
 @pytest.fixture
 def klaviyo_fake(settings: Any) -> Iterator[Any]:
-    """A fresh FakeKlaviyo answering every request of this test, offline and key-free."""
-    from klaviyo_consent.backends import reset_backend
-    from klaviyo_consent.ratelimit import reset_limiters
-    from klaviyo_consent.testing.fake import FakeKlaviyo, set_default_fake
+    """A fresh FakeKlaviyo answering every request of this test, offline and key-free.
 
-    fake = FakeKlaviyo(enforce_rate_limits=False)
-    previous = set_default_fake(fake)
-    consent = dict(getattr(settings, "KLAVIYO_CONSENT", {}) or {})
-    consent["BACKEND"] = "klaviyo_consent.backends.fake.FakeKlaviyoBackend"
-    consent.setdefault("BACKEND_OPTIONS", {})
-    consent["BACKEND_OPTIONS"] = {
-        k: v for k, v in consent["BACKEND_OPTIONS"].items() if k != "fake"
-    }
-    settings.KLAVIYO_CONSENT = consent
-    reset_backend()
-    reset_limiters()
-    yield fake
-    reset_backend()
-    reset_limiters()
-    set_default_fake(previous)
+    ``unittest`` users: ``klaviyo_consent.testing.fixtures.klaviyo_fake()`` / ``KlaviyoFakeMixin``.
+    """
+    from klaviyo_consent.testing.fixtures import FakeKlaviyo, fake_consent_settings, installed
+
+    settings.KLAVIYO_CONSENT = fake_consent_settings(getattr(settings, "KLAVIYO_CONSENT", None))
+    with installed(FakeKlaviyo(enforce_rate_limits=False)) as fake:
+        yield fake
 
 
 _EVENTS = "klaviyo_consent_consentevent"

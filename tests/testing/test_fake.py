@@ -28,15 +28,12 @@ from klaviyo_consent.testing.fake import (
     serve,
     set_default_fake,
 )
+from tests.helpers import FAKE_HEADERS as HEADERS
+from tests.helpers import FAKE_KEY as KEY
+from tests.helpers import SUBSCRIBE_JOBS as SUBSCRIBE
+from tests.helpers import post_to_fake as post
+from tests.helpers import profile_entry, subscribe_body
 
-KEY = "pk_test_0123456789"
-HEADERS = {
-    "Authorization": f"Klaviyo-API-Key {KEY}",
-    "revision": "2026-07-15",
-    "Content-Type": "application/vnd.api+json",
-    "Accept": "application/vnd.api+json",
-}
-SUBSCRIBE = "/api/profile-subscription-bulk-create-jobs"
 UNSUBSCRIBE = "/api/profile-subscription-bulk-delete-jobs"
 NOW = datetime(2026, 7, 20, 12, 0, tzinfo=UTC)
 
@@ -65,60 +62,6 @@ def session(fake: FakeKlaviyo) -> requests.Session:
     return http
 
 
-def profile_entry(
-    email: str | None = None,
-    phone: str | None = None,
-    *,
-    email_marketing: bool = True,
-    sms_marketing: bool = False,
-    sms_transactional: bool = False,
-    consented_at: str | None = None,
-) -> dict[str, Any]:
-    def consent() -> dict[str, Any]:
-        item: dict[str, Any] = {"consent": "SUBSCRIBED"}
-        if consented_at is not None:
-            item["consented_at"] = consented_at
-        return item
-
-    subscriptions: dict[str, Any] = {}
-    if email_marketing:
-        subscriptions["email"] = {"marketing": consent()}
-    sms: dict[str, Any] = {}
-    if sms_marketing:
-        sms["marketing"] = consent()
-    if sms_transactional:
-        sms["transactional"] = consent()
-    if sms:
-        subscriptions["sms"] = sms
-    attributes: dict[str, Any] = {"subscriptions": subscriptions}
-    if email is not None:
-        attributes["email"] = email
-    if phone is not None:
-        attributes["phone_number"] = phone
-    return {"type": "profile", "attributes": attributes}
-
-
-def subscribe_body(
-    profiles: list[dict[str, Any]],
-    *,
-    list_id: str | None = None,
-    custom_source: str | None = None,
-    historical_import: bool | None = None,
-) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"profiles": {"data": profiles}}
-    if custom_source is not None:
-        attributes["custom_source"] = custom_source
-    if historical_import is not None:
-        attributes["historical_import"] = historical_import
-    data: dict[str, Any] = {
-        "type": "profile-subscription-bulk-create-job",
-        "attributes": attributes,
-    }
-    if list_id is not None:
-        data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
-    return {"data": data}
-
-
 def unsubscribe_body(
     profiles: list[dict[str, Any]], *, list_id: str | None = None
 ) -> dict[str, Any]:
@@ -145,12 +88,6 @@ def unsubscribe_entry(
     if phone:
         attributes["phone_number"] = phone
     return {"type": "profile", "attributes": attributes}
-
-
-def post(
-    fake: FakeKlaviyo, path: str, document: Any, headers: dict[str, str] = HEADERS
-) -> FakeResponse:
-    return fake.handle("POST", path, headers, json.dumps(document).encode())
 
 
 def get(fake: FakeKlaviyo, path_and_query: str, headers: dict[str, str] = HEADERS) -> FakeResponse:

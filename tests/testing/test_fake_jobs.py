@@ -11,7 +11,11 @@ from klaviyo_consent.testing.fake import (
     PARTIAL_FAILURE_HEADER,
     FakeKlaviyo,
 )
-from tests.testing.test_fake import HEADERS, KEY, SUBSCRIBE, post, profile_entry, subscribe_body
+from tests.helpers import FAKE_HEADERS as HEADERS
+from tests.helpers import FAKE_KEY as KEY
+from tests.helpers import SUBSCRIBE_JOBS as SUBSCRIBE
+from tests.helpers import post_to_fake as post
+from tests.helpers import profile_entry, subscribe_body
 
 US_PHONE = "+12025550143"
 POINTER = "/data/attributes/profiles/data/0/attributes/phone_number"
