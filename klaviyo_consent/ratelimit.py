@@ -23,6 +23,7 @@ LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
     "bulk_suppress_profiles": ((75, 1.0), (750, 60.0)),
     "bulk_unsuppress_profiles": ((75, 1.0), (750, 60.0)),
     "get_profiles": ((75, 1.0), (750, 60.0)),
+    "create_or_update_profile": ((75, 1.0), (750, 60.0)),
     "get_list": ((75, 1.0), (750, 60.0)),
     "get_lists": ((75, 1.0), (750, 60.0)),
 }

@@ -70,6 +70,8 @@ from openapi_client.models.suppression_delete_job_create_query import (
 from pydantic import ValidationError
 from requests.structures import CaseInsensitiveDict
 
+from klaviyo_consent.testing.fake_profile_import import ProfileImportMixin
+
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_SMS_COUNTRIES",
@@ -137,6 +139,7 @@ RATE_LIMITS: dict[str, RateLimit] = {
     "get_bulk_unsuppress_profiles_job": RateLimit(75, 750),
     "get_profiles": RateLimit(75, 750),
     "get_profile": RateLimit(75, 750),
+    "create_or_update_profile": RateLimit(75, 750),
     "get_lists": RateLimit(75, 750),
     "get_list": RateLimit(75, 750),
 }
@@ -717,7 +720,7 @@ def _sdk_errors(
 # --- the fake ---------------------------------------------------------------------------------
 
 
-class FakeKlaviyo:
+class FakeKlaviyo(ProfileImportMixin):
     """Klaviyo's consent endpoints, in memory and thread-safe (one RLock around all state).
 
     Settings mirror an account: ``sms_countries`` (phonenumbers regions Klaviyo texts),
@@ -2068,6 +2071,7 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
         {"GET": "get_bulk_unsuppress_profiles_job"},
     ),
     (re.compile(r"^/api/profiles$"), {"GET": "get_profiles"}),
+    (re.compile(r"^/api/profile-import$"), {"POST": "create_or_update_profile"}),
     (re.compile(r"^/api/profiles/(?P<id>[^/]+)$"), {"GET": "get_profile"}),
     (re.compile(r"^/api/lists$"), {"GET": "get_lists"}),
     (re.compile(r"^/api/lists/(?P<id>[^/]+)$"), {"GET": "get_list"}),
