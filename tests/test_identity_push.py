@@ -305,5 +305,45 @@ def test_the_profile_import_payload_names_the_profile_by_id_then_email_then_exte
         "phone_number": NEW,
         "external_id": "c-1",
     }
-    with pytest.raises(ValueError):
-        payloads.profile_import(phone_number=NEW)
+    assert payloads.profile_import(phone_number=NEW) == {
+        "data": {"type": "profile", "attributes": {"phone_number": NEW}}
+    }
+
+
+def test_a_phone_only_profile_is_found_in_klaviyo_by_its_old_number(api, fake, on_commit):
+    with on_commit():
+        response = subscribe(api, {"phone_number": OLD}, {"sms": {"marketing": True}})
+    profile = Profile.objects.get(pk=response.data["profile"]["id"])
+    Profile.objects.filter(pk=profile.pk).update(klaviyo_id="")  # never read back
+    klaviyo_id = fake.get_profile(phone_number=OLD)["id"]
+    count = fake.profile_count
+    with on_commit():
+        replace_phone_number(profile, NEW)
+    assert IdentityDelivery.objects.get().status == "applied"
+    assert fake.get_profile(phone_number=NEW)["id"] == klaviyo_id
+    assert fake.profile_count == count
+    assert Profile.objects.get(pk=profile.pk).klaviyo_id == klaviyo_id
+
+
+def test_a_subscribe_job_naming_a_known_email_with_a_new_number_sets_that_number(fake):
+    backend = get_backend()
+
+    def entry(phone, consents):
+        return payloads.profile_entry(
+            email="fy@example.org", phone_number=phone, klaviyo_id=None, consents=consents
+        )
+
+    sms = [("sms", "marketing", "SUBSCRIBED", None)]
+    email = [("email", "marketing", "SUBSCRIBED", None)]
+    backend.bulk_subscribe_profiles(payloads.subscribe_job([entry(OLD, sms)], list_id="Single"))
+    # SMS left out: the number is only set on the profile (spec), and SMS consent starts over.
+    backend.bulk_subscribe_profiles(payloads.subscribe_job([entry(NEW, email)], list_id="Single"))
+    profile = fake.get_profile(email="fy@example.org")
+    assert profile["phone_number"] == NEW
+    assert profile["subscriptions"]["sms"]["marketing"]["consent"] == "NEVER_SUBSCRIBED"
+    assert fake.get_profile(phone_number=OLD) is None
+    # SMS included: the new number is the one subscribed, on the same profile.
+    backend.bulk_subscribe_profiles(payloads.subscribe_job([entry(NEW, sms)], list_id="Single"))
+    profile = fake.get_profile(phone_number=NEW)
+    assert profile["email"] == "fy@example.org"
+    assert profile["subscriptions"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"

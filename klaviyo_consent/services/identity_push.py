@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
@@ -135,13 +136,7 @@ def push_identity_changes(report: SyncReport | None = None) -> int:
     for row in _claim(CLAIM_SIZE):
         report.claimed += 1
         try:
-            payload = _payload(row)
-        except ValueError as error:
-            _finish(row, DeliveryStatus.FAILED, f"Klaviyo was not told: {error}.", [])
-            report.failed += 1
-            continue
-        try:
-            document = get_backend().create_or_update_profile(payload)
+            document = get_backend().create_or_update_profile(_payload(row, report))
         except PushDeferred:
             _owned(row).update(lease_token="", lease_expires_at=None)
             _release_rest(row)
@@ -160,11 +155,19 @@ def push_identity_changes(report: SyncReport | None = None) -> int:
     return applied
 
 
-def _payload(row: IdentityDelivery) -> dict:
+def _payload(row: IdentityDelivery, report: SyncReport) -> dict[str, Any]:
+    """The import naming the profile; a phone-only profile whose Klaviyo id is not known yet
+    is found in Klaviyo by its old number (the number the closing withdrawal named)."""
     record, profile = row.identity_event, row.profile
+    klaviyo_id = profile.klaviyo_id or None
+    if not (klaviyo_id or profile.email or profile.external_id) and record.old_value:
+        query = payloads.profiles_query(payloads.profile_filter("phone_number", [record.old_value]))
+        report.requests += 1
+        found = get_backend().get_profiles(query)["data"]
+        klaviyo_id = found[0].get("id") if found else None
     return payloads.profile_import(
         phone_number=record.new_value,
-        klaviyo_id=profile.klaviyo_id or None,
+        klaviyo_id=klaviyo_id,
         email=profile.email,
         external_id=profile.external_id,
     )

@@ -149,8 +149,8 @@ def profile_import(
     The profile is named by its Klaviyo ``id`` when known, else by ``email``, else by
     ``external_id``: the identifiers Klaviyo matches an existing profile by. Only
     ``phone_number`` is changed; a field left out is left unchanged by Klaviyo (spec: "not
-    including a field in your request will leave it unchanged"). Raises ``ValueError`` when no
-    identifier names the profile.
+    including a field in your request will leave it unchanged"). With none of them, Klaviyo
+    finds the profile by the new number or creates one holding it.
     """
     attributes: dict[str, Any] = {"phone_number": phone_number}
     data: dict[str, Any] = {"type": "profile", "attributes": attributes}
@@ -160,8 +160,6 @@ def profile_import(
         attributes["email"] = email
     elif external_id:
         attributes["external_id"] = external_id
-    else:
-        raise ValueError("a Klaviyo id, an email or an external_id must name the profile")
     return {"data": data}
 
 

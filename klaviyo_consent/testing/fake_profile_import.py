@@ -92,6 +92,16 @@ class ProfileImportMixin:
             201 if created else 200, {"data": resource}, "PostProfileResponse"
         )
 
+    def _take_phone_number(self, profile: Any, phone: str | None, moment: datetime) -> None:
+        """A subscribe entry found ``profile`` (by id or email) and names another number: the
+        number is set on the profile (spec, ProfileSubscriptionCreateQueryResourceObject
+        ``phone_number``: "this will be set on the profile"), which resets its SMS consent
+        before the entry's own subscriptions apply. A number another profile holds is left
+        alone (Klaviyo would merge; the app never asks for that)."""
+        if phone is None or phone == profile.phone_number or phone in self._by_phone:
+            return
+        self._set_phone_number(profile, phone, moment)
+
     def _set_phone_number(self, profile: Any, phone: str | None, moment: datetime) -> None:
         """Replace (or clear) a profile's number: SMS consent starts over as NEVER_SUBSCRIBED
         and pending SMS confirmations are dropped, as ``change_phone_number`` does."""
