@@ -347,3 +347,31 @@ def test_a_subscribe_job_naming_a_known_email_with_a_new_number_sets_that_number
     profile = fake.get_profile(phone_number=NEW)
     assert profile["email"] == "fy@example.org"
     assert profile["subscriptions"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
+
+
+def test_the_api_shows_the_number_changes_push_and_a_merge_has_none(api, ada, fake, on_commit):
+    with on_commit():
+        response = api.post(
+            f"/api/consent/profiles/{ada.pk}/phone-number/", {"phone_number": NEW}, format="json"
+        )
+    delivery = response.data["identity_event"]["delivery"]
+    assert (delivery["status"], delivery["attempts"], delivery["errors"]) == ("pending", 0, [])
+    email_half = subscribe(api, {"email": "gu@example.org"}, {"email": {"marketing": True}})
+    phone_half = subscribe(api, {"phone_number": "+447400999888"}, {"sms": {"marketing": True}})
+    merged = api.post(
+        f"/api/consent/profiles/{email_half.data['profile']['id']}/merge/",
+        {"other": phone_half.data["profile"]["id"]},
+        format="json",
+    )
+    assert merged.status_code == 200, merged.content
+    assert merged.data["identity_event"]["delivery"] is None
+
+
+def test_the_admin_profile_page_shows_whether_klaviyo_was_told(admin_client, ada, fake, on_commit):
+    with on_commit():
+        replace_phone_number(ada, NEW)
+    page = admin_client.get(f"/admin/klaviyo_consent/profile/{ada.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Klaviyo told" in html
+    assert "Klaviyo&#x27;s profile holds the new phone number." in html
