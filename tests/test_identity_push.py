@@ -185,6 +185,23 @@ def test_a_number_another_klaviyo_profile_holds_is_recorded_with_klaviyos_detail
     assert fake.get_profile(email=ADA["email"])["phone_number"] == OLD
 
 
+def test_a_refused_number_change_is_sent_again_by_sync_retry_failed(ada, fake, no_push_on_commit):
+    from django.core.management import call_command
+
+    other = fake.add_profile(phone_number=NEW)
+    replace_phone_number(ada, NEW)
+    call_command("klaviyo_consent_sync", "--no-wait")
+    assert IdentityDelivery.objects.get().status == "failed"
+    # The site's team clears the number on the other Klaviyo profile (null clears a field).
+    get_backend().create_or_update_profile(
+        {"data": {"type": "profile", "id": other, "attributes": {"phone_number": None}}}
+    )
+    assert fake.get_profile(phone_number=NEW) is None
+    call_command("klaviyo_consent_sync", "--retry-failed", "--no-wait")
+    assert IdentityDelivery.objects.get().status == "applied"
+    assert fake.get_profile(email=ADA["email"])["phone_number"] == NEW
+
+
 def test_check_and_the_ledger_answer_each_number_with_its_own_history_after_klaviyo_is_told(
     api, ada, fake, on_commit
 ):

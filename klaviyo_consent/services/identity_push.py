@@ -155,6 +155,21 @@ def push_identity_changes(report: SyncReport | None = None) -> int:
     return applied
 
 
+def retry_failed() -> int:
+    """Put failed (and dead-lettered) number changes back in the outbox, e.g. once the
+    Klaviyo profile that held the number (409 ``duplicate_profile``) was merged or deleted."""
+    now = timezone.now()
+    return IdentityDelivery.objects.filter(status=DeliveryStatus.FAILED).update(
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        dead_lettered_at=None,
+        lease_token="",
+        lease_expires_at=None,
+        updated_at=now,
+    )
+
+
 def _payload(row: IdentityDelivery, report: SyncReport) -> dict[str, Any]:
     """The import naming the profile; a phone-only profile whose Klaviyo id is not known yet
     is found in Klaviyo by its old number (the number the closing withdrawal named)."""
