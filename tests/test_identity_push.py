@@ -392,3 +392,16 @@ def test_the_admin_profile_page_shows_whether_klaviyo_was_told(admin_client, ada
     html = page.content.decode()
     assert "Klaviyo told" in html
     assert "Klaviyo&#x27;s profile holds the new phone number." in html
+
+
+@pytest.mark.parametrize(
+    "names",
+    [{"klaviyo_id": "01K"}, {"email": "a@b.c"}, {"external_id": "c-1"}, {}],
+)
+def test_the_profile_import_payload_is_a_profile_upsert_query_the_sdk_accepts(names):
+    from openapi_client.models.profile_upsert_query import ProfileUpsertQuery
+
+    document = payloads.profile_import(phone_number=NEW, **names)
+    parsed = ProfileUpsertQuery.from_dict(document)
+    assert parsed.data.attributes.phone_number == NEW
+    assert parsed.data.id == names.get("klaviyo_id")
