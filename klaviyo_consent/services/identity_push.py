@@ -177,8 +177,8 @@ def _payload(row: IdentityDelivery, report: SyncReport) -> dict[str, Any]:
     klaviyo_id = profile.klaviyo_id or None
     if not (klaviyo_id or profile.email or profile.external_id) and record.old_value:
         query = payloads.profiles_query(payloads.profile_filter("phone_number", [record.old_value]))
-        report.requests += 1
         found = get_backend().get_profiles(query)["data"]
+        report.requests += 1
         klaviyo_id = found[0].get("id") if found else None
     return payloads.profile_import(
         phone_number=record.new_value,
