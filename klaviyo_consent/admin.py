@@ -226,9 +226,21 @@ class IdentityEventInline(ReadOnlyMixin, admin.TabularInline):
         "moved",
         "method",
         "recorded_by",
+        "klaviyo",
     ]
     readonly_fields = fields
     verbose_name_plural = "identity changes"
+
+    @admin.display(description="Klaviyo told")
+    def klaviyo(self, event: IdentityEvent) -> SafeString | str:
+        """The new number's push to Klaviyo (Create or Update Profile), when there is one."""
+        delivery = getattr(event, "delivery", None)
+        if delivery is None:
+            return "—"
+        return format_html("{} {}", badge(delivery.status), delivery.reason)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("delivery")
 
 
 @admin.register(Profile)

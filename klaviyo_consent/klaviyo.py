@@ -77,6 +77,7 @@ RATE_LIMITS: dict[str, RateLimit] = {
     "get_bulk_unsuppress_profiles_job": RateLimit(75, 750),
     "get_profiles": RateLimit(75, 750),
     "get_profile": RateLimit(75, 750),
+    "create_or_update_profile": RateLimit(75, 750),
     "get_lists": RateLimit(75, 750),
     "get_list": RateLimit(75, 750),
 }

@@ -458,6 +458,45 @@ class Delivery(models.Model):
         return f"{self.status} (event #{self.event_id})"
 
 
+class IdentityDelivery(models.Model):
+    """The outbox row that tells Klaviyo a profile's new phone number (Create or Update Profile).
+
+    Written in the same transaction as its :class:`IdentityEvent`; the same state machine as a
+    consent's :class:`Delivery` (``pending`` → ``applied`` or ``failed``; 429s and refusals of
+    the request itself wait without spending attempts, other retryable failures spend one, and
+    retries that run out dead-letter the row), pushed by the same sync run. ``after_event_id``
+    orders it: it waits until every SMS event of the profile up to that id (the old number's
+    closing withdrawals) has left the outbox, and later SMS events of the profile wait for it.
+    """
+
+    identity_event = models.OneToOneField(
+        IdentityEvent, on_delete=models.PROTECT, primary_key=True, related_name="delivery"
+    )
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="+")
+    #: The newest consent event of the profile when the number changed (0: none).
+    after_event_id = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(
+        max_length=24, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    reason = models.TextField(blank=True)
+    errors = models.JSONField(default=list, blank=True, help_text="Klaviyo's errors[] as sent.")
+    attempts = models.PositiveIntegerField(default=0)
+    deferrals = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    lease_token = models.CharField(max_length=36, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "identity deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="kc_identity_due")]
+
+    def __str__(self) -> str:
+        return f"{self.status} (identity event #{self.identity_event_id})"
+
+
 class WebhookDelivery(models.Model):
     """One verified Klaviyo webhook delivery: the audit trail, and the memory that stops replays.
 

@@ -144,3 +144,17 @@ def post_to_fake(
     fake: FakeKlaviyo, path: str, document: Any, headers: dict[str, str] = FAKE_HEADERS
 ) -> FakeResponse:
     return fake.handle("POST", path, headers, json.dumps(document).encode())
+
+
+# --- identity (tests/test_identity.py, tests/test_identity_push.py) ---------------------------
+
+CHECK = "/api/consent/check/"
+ADA = {"email": "ada@example.org", "phone_number": "+447400123456"}
+BOTH = {"email": {"marketing": True}, "sms": {"marketing": True}}
+
+
+def subscribe_as(api, profile, subscriptions=BOTH, path=SUBSCRIBE):
+    """POST ``profile`` to subscribe/ (or ``path``) on the single opt-in list; the response."""
+    return api.post(
+        path, body(profile=profile, subscriptions=subscriptions, list_id="Single"), format="json"
+    )

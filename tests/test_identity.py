@@ -8,26 +8,15 @@ from rest_framework.test import APIClient
 
 from klaviyo_consent.models import ConsentEvent, IdentityEvent, Profile
 from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
-from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body
+from tests.helpers import ADA, CHECK, UNSUBSCRIBE, subscribe_as
 
 pytestmark = pytest.mark.django_db
-
-CHECK = "/api/consent/check/"
-ADA = {"email": "ada@example.org", "phone_number": "+447400123456"}
-BOTH = {"email": {"marketing": True}, "sms": {"marketing": True}}
-
-
-def subscribe(api, profile, subscriptions=BOTH, path=SUBSCRIBE):
-    return api.post(
-        path, body(profile=profile, subscriptions=subscriptions, list_id="Single"), format="json"
-    )
-
 
 @pytest.fixture
 def ada(api, fake, on_commit):
     """Ada, subscribed to email and SMS marketing with her number, pushed and applied."""
     with on_commit():
-        response = subscribe(api, ADA)
+        response = subscribe_as(api, ADA)
     assert response.status_code == 201, response.content
     return Profile.objects.get(pk=response.data["profile"]["id"])
 
@@ -39,7 +28,7 @@ def sms_status(api, number):
 
 def test_a_strangers_email_with_an_existing_number_is_a_409_and_changes_nothing(api, ada):
     before = ConsentEvent.objects.count()
-    response = subscribe(
+    response = subscribe_as(
         api,
         {"email": "mallory@example.org", "phone_number": "+447400123456"},
         {"email": {"marketing": True}},
@@ -57,7 +46,7 @@ def test_a_strangers_email_with_an_existing_number_is_a_409_and_changes_nothing(
 
 
 def test_a_withdrawal_with_a_strangers_identifiers_is_a_409_too(api, ada):
-    response = subscribe(
+    response = subscribe_as(
         api,
         {"email": "mallory@example.org", "phone_number": "+447400123456"},
         {"sms": {"marketing": True}},
@@ -70,7 +59,7 @@ def test_a_withdrawal_with_a_strangers_identifiers_is_a_409_too(api, ada):
 
 
 def test_a_new_number_for_a_known_email_is_a_409_and_the_old_number_keeps_its_consent(api, ada):
-    response = subscribe(
+    response = subscribe_as(
         api,
         {"email": "ada@example.org", "phone_number": "+447400654321"},
         {"email": {"marketing": True}},
@@ -88,16 +77,16 @@ def test_a_new_number_for_a_known_email_is_a_409_and_the_old_number_keeps_its_co
 
 
 def test_an_external_id_never_overwrites_a_stored_one(api, fake):
-    assert subscribe(api, {**ADA, "external_id": "cust-1"}).status_code == 201
-    response = subscribe(api, {"email": "ada@example.org", "external_id": "cust-2"})
+    assert subscribe_as(api, {**ADA, "external_id": "cust-1"}).status_code == 201
+    response = subscribe_as(api, {"email": "ada@example.org", "external_id": "cust-2"})
     assert response.status_code == 409
     assert response.json()["fields"] == ["profile.external_id"]
     assert Profile.objects.get().external_id == "cust-1"
 
 
 def test_a_request_adds_an_identifier_the_profile_lacks_and_records_it(api, fake):
-    first = subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
-    response = subscribe(api, ADA, {"sms": {"marketing": True}})
+    first = subscribe_as(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+    response = subscribe_as(api, ADA, {"sms": {"marketing": True}})
     assert response.status_code == 201, response.content
     profile = Profile.objects.get()
     assert profile.pk == first.data["profile"]["id"]
@@ -111,9 +100,9 @@ def test_a_request_adds_an_identifier_the_profile_lacks_and_records_it(api, fake
 
 
 def test_an_identifier_held_by_another_profile_is_not_added(api, fake):
-    subscribe(api, {"phone_number": "+447400123456"}, {"sms": {"marketing": True}})
-    subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
-    response = subscribe(api, ADA, {"email": {"marketing": True}})
+    subscribe_as(api, {"phone_number": "+447400123456"}, {"sms": {"marketing": True}})
+    subscribe_as(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+    response = subscribe_as(api, ADA, {"email": {"marketing": True}})
     assert response.status_code == 409
     assert sorted(response.json()["fields"]) == ["profile.phone_number"]
     assert Profile.objects.get(email="ada@example.org").phone_number is None
@@ -121,10 +110,10 @@ def test_an_identifier_held_by_another_profile_is_not_added(api, fake):
 
 def test_an_sms_withdrawal_by_the_email_of_a_known_profile_is_accepted(api, ada, on_commit):
     with on_commit():
-        response = subscribe(
+        response = subscribe_as(
             api, {"email": "sam@example.org"}, {"email": {"marketing": True}}
         )  # a second person with no phone: their withdrawal needs no number either
-        response = subscribe(
+        response = subscribe_as(
             api, {"email": "ada@example.org"}, {"sms": {"marketing": True}}, UNSUBSCRIBE
         )
     assert response.status_code == 201, response.content
@@ -138,8 +127,8 @@ def test_an_sms_withdrawal_by_the_email_of_a_known_profile_is_accepted(api, ada,
 
 
 def test_an_sms_withdrawal_by_an_email_with_no_number_anywhere_is_still_refused(api, fake):
-    subscribe(api, {"email": "sam@example.org"}, {"email": {"marketing": True}})
-    response = subscribe(
+    subscribe_as(api, {"email": "sam@example.org"}, {"email": {"marketing": True}})
+    response = subscribe_as(
         api, {"email": "sam@example.org"}, {"sms": {"marketing": True}}, UNSUBSCRIBE
     )
     assert response.status_code == 400
@@ -147,7 +136,7 @@ def test_an_sms_withdrawal_by_an_email_with_no_number_anywhere_is_still_refused(
 
 
 def test_an_email_only_consent_records_only_the_identifiers_given(api, ada):
-    response = subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+    response = subscribe_as(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
     assert response.status_code == 201
     [event] = response.data["events"]
     assert (event["email"], event["phone_number"]) == ("ada@example.org", "")
@@ -159,8 +148,8 @@ def test_an_email_and_an_sms_event_of_one_person_are_pushed_with_their_own_ident
     from klaviyo_consent.services.sync import push_pending
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
-    subscribe(api, ADA, {"sms": {"marketing": True}})
-    subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+    subscribe_as(api, ADA, {"sms": {"marketing": True}})
+    subscribe_as(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
     push_pending()
     assert fake.applied[("ada@example.org", "email", "marketing", "SUBSCRIBED")] == 1
     assert fake.applied[("+447400123456", "sms", "marketing", "SUBSCRIBED")] == 1
@@ -217,7 +206,7 @@ def test_the_old_number_check_says_why_it_was_closed_before_klaviyo_answers(api,
 
 
 def test_a_number_another_profile_holds_cannot_be_given_by_a_number_change(api, ada):
-    other = subscribe(api, {"phone_number": "+447400654321"}, {"sms": {"marketing": True}})
+    other = subscribe_as(api, {"phone_number": "+447400654321"}, {"sms": {"marketing": True}})
     response = api.post(
         f"/api/consent/profiles/{ada.pk}/phone-number/",
         {"phone_number": "+447400654321"},
@@ -271,8 +260,8 @@ def test_a_malformed_number_change_is_a_400_naming_the_field(api, ada):
 def two_halves(api, fake, on_commit):
     """One person known twice: a phone-only SMS subscriber and an email-only email subscriber."""
     with on_commit():
-        phone = subscribe(api, {"phone_number": "+447400123456"}, {"sms": {"marketing": True}})
-        email = subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+        phone = subscribe_as(api, {"phone_number": "+447400123456"}, {"sms": {"marketing": True}})
+        email = subscribe_as(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
     return (
         Profile.objects.get(pk=email.data["profile"]["id"]),
         Profile.objects.get(pk=phone.data["profile"]["id"]),
@@ -300,11 +289,11 @@ def test_a_merge_moves_the_identifiers_and_the_survivor_answers_for_both(api, tw
     assert result["profile_id"] == survivor.pk
     assert result["consent"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
     # Later requests naming both identifiers find the one person.
-    assert subscribe(api, ADA, {"email": {"marketing": True}}).status_code == 201
+    assert subscribe_as(api, ADA, {"email": {"marketing": True}}).status_code == 201
 
 
 def test_profiles_holding_different_values_of_one_identifier_cannot_be_merged(api, ada, fake):
-    other = subscribe(api, {"email": "grace@example.org", "phone_number": "+447400654321"})
+    other = subscribe_as(api, {"email": "grace@example.org", "phone_number": "+447400654321"})
     response = api.post(
         f"/api/consent/profiles/{ada.pk}/merge/",
         {"other": other.data["profile"]["id"]},
@@ -424,7 +413,7 @@ def test_the_signup_page_refuses_a_known_number_with_a_new_email_without_naming_
 
 
 def test_an_email_withdrawal_by_the_number_of_a_known_profile_is_accepted(api, ada):
-    response = subscribe(
+    response = subscribe_as(
         api, {"phone_number": "+447400123456"}, {"email": {"marketing": True}}, UNSUBSCRIBE
     )
     assert response.status_code == 201, response.content
@@ -470,7 +459,7 @@ def test_a_naive_klaviyo_timestamp_is_read_as_utc_not_a_type_error():
 
 
 def test_giving_a_number_to_a_profile_without_one_is_recorded_as_an_addition(api, fake):
-    response = subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+    response = subscribe_as(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
     profile = Profile.objects.get(pk=response.data["profile"]["id"])
     result = replace_phone_number(profile, "+447400123456")
     assert result.events == []
@@ -490,9 +479,9 @@ def test_every_identity_change_sends_identity_changed(api, fake):
 
     identity_changed.connect(receiver)
     try:
-        first = subscribe(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
-        subscribe(api, ADA, {"sms": {"marketing": True}})
-        other = subscribe(api, {"email": "sam@example.org"}, {"email": {"marketing": True}})
+        first = subscribe_as(api, {"email": "ada@example.org"}, {"email": {"marketing": True}})
+        subscribe_as(api, ADA, {"sms": {"marketing": True}})
+        other = subscribe_as(api, {"email": "sam@example.org"}, {"email": {"marketing": True}})
         ada = Profile.objects.get(pk=first.data["profile"]["id"])
         replace_phone_number(ada, "+447400654321")
         sam = Profile.objects.get(pk=other.data["profile"]["id"])

@@ -8,7 +8,14 @@ from typing import Any
 from rest_framework import serializers
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Method
-from klaviyo_consent.models import EVENT_FIELDS, ConsentEvent, Delivery, IdentityEvent, Profile
+from klaviyo_consent.models import (
+    EVENT_FIELDS,
+    ConsentEvent,
+    Delivery,
+    IdentityDelivery,
+    IdentityEvent,
+    Profile,
+)
 from klaviyo_consent.services.ledger import ledger_for
 
 
@@ -166,8 +173,17 @@ class ConsentEventSerializer(_BuiltOnce, serializers.ModelSerializer):
         return event.recorded_by_name
 
 
+class IdentityDeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
+    class Meta:
+        model = IdentityDelivery
+        fields = ["status", "reason", "errors", "attempts", "pushed_at", "dead_lettered_at"]
+        read_only_fields = fields
+
+
 class IdentityEventSerializer(_BuiltOnce, serializers.ModelSerializer):
     recorded_by = serializers.SerializerMethodField()
+    #: Telling Klaviyo a new number (Create or Update Profile); null for other changes.
+    delivery = IdentityDeliverySerializer(read_only=True, default=None)
 
     class Meta:
         model = IdentityEvent
@@ -183,6 +199,7 @@ class IdentityEventSerializer(_BuiltOnce, serializers.ModelSerializer):
             "method",
             "recorded_at",
             "recorded_by",
+            "delivery",
         ]
         read_only_fields = fields
 

@@ -23,6 +23,7 @@ from klaviyo_consent.models import (
     Profile,
 )
 from klaviyo_consent.phone import clean_country, normalize_phone_number
+from klaviyo_consent.services.identity_push import record_identity_push
 from klaviyo_consent.services.ledger import IDENTIFIERS, PHONE_NUMBER_REPLACED, latest_events
 from klaviyo_consent.signals import consent_recorded, identity_changed
 
@@ -111,6 +112,7 @@ def replace_phone_number(
         if events:
             ConsentEvent.objects.append(events, next_attempt_at=now)
             consent_recorded.send(sender=ConsentEvent, events=events, profile=profile)
+        record_identity_push(record)  # after the closing events: Klaviyo is told the new number
         identity_changed.send(sender=IdentityEvent, profile=profile, identity_events=[record])
     return IdentityResult(profile=profile, identity_event=record, events=events)
 

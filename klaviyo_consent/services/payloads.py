@@ -137,6 +137,33 @@ def _suppression_job(job_type: str, emails: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def profile_import(
+    *,
+    phone_number: str,
+    klaviyo_id: str | None = None,
+    email: str | None = None,
+    external_id: str | None = None,
+) -> dict[str, Any]:
+    """A Create or Update Profile body (``POST /api/profile-import``, schema ``ProfileUpsertQuery``)
+    that sets the profile's ``phone_number`` (E.164).
+
+    The profile is named by its Klaviyo ``id`` when known, else by ``email``, else by
+    ``external_id``: the identifiers Klaviyo matches an existing profile by. Only
+    ``phone_number`` is changed; a field left out is left unchanged by Klaviyo (spec: "not
+    including a field in your request will leave it unchanged"). With none of them, Klaviyo
+    finds the profile by the new number or creates one holding it.
+    """
+    attributes: dict[str, Any] = {"phone_number": phone_number}
+    data: dict[str, Any] = {"type": "profile", "attributes": attributes}
+    if klaviyo_id:
+        data["id"] = klaviyo_id
+    elif email:
+        attributes["email"] = email
+    elif external_id:
+        attributes["external_id"] = external_id
+    return {"data": data}
+
+
 def profile_filter(field: str, values: Sequence[str]) -> str:
     """``equals(field,"v")`` or ``any(field,["a","b"])`` with JSON string quoting."""
     if len(values) == 1:

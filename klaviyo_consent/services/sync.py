@@ -163,6 +163,7 @@ def _lease(
                     event_id__lt=OuterRef("event_id"),
                 )
                 due = due.exclude(Exists(older))
+                due = due.exclude(_waits_for_identity_push())
             candidates = due.order_by("event_id")
             if connection.features.has_select_for_update_skip_locked:
                 candidates = candidates.select_for_update(skip_locked=True, of=("self",))
@@ -854,6 +855,18 @@ def push_pending(
     return report
 
 
+def _waits_for_identity_push() -> Q:
+    from klaviyo_consent.services.identity_push import waits_for_identity_push
+
+    return waits_for_identity_push()
+
+
+def _push_identity_changes(report: SyncReport) -> int:
+    from klaviyo_consent.services.identity_push import push_identity_changes
+
+    return push_identity_changes(report)
+
+
 def _far_future() -> datetime:
     return timezone.now() + timedelta(days=3650)
 
@@ -866,6 +879,8 @@ def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) ->
     deadline = time.monotonic() + max_wait
     while True:
         report.merge(push_pending())
+        if _push_identity_changes(report):  # new numbers told: their SMS consent may go now
+            report.merge(push_pending())
         if verify:
             try:
                 report.merge(verify_pushed())

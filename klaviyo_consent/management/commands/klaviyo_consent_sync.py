@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from klaviyo_consent.services import identity_push
 from klaviyo_consent.services import sync as sync_service
 
 
@@ -29,6 +30,8 @@ class Command(BaseCommand):
         if options["retry_failed"]:
             queued = sync_service.retry_failed()
             self.stdout.write(f"{queued} failed event(s) queued again")
+            queued = identity_push.retry_failed()
+            self.stdout.write(f"{queued} failed phone-number change(s) queued again")
         while True:
             report = sync_service.sync(wait=not (options["loop"] or options["no_wait"]))
             self.stdout.write(

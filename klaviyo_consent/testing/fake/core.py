@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from klaviyo_consent.testing.fake.profiles import ProfileImports
 from klaviyo_consent.testing.fake.reads import Reads
 from klaviyo_consent.testing.fake.routing import Routing
 from klaviyo_consent.testing.fake.scenarios import AccountScenarios
@@ -11,7 +12,9 @@ from klaviyo_consent.testing.fake.subscriptions import SubscriptionJobs
 from klaviyo_consent.testing.fake.suppressions import SuppressionJobs
 
 
-class FakeKlaviyo(AccountScenarios, SubscriptionJobs, SuppressionJobs, Reads, Routing):
+class FakeKlaviyo(
+    AccountScenarios, SubscriptionJobs, SuppressionJobs, ProfileImports, Reads, Routing
+):
     """Klaviyo's consent endpoints, in memory and thread-safe (one RLock around all state).
 
     Settings mirror an account: ``sms_countries`` (phonenumbers regions Klaviyo texts),

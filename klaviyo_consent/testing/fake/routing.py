@@ -200,6 +200,7 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
         {"GET": "get_bulk_unsuppress_profiles_job"},
     ),
     (re.compile(r"^/api/profiles$"), {"GET": "get_profiles"}),
+    (re.compile(r"^/api/profile-import$"), {"POST": "create_or_update_profile"}),
     (re.compile(r"^/api/profiles/(?P<id>[^/]+)$"), {"GET": "get_profile"}),
     (re.compile(r"^/api/lists$"), {"GET": "get_lists"}),
     (re.compile(r"^/api/lists/(?P<id>[^/]+)$"), {"GET": "get_list"}),

@@ -14,7 +14,6 @@ from klaviyo_consent.testing.fake.records import (
     DEFAULT_BASE_URL,
     SMS_CONSENT_REMOVALS,
     SMS_OPT_OUT_KEYWORDS,
-    _fresh_sms,
     _iso,
     _List,
     _phone_info,
@@ -180,16 +179,7 @@ class AccountScenarios(AccountState):
         phone = _phone_info(phone_number)[0] or phone_number
         with self._lock:
             profile = self._require(email, None)
-            moment = self.now()
-            if profile.phone_number is not None:
-                self._by_phone.pop(profile.phone_number, None)
-            profile.phone_number = phone
-            self._by_phone[phone] = profile
-            profile.sms_marketing = _fresh_sms("marketing")
-            profile.sms_transactional = _fresh_sms("transactional")
-            for purpose in ("marketing", "transactional"):
-                self._drop_pending(profile.id, "sms", purpose)
-            profile.updated = moment
+            self._set_phone_number(profile, phone, self.now())
 
     def click_unsubscribe(self, email: str) -> None:
         """The person unsubscribes through the preference page / unsubscribe link."""

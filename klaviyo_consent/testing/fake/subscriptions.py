@@ -134,6 +134,7 @@ class SubscriptionJobs(AccountState):
                 profile = self._create_profile(email, phone, moment)
             else:
                 self._fill_identifiers(profile, email, phone)
+                self._take_phone_number(profile, phone, moment)
             profile.updated = moment
             joined = False
             for channel, purpose, parameters in items:
