@@ -26,6 +26,7 @@ from klaviyo_consent.models import (
 )
 from klaviyo_consent.phone import clean_country, normalize_phone_number, require_sms_country
 from klaviyo_consent.signals import consent_recorded, identity_changed
+from klaviyo_consent.validators import check_deliverable_email, clean_klaviyo_id, strict_bool
 
 #: Stores the evidence IP as the database keeps it (IPv6 compressed), so a response built
 #: from the new rows says what a later read says.
@@ -115,7 +116,7 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
                     f"Klaviyo has no {channel}.{purpose} subscription.",
                     field=f"subscriptions.{channel}.{purpose}",
                 )
-            if wanted:
+            if strict_bool(wanted, field=f"subscriptions.{channel}.{purpose}"):
                 changes.append((channel, purpose))
     if not changes:
         raise ConsentValidationError(
@@ -137,6 +138,9 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
         if Channel.SMS in channels and phone:
             require_sms_country(phone, field="profile.phone_number")
 
+    strict_bool(request.historical_import, field="historical_import")
+    if request.list_id:
+        clean_klaviyo_id(request.list_id, field="list_id")
     if request.historical_import and request.consented_at is None:
         raise ConsentValidationError(
             "historical_import needs consented_at: when the person agreed.", field="consented_at"
@@ -172,7 +176,12 @@ MAX_EMAIL_LENGTH = 254
 
 
 def clean_email(raw: str, *, field: str = "profile.email") -> str | None:
-    """The email normalised (None when blank), or raise naming ``field`` if malformed."""
+    """The email normalised (None when blank), or raise naming ``field`` if malformed.
+
+    Malformed: Django's ``EmailValidator`` refuses it, or it is not deliverable
+    (:func:`klaviyo_consent.validators.check_deliverable_email`: ``localhost``, an IP
+    literal, no dot in the domain, a local part over 64 characters).
+    """
     email = normalize_email(raw)
     if not email:
         return None
@@ -189,6 +198,7 @@ def clean_email(raw: str, *, field: str = "profile.email") -> str | None:
         raise ConsentValidationError(
             f"{raw!r} is not a valid email address.", field=field
         ) from None
+    check_deliverable_email(email, field=field)
     return email
 
 
