@@ -70,7 +70,9 @@ def test_a_service_caller_passing_a_truthy_string_as_a_flag_is_refused_naming_it
 @pytest.mark.parametrize("other", ["2", 2.0, True, "2²", 2**63, 0, -1, None])
 def test_merge_other_must_be_a_json_integer_row_id(api, fake, other):
     profile = Profile.objects.create(email="ada@example.com")
-    response = api.post(f"/api/consent/profiles/{profile.pk}/merge/", {"other": other}, format="json")
+    response = api.post(
+        f"/api/consent/profiles/{profile.pk}/merge/", {"other": other}, format="json"
+    )
     assert "other" in _errors(response)
 
 
@@ -145,7 +147,10 @@ def test_a_next_link_on_the_api_origin_is_followed():
 
     backend = TwoPages({"data": [], "links": {"next": "https://a.klaviyo.com/api/lists?p=2"}})
     assert [row["id"] for row in backend.get_lists()] == ["Y6nRLr"]
-    assert backend.urls == ["https://a.klaviyo.com/api/lists", "https://a.klaviyo.com/api/lists?p=2"]
+    assert backend.urls == [
+        "https://a.klaviyo.com/api/lists",
+        "https://a.klaviyo.com/api/lists?p=2",
+    ]
 
 
 @pytest.mark.parametrize(

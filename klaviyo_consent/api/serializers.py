@@ -124,9 +124,7 @@ class MergeSerializer(StrictSerializer):
 
 
 def _purposes_serializer(channel: str) -> type[StrictSerializer]:
-    fields = {
-        purpose: StrictBooleanField(required=False) for purpose in CHANNEL_PURPOSES[channel]
-    }
+    fields = {purpose: StrictBooleanField(required=False) for purpose in CHANNEL_PURPOSES[channel]}
     return type(f"{channel.title()}PurposesSerializer", (StrictSerializer,), fields)
 
 
@@ -281,3 +279,48 @@ class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):
         # it wrote; lists: latest_events() of the page), so a list costs no query per profile.
         events = (self.context.get("ledger_events") or {}).get(profile.pk)
         return ledger_for(profile, events=events)
+
+
+class DeliveryVerdictSerializer(serializers.ModelSerializer):
+    """A delivery's verdict only: what a write tells a caller who may not read the ledger."""
+
+    class Meta:
+        model = Delivery
+        fields = ["status", "reason"]
+        read_only_fields = fields
+
+
+class ConsentReceiptSerializer(serializers.ModelSerializer):
+    """An event as a receipt for a caller without the view permission: its id, what it
+    records and its verdict; never the identifiers or evidence it holds (an SMS event named
+    by email holds the profile's number)."""
+
+    delivery = DeliveryVerdictSerializer(read_only=True)
+
+    class Meta:
+        model = ConsentEvent
+        fields = [
+            "id",
+            "channel",
+            "purpose",
+            "consent",
+            "suppression",
+            "method",
+            "list_id",
+            "recorded_at",
+            "delivery",
+        ]
+        read_only_fields = fields
+
+
+def sent_profile(profile: Profile, sent: dict[str, Any]) -> dict[str, Any]:
+    """The profile as a caller without the view permission sees it: its id and the
+    identifiers the caller sent, in their stored (normalised) form."""
+    return {
+        "id": profile.pk,
+        **{
+            name: getattr(profile, name)
+            for name in ("email", "phone_number", "external_id")
+            if sent.get(name)
+        },
+    }
