@@ -153,6 +153,12 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
         )
     if request.consented_at is not None and request.consented_at > timezone.now():
         raise ConsentValidationError("consented_at must be in the past.", field="consented_at")
+    if request.consented_at is not None and request.consented_at < EARLIEST_CONSENT:
+        raise ConsentValidationError(
+            f"consented_at is before {EARLIEST_CONSENT.year}: not a consent this ledger can "
+            "hold (a date typed wrong, e.g. year 0001).",
+            field="consented_at",
+        )
     if request.historical_import and request.consent != Consent.SUBSCRIBED:
         raise ConsentValidationError(
             "historical_import applies to subscriptions only.", field="historical_import"
@@ -168,8 +174,17 @@ def aware(moment: datetime, zone: tzinfo | None = None) -> datetime:
     """
     if timezone.is_aware(moment):
         return moment
-    return timezone.make_aware(moment, zone or timezone.get_default_timezone())
+    try:
+        return timezone.make_aware(moment, zone or timezone.get_default_timezone())
+    except OverflowError:  # year 1 west of UTC, year 9999 east of it
+        raise ConsentValidationError(
+            f"{moment.isoformat()} is out of range in its time zone.", field="consented_at"
+        ) from None
 
+
+#: The earliest ``consented_at`` accepted: before it, a date is a typing error (year 0001,
+#: a 2-digit year read as 19xx), not an email or SMS consent anyone can prove.
+EARLIEST_CONSENT = datetime(1990, 1, 1, tzinfo=UTC)
 
 #: RFC 5321 §4.5.3.1.3's path limit less the angle brackets; the column's length.
 MAX_EMAIL_LENGTH = 254
