@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -242,7 +242,8 @@ def _find_profile(email: str | None, phone: str | None, external_id: str | None)
     condition = Q()
     for name, value in given:
         condition |= Q(**{name: value})
-    candidates = list(Profile.objects.select_for_update().filter(condition).order_by())
+    # Locked in id order, so concurrent requests naming the same rows never lock in a cycle.
+    candidates = list(Profile.objects.select_for_update().filter(condition).order_by("pk"))
     found: dict[str, Profile] = {}
     for name, value in given:
         profile = next((p for p in candidates if getattr(p, name) == value), None)
@@ -323,12 +324,47 @@ def record_consent(request: ConsentRequest) -> RecordResult:
     not belong to one person (docs/identity.md).
     """
     email, phone, changes = _clean(request)
-    try:
-        return _record(request, email, phone, changes)
-    except _LostProfileRace:
-        # Two requests created the same new person at once and this one lost the race. Its
-        # transaction (or savepoint) is rolled back whole; the second run finds the profile.
-        return _record(request, email, phone, changes)
+    for attempt in range(RACE_ATTEMPTS):
+        try:
+            return _record(request, email, phone, changes)
+        except (_LostProfileRace, OperationalError) as error:
+            # Another request created or changed this person between our lookup and our
+            # write, or PostgreSQL broke a lock cycle (deadlock, serialization failure). The
+            # transaction (or savepoint) is rolled back whole; the next run sees the winner's
+            # rows, so it finds the profile, adds to it, or raises IdentityConflict.
+            if not _is_race(error) or attempt == RACE_ATTEMPTS - 1:
+                if isinstance(error, _LostProfileRace):
+                    raise IdentityConflict(
+                        "Other requests kept changing the profiles these identifiers name; "
+                        "nothing was recorded. Try again.",
+                        fields=[
+                            f"profile.{name}"
+                            for name, value in zip(
+                                IDENTIFIERS, (email, phone, request.external_id), strict=True
+                            )
+                            if value
+                        ],
+                    ) from error
+                raise
+    raise AssertionError("unreachable")
+
+
+#: Runs of a consent request that lost a race to a concurrent one, before it answers 409.
+RACE_ATTEMPTS = 5
+
+#: PostgreSQL's SQLSTATEs for a broken lock cycle: serialization_failure, deadlock_detected.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+
+def _is_race(error: Exception) -> bool:
+    """A lost profile race, or a database error that says "run the transaction again"."""
+    if isinstance(error, _LostProfileRace):
+        return True
+    cause = error.__cause__
+    return (
+        getattr(cause, "sqlstate", None) in _RETRYABLE_SQLSTATES
+        or getattr(cause, "pgcode", None) in _RETRYABLE_SQLSTATES
+    )
 
 
 def _record(
