@@ -255,3 +255,26 @@ def test_the_phone_number_operation_refuses_an_extension(api, fake):
         format="json",
     )
     assert "phone_number" in _errors(response)
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"email": "ada@localhost", "email_marketing": "on"}, "email"),
+        (
+            {
+                "email": "ada@example.com",
+                "phone_number": "+447400123456 ext. 12",
+                "sms_marketing": "on",
+            },
+            "phone_number",
+        ),
+    ],
+)
+def test_the_example_signup_page_applies_the_same_rules(client, fake, settings, data, field):
+    settings.ROOT_URLCONF = "example_project.urls"
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "example_project.signup"]
+    response = client.post("/", data)
+    assert response.status_code == 200
+    assert response.context["form"].errors[field]
+    assert not ConsentEvent.objects.exists()
