@@ -278,3 +278,14 @@ def test_the_example_signup_page_applies_the_same_rules(client, fake, settings, 
     assert response.status_code == 200
     assert response.context["form"].errors[field]
     assert not ConsentEvent.objects.exists()
+
+
+def test_a_webhook_profile_id_outside_klaviyos_alphabet_is_not_read_back():
+    from klaviyo_consent.services.webhooks import extract_identifiers
+
+    payload = {
+        "profile_id": '01GSQ"),equals(email,"x',
+        "data": {"type": "profile", "id": "01GSQPBF74KQ5YTDEPP41T1BZH"},
+        "profile": {"data": {"type": "profile", "id": "../../lists"}},
+    }
+    assert extract_identifiers(payload).profile_ids == {"01GSQPBF74KQ5YTDEPP41T1BZH"}
