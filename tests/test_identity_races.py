@@ -130,3 +130,73 @@ def test_four_clients_naming_one_person_at_once_never_split_them_nor_get_a_5xx(
             together = any(len(sent) > 1 and "external_id" not in sent for _, sent, _, _ in group)
             if together:
                 assert len(ids) == 1, (person, group)
+
+
+def test_merges_number_changes_and_consents_on_the_same_profiles_at_once_never_a_5xx(
+    staff, fake, settings
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs real row locks and concurrent connections (set DATABASE_URL)")
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"klaviyo_consent_write": None},
+    }
+    rounds = 30
+    pairs = []
+    for n in range(rounds):
+        a = Profile.objects.create(email=f"a{n}@example.com")
+        b = Profile.objects.create(phone_number=f"+4474008{n:05d}")
+        pairs.append((a.pk, b.pk, n))
+    barrier = threading.Barrier(THREADS, timeout=30)
+    answers: list[tuple[str, int, Any]] = []
+    lock = threading.Lock()
+
+    def requests_for(slot: int, a: int, b: int, n: int) -> tuple[str, dict[str, Any]]:
+        new_number = f"+4474007{n:05d}"
+        return [
+            (f"/api/consent/profiles/{a}/merge/", {"other": b}),
+            (f"/api/consent/profiles/{b}/merge/", {"other": a}),
+            (f"/api/consent/profiles/{a}/phone-number/", {"phone_number": new_number}),
+            (
+                SUBSCRIBE,
+                {
+                    "profile": {"email": f"a{n}@example.com", "phone_number": new_number},
+                    "subscriptions": {"sms": {"marketing": True}},
+                },
+            ),
+        ][slot]
+
+    def run(slot: int) -> None:
+        api = APIClient()
+        api.force_authenticate(staff)
+        try:
+            for a, b, n in pairs:
+                path, data = requests_for(slot, a, b, n)
+                barrier.wait()
+                try:
+                    response = api.post(path, data, format="json")
+                    status, content = response.status_code, response.content[:300]
+                except Exception as error:  # noqa: BLE001 - an escaped exception is a 500
+                    status, content = 500, repr(error)
+                with lock:
+                    answers.append((path, status, content))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert len(answers) == THREADS * rounds
+    server_errors = [a for a in answers if a[1] >= 500]
+    assert server_errors == [], server_errors[:3]
+    for name in ("email", "phone_number"):
+        values = [getattr(p, name) for p in Profile.objects.all() if getattr(p, name)]
+        assert len(values) == len(set(values))
+    # A merged profile never holds identifiers, and points at a live profile.
+    for merged in Profile.objects.filter(merged_into__isnull=False).select_related("merged_into"):
+        assert merged.email is None and merged.phone_number is None
+        assert merged.merged_into.merged_into_id is None
