@@ -9,6 +9,7 @@ from django.core import checks
 
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
+from klaviyo_consent.validators import KLAVIYO_ID
 
 #: A Klaviyo private API key: ``pk_`` then letters and digits (Klaviyo's keys are hexadecimal).
 _PRIVATE_KEY = re.compile(r"pk_[A-Za-z0-9]+")
@@ -76,6 +77,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             checks.Warning(
                 "KLAVIYO_CONSENT['SMS_COUNTRIES'] is empty: every SMS consent will be refused.",
                 id="klaviyo_consent.W002",
+            )
+        )
+    list_id = consent_settings.DEFAULT_LIST_ID
+    if list_id is not None and not (isinstance(list_id, str) and KLAVIYO_ID.fullmatch(list_id)):
+        messages.append(
+            checks.Error(
+                f'KLAVIYO_CONSENT["DEFAULT_LIST_ID"] = {list_id!r} is not a Klaviyo list id.',
+                hint="A list id is letters and digits, e.g. Y6nRLr (Klaviyo: Lists → list "
+                "settings).",
+                id="klaviyo_consent.E005",
             )
         )
     messages += _check_sending_countries()

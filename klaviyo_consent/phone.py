@@ -39,6 +39,9 @@ def normalize_phone_number(
 
     A national number (no ``+``) is read in ``country`` (ISO 3166-1 alpha-2), else in the
     ``DEFAULT_PHONE_REGION`` setting; with neither, only ``+E.164`` input is accepted.
+    Lenient where the meaning is certain: spaces, dashes, brackets, a national trunk ``(0)``
+    and ``tel:`` URIs (RFC 3966, ``phone-context`` included) are read as Klaviyo's importer
+    reads them. A number with an extension (``ext. 12``, ``x12``, ``;ext=12``) is refused.
     """
     text = (raw or "").strip()
     try:
@@ -51,6 +54,13 @@ def normalize_phone_number(
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhoneNumber(
             f"{text!r} is not a valid phone number; use E.164, e.g. +13239169023.", field=field
+        )
+    if number.extension:
+        # A consent is for one number a text reaches; an extension reaches a desk phone.
+        raise InvalidPhoneNumber(
+            f"{text!r} has an extension ({number.extension}); give one mobile number "
+            "without an extension.",
+            field=field,
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

@@ -5,19 +5,30 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.cache import cache
 from django.db import connection
+from django.db.models import Q
 from rest_framework.test import APIClient
 
 from tests.workers import REDIS_URL, Worker, database_url, flush_redis, redis_answers
 
 
+@pytest.fixture(autouse=True)
+def _throttle_counts() -> Iterator[None]:
+    """DRF throttles count in Django's default cache: every test starts and ends uncounted."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def staff(django_user_model: Any) -> Any:
-    """A user who may record consent and read the ledger."""
+    """A user who may record consent, read the ledger and change a profile's identity."""
     user = django_user_model.objects.create_user("staff", password="pw")
     user.user_permissions.add(
         *Permission.objects.filter(
-            content_type__app_label="klaviyo_consent", codename__startswith="view_"
+            Q(codename__startswith="view_") | Q(codename="change_profile"),
+            content_type__app_label="klaviyo_consent",
         )
     )
     return user

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import CanViewConsent
 from klaviyo_consent.api.serializers import StrictSerializer
+from klaviyo_consent.api.throttling import CHECK, ThrottledMixin
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.phone import clean_country
 from klaviyo_consent.services.check import MAX_IDENTIFIERS, check_prior_consent
@@ -58,10 +59,11 @@ class PriorConsentCheckSerializer(StrictSerializer):
         return attrs
 
 
-class PriorConsentCheckView(StrictBodyMixin, APIView):
+class PriorConsentCheckView(ThrottledMixin, StrictBodyMixin, APIView):
     """Each identifier's consent per channel and purpose, in the order given."""
 
     permission_classes = [CanViewConsent]
+    throttle_scope = CHECK
 
     def post(self, request: Request) -> Response:
         serializer = PriorConsentCheckSerializer(data=request.data)

@@ -26,3 +26,25 @@ def write_permissions() -> list[BasePermission]:
     from klaviyo_consent.conf import consent_settings
 
     return [permission() for permission in consent_settings.WRITE_PERMISSION_CLASSES]
+
+
+def can_read_profiles(request: Any) -> bool:
+    """Whether the caller holds ``klaviyo_consent.view_profile``: only then does a write answer
+    with the profile's other identifiers, Klaviyo's ``subscriptions`` and the ledger, and
+    find a profile by ``external_id`` alone (docs/security.md)."""
+    user = getattr(request, "user", None)
+    return bool(user and user.is_authenticated and user.has_perm("klaviyo_consent.view_profile"))
+
+
+class CanChangeProfile(BasePermission):
+    """An authenticated user holding ``klaviyo_consent.change_profile``: replacing a number or
+    merging two profiles changes who a consent belongs to, which the write permission (often
+    ``AllowAny`` for a public form) must not allow."""
+
+    message = "Changing a profile's identity needs the klaviyo_consent change_profile permission."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        return bool(
+            user and user.is_authenticated and user.has_perm("klaviyo_consent.change_profile")
+        )

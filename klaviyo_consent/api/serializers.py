@@ -8,15 +8,60 @@ from typing import Any
 from rest_framework import serializers
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Method
+from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
     EVENT_FIELDS,
+    MAX_ROW_ID,
     ConsentEvent,
     Delivery,
     IdentityDelivery,
     IdentityEvent,
     Profile,
 )
-from klaviyo_consent.services.ledger import ledger_for
+from klaviyo_consent.services.ledger import clean_email, ledger_for
+from klaviyo_consent.validators import clean_klaviyo_id
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false`` only: DRF's BooleanField also takes ``"yes"``, ``"on"``,
+    ``"true"`` and ``1``, and a legal record of consent admits no "maybe"."""
+
+    default_error_messages = {"invalid": "Must be true or false (a JSON boolean)."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if data is True or data is False:
+            return data
+        self.fail("invalid")
+
+
+class RowIdField(serializers.IntegerField):
+    """A row id: a JSON integer from 1 to 2⁶³−1. DRF's IntegerField also takes ``"7"``,
+    ``7.0`` and ``true``."""
+
+    default_error_messages = {"invalid": "A profile id is a whole number (a JSON integer)."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_ROW_ID, **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _service_rule(rule: Any, field: str) -> Any:
+    """A DRF validator running one of the app's input rules (the service layer applies it
+    again, so the import, the admin and the signup page share it)."""
+
+    def validate(value: Any) -> None:
+        if value in (None, ""):
+            return
+        try:
+            rule(value, field=field)
+        except ConsentValidationError as error:
+            raise serializers.ValidationError(error.message) from error
+
+    return validate
 
 
 def _copies(fields: dict[str, Any]) -> dict[str, Any]:
@@ -49,9 +94,15 @@ class StrictSerializer(serializers.Serializer):
 
 
 class ProfileInputSerializer(StrictSerializer):
-    email = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=254)
+    email = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=254,
+        validators=[_service_rule(clean_email, "profile.email")],
+    )
     phone_number = serializers.CharField(
-        required=False, allow_blank=True, allow_null=True, max_length=32
+        required=False, allow_blank=True, allow_null=True, max_length=64
     )
     external_id = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, max_length=255
@@ -63,20 +114,18 @@ class ProfileInputSerializer(StrictSerializer):
 class PhoneNumberChangeSerializer(StrictSerializer):
     """Body of ``profiles/{id}/phone-number/``."""
 
-    phone_number = serializers.CharField(max_length=32)
+    phone_number = serializers.CharField(max_length=64)
     country = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=8)
 
 
 class MergeSerializer(StrictSerializer):
     """Body of ``profiles/{id}/merge/``: the profile folded into this one."""
 
-    other = serializers.IntegerField(min_value=1)
+    other = RowIdField()
 
 
 def _purposes_serializer(channel: str) -> type[StrictSerializer]:
-    fields = {
-        purpose: serializers.BooleanField(required=False) for purpose in CHANNEL_PURPOSES[channel]
-    }
+    fields = {purpose: StrictBooleanField(required=False) for purpose in CHANNEL_PURPOSES[channel]}
     return type(f"{channel.title()}PurposesSerializer", (StrictSerializer,), fields)
 
 
@@ -90,7 +139,14 @@ class ConsentRequestSerializer(StrictSerializer):
 
     profile = ProfileInputSerializer()
     subscriptions = SubscriptionsInputSerializer()
-    list_id = serializers.CharField(required=False, allow_blank=True, max_length=64, default="")
+    list_id = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        default="",
+        trim_whitespace=False,
+        validators=[_service_rule(clean_klaviyo_id, "list_id")],
+    )
     method = serializers.ChoiceField(
         choices=[c for c in Method.choices if c[0] != Method.KLAVIYO], default=Method.API
     )
@@ -104,14 +160,16 @@ class ConsentRequestSerializer(StrictSerializer):
         required=False, allow_blank=True, default="", trim_whitespace=False
     )
     consented_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    historical_import = serializers.BooleanField(required=False, default=False)
+    historical_import = StrictBooleanField(required=False, default=False)
 
 
 class SuppressionRequestSerializer(StrictSerializer):
     """Body of ``suppress/`` and ``unsuppress/``: the emails (Klaviyo suppresses email only)."""
 
     emails = serializers.ListField(
-        child=serializers.CharField(max_length=254),
+        child=serializers.CharField(
+            max_length=254, validators=[_service_rule(clean_email, "emails")]
+        ),
         allow_empty=False,
         max_length=1000,
     )
@@ -232,3 +290,48 @@ class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):
         # it wrote; lists: latest_events() of the page), so a list costs no query per profile.
         events = (self.context.get("ledger_events") or {}).get(profile.pk)
         return ledger_for(profile, events=events)
+
+
+class DeliveryVerdictSerializer(serializers.ModelSerializer):
+    """A delivery's verdict only: what a write tells a caller who may not read the ledger."""
+
+    class Meta:
+        model = Delivery
+        fields = ["status", "reason"]
+        read_only_fields = fields
+
+
+class ConsentReceiptSerializer(serializers.ModelSerializer):
+    """An event as a receipt for a caller without the view permission: its id, what it
+    records and its verdict; never the identifiers or evidence it holds (an SMS event named
+    by email holds the profile's number)."""
+
+    delivery = DeliveryVerdictSerializer(read_only=True)
+
+    class Meta:
+        model = ConsentEvent
+        fields = [
+            "id",
+            "channel",
+            "purpose",
+            "consent",
+            "suppression",
+            "method",
+            "list_id",
+            "recorded_at",
+            "delivery",
+        ]
+        read_only_fields = fields
+
+
+def sent_profile(profile: Profile, sent: dict[str, Any]) -> dict[str, Any]:
+    """The profile as a caller without the view permission sees it: its id and the
+    identifiers the caller sent, in their stored (normalised) form."""
+    return {
+        "id": profile.pk,
+        **{
+            name: getattr(profile, name)
+            for name in ("email", "phone_number", "external_id")
+            if sent.get(name)
+        },
+    }

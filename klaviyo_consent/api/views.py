@@ -13,9 +13,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from klaviyo_consent.api.parsers import StrictBodyMixin
-from klaviyo_consent.api.permissions import CanViewConsent, write_permissions
+from klaviyo_consent.api.permissions import (
+    CanChangeProfile,
+    CanViewConsent,
+    can_read_profiles,
+    write_permissions,
+)
 from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
+    ConsentReceiptSerializer,
     ConsentRequestSerializer,
     IdentityEventSerializer,
     MergeSerializer,
@@ -23,7 +29,9 @@ from klaviyo_consent.api.serializers import (
     ProfileSerializer,
     StrictSerializer,
     SuppressionRequestSerializer,
+    sent_profile,
 )
+from klaviyo_consent.api.throttling import ThrottledMixin
 from klaviyo_consent.choices import Consent, Suppression
 from klaviyo_consent.evidence import evidence_from
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
@@ -89,7 +97,15 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
 
 
-class _RecordView(StrictBodyMixin, APIView):
+def events_answer(request: Request, events: list[ConsentEvent]) -> Any:
+    """The events a write created: whole to a caller who may read the ledger, else receipts
+    (ids, what was recorded, verdicts)."""
+    if can_read_profiles(request):
+        return ConsentEventSerializer(events, many=True).data
+    return ConsentReceiptSerializer(events, many=True).data
+
+
+class _RecordView(ThrottledMixin, StrictBodyMixin, APIView):
     consent: str = ""
 
     def get_permissions(self) -> list[Any]:
@@ -99,6 +115,19 @@ class _RecordView(StrictBodyMixin, APIView):
         serializer = ConsentRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        sent = data["profile"]
+        reader = can_read_profiles(request)
+        if sent.get("external_id") and not (sent.get("email") or sent.get("phone_number")):
+            if not reader:
+                # The same answer whether or not a profile holds this external_id: a caller
+                # who may not read profiles cannot find one, nor learn that it exists.
+                raise ValidationError(
+                    {
+                        "profile": {
+                            "external_id": ["Give an email or a phone_number with external_id."]
+                        }
+                    }
+                )
         user = request.user if request.user and request.user.is_authenticated else None
         try:
             result = record_consent(
@@ -124,6 +153,14 @@ class _RecordView(StrictBodyMixin, APIView):
             return identity_conflict(error)
         except ConsentValidationError as error:
             raise field_error(error) from error
+        if not reader:
+            return Response(
+                {
+                    "profile": sent_profile(result.profile, sent),
+                    "events": ConsentReceiptSerializer(settled(result).events, many=True).data,
+                },
+                status=status.HTTP_201_CREATED,
+            )
         result = settled(result)
         context = {"ledger_events": {result.profile.pk: result.latest}}
         return Response(
@@ -147,7 +184,7 @@ class UnsubscribeView(_RecordView):
     consent = Consent.UNSUBSCRIBED
 
 
-class _SuppressionView(APIView):
+class _SuppressionView(ThrottledMixin, StrictBodyMixin, APIView):
     action: str = ""
 
     def get_permissions(self) -> list[Any]:
@@ -175,7 +212,7 @@ class _SuppressionView(APIView):
         )
         return Response(
             {
-                "events": ConsentEventSerializer(events, many=True).data,
+                "events": events_answer(request, events),
                 "skipped": [
                     {"email": email, "reason": "Klaviyo ignores unknown profiles in unsuppress"}
                     for email in result.skipped
@@ -239,13 +276,14 @@ class ProfileDetail(generics.RetrieveAPIView):
     queryset = Profile.objects.all()
 
 
-class _IdentityView(APIView):
-    """A write on one profile's identity: write permission, one service call, 200 or 409."""
+class _IdentityView(ThrottledMixin, StrictBodyMixin, APIView):
+    """A write on one profile's identity: the write permission and ``change_profile``, one
+    service call, 200 or 409."""
 
     serializer_class: type = StrictSerializer
 
     def get_permissions(self) -> list[Any]:
-        return write_permissions()
+        return [*write_permissions(), CanChangeProfile()]
 
     def post(self, request: Request, pk: int) -> Response:
         profile = get_object_or_404(Profile, pk=pk)
@@ -258,6 +296,14 @@ class _IdentityView(APIView):
             return identity_conflict(error)
         except ConsentValidationError as error:
             raise field_error(error) from error
+        if not can_read_profiles(request):
+            return Response(
+                {
+                    "profile": sent_profile(result.profile, serializer.validated_data),
+                    "identity_event": {"id": result.identity_event.pk},
+                    "events": ConsentReceiptSerializer(result.events, many=True).data,
+                }
+            )
         return Response(
             {
                 "profile": ProfileSerializer(result.profile).data,

@@ -10,11 +10,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from klaviyo_consent.api.parsers import StrictBodyMixin
+from klaviyo_consent.api.throttling import WEBHOOK, ThrottledMixin
 from klaviyo_consent.exceptions import MalformedWebhook, WebhookRejected
 from klaviyo_consent.services.webhooks import handle_webhook, verify_webhook
 
 
-class KlaviyoWebhookView(StrictBodyMixin, APIView):
+class KlaviyoWebhookView(ThrottledMixin, StrictBodyMixin, APIView):
     """Accept a signed Klaviyo delivery and re-read the profiles it names.
 
     No authentication (Klaviyo has no session or token) and so no CSRF check: the HMAC
@@ -25,6 +26,7 @@ class KlaviyoWebhookView(StrictBodyMixin, APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
     renderer_classes = [JSONRenderer]
+    throttle_scope = WEBHOOK
 
     def post(self, request: Request) -> Response:
         try:

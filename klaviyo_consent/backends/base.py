@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.views.decorators.debug import sensitive_variables
 
@@ -31,6 +32,7 @@ from klaviyo_consent.exceptions import (
     PushDeferred,
 )
 from klaviyo_consent.klaviyo import PARTIAL_FAILURE_HEADER
+from klaviyo_consent.validators import klaviyo_path
 
 logger = logging.getLogger("klaviyo_consent.backends")
 
@@ -285,6 +287,27 @@ class BaseKlaviyoBackend:
             }
         )
 
+    def _url(self, path: str) -> str:
+        """The absolute URL of ``path`` (``/api/...``) or of a ``links.next`` URL Klaviyo gave.
+
+        A full URL is followed only on the configured ``API_URL`` origin: a next link naming
+        another host (a tampered or misrouted answer) would receive the private key.
+        """
+        if not path.startswith("/"):
+            base = urlsplit(self.api_url)
+            link = urlsplit(path)
+            if (link.scheme, link.netloc) != (base.scheme, base.netloc):
+                raise KlaviyoMalformedResponse(
+                    errors=[
+                        {
+                            "title": "Malformed response",
+                            "detail": "a pagination link points outside API_URL; not followed",
+                        }
+                    ]
+                )
+            return path
+        return f"{self.api_url}{path}"
+
     @sensitive_variables("headers")
     def _request(
         self,
@@ -296,7 +319,7 @@ class BaseKlaviyoBackend:
         payload: dict[str, Any] | None = None,
         raw: bool = False,
     ) -> Any:
-        url = path if path.startswith("http") else f"{self.api_url}{path}"
+        url = self._url(path)
         body = json.dumps(payload, separators=(",", ":")).encode() if payload is not None else None
         budget = _no_wait.get()
         if budget is not None:
@@ -440,7 +463,7 @@ class BaseKlaviyoBackend:
             page = self._page("get_profiles", next_url)
 
     def get_list(self, list_id: str) -> dict[str, Any]:
-        document = self._read("get_list", f"/api/lists/{list_id}")
+        document = self._read("get_list", klaviyo_path("/api/lists/{}", list_id))
         _expect("get_list", document, "data", dict)
         return document
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -26,6 +26,7 @@ from klaviyo_consent.models import (
 )
 from klaviyo_consent.phone import clean_country, normalize_phone_number, require_sms_country
 from klaviyo_consent.signals import consent_recorded, identity_changed
+from klaviyo_consent.validators import check_deliverable_email, clean_klaviyo_id, strict_bool
 
 #: Stores the evidence IP as the database keeps it (IPv6 compressed), so a response built
 #: from the new rows says what a later read says.
@@ -115,7 +116,7 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
                     f"Klaviyo has no {channel}.{purpose} subscription.",
                     field=f"subscriptions.{channel}.{purpose}",
                 )
-            if wanted:
+            if strict_bool(wanted, field=f"subscriptions.{channel}.{purpose}"):
                 changes.append((channel, purpose))
     if not changes:
         raise ConsentValidationError(
@@ -137,6 +138,9 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
         if Channel.SMS in channels and phone:
             require_sms_country(phone, field="profile.phone_number")
 
+    strict_bool(request.historical_import, field="historical_import")
+    if request.list_id:
+        clean_klaviyo_id(request.list_id, field="list_id")
     if request.historical_import and request.consented_at is None:
         raise ConsentValidationError(
             "historical_import needs consented_at: when the person agreed.", field="consented_at"
@@ -149,6 +153,12 @@ def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[
         )
     if request.consented_at is not None and request.consented_at > timezone.now():
         raise ConsentValidationError("consented_at must be in the past.", field="consented_at")
+    if request.consented_at is not None and request.consented_at < EARLIEST_CONSENT:
+        raise ConsentValidationError(
+            f"consented_at is before {EARLIEST_CONSENT.year}: not a consent this ledger can "
+            "hold (a date typed wrong, e.g. year 0001).",
+            field="consented_at",
+        )
     if request.historical_import and request.consent != Consent.SUBSCRIBED:
         raise ConsentValidationError(
             "historical_import applies to subscriptions only.", field="historical_import"
@@ -164,15 +174,29 @@ def aware(moment: datetime, zone: tzinfo | None = None) -> datetime:
     """
     if timezone.is_aware(moment):
         return moment
-    return timezone.make_aware(moment, zone or timezone.get_default_timezone())
+    try:
+        return timezone.make_aware(moment, zone or timezone.get_default_timezone())
+    except OverflowError:  # year 1 west of UTC, year 9999 east of it
+        raise ConsentValidationError(
+            f"{moment.isoformat()} is out of range in its time zone.", field="consented_at"
+        ) from None
 
+
+#: The earliest ``consented_at`` accepted: before it, a date is a typing error (year 0001,
+#: a 2-digit year read as 19xx), not an email or SMS consent anyone can prove.
+EARLIEST_CONSENT = datetime(1990, 1, 1, tzinfo=UTC)
 
 #: RFC 5321 §4.5.3.1.3's path limit less the angle brackets; the column's length.
 MAX_EMAIL_LENGTH = 254
 
 
 def clean_email(raw: str, *, field: str = "profile.email") -> str | None:
-    """The email normalised (None when blank), or raise naming ``field`` if malformed."""
+    """The email normalised (None when blank), or raise naming ``field`` if malformed.
+
+    Malformed: Django's ``EmailValidator`` refuses it, or it is not deliverable
+    (:func:`klaviyo_consent.validators.check_deliverable_email`: ``localhost``, an IP
+    literal, no dot in the domain, a local part over 64 characters).
+    """
     email = normalize_email(raw)
     if not email:
         return None
@@ -189,6 +213,7 @@ def clean_email(raw: str, *, field: str = "profile.email") -> str | None:
         raise ConsentValidationError(
             f"{raw!r} is not a valid email address.", field=field
         ) from None
+    check_deliverable_email(email, field=field)
     return email
 
 
@@ -217,7 +242,8 @@ def _find_profile(email: str | None, phone: str | None, external_id: str | None)
     condition = Q()
     for name, value in given:
         condition |= Q(**{name: value})
-    candidates = list(Profile.objects.select_for_update().filter(condition).order_by())
+    # Locked in id order, so concurrent requests naming the same rows never lock in a cycle.
+    candidates = list(Profile.objects.select_for_update().filter(condition).order_by("pk"))
     found: dict[str, Profile] = {}
     for name, value in given:
         profile = next((p for p in candidates if getattr(p, name) == value), None)
@@ -298,12 +324,47 @@ def record_consent(request: ConsentRequest) -> RecordResult:
     not belong to one person (docs/identity.md).
     """
     email, phone, changes = _clean(request)
-    try:
-        return _record(request, email, phone, changes)
-    except _LostProfileRace:
-        # Two requests created the same new person at once and this one lost the race. Its
-        # transaction (or savepoint) is rolled back whole; the second run finds the profile.
-        return _record(request, email, phone, changes)
+    for attempt in range(RACE_ATTEMPTS):
+        try:
+            return _record(request, email, phone, changes)
+        except (_LostProfileRace, OperationalError) as error:
+            # Another request created or changed this person between our lookup and our
+            # write, or PostgreSQL broke a lock cycle (deadlock, serialization failure). The
+            # transaction (or savepoint) is rolled back whole; the next run sees the winner's
+            # rows, so it finds the profile, adds to it, or raises IdentityConflict.
+            if not _is_race(error) or attempt == RACE_ATTEMPTS - 1:
+                if isinstance(error, _LostProfileRace):
+                    raise IdentityConflict(
+                        "Other requests kept changing the profiles these identifiers name; "
+                        "nothing was recorded. Try again.",
+                        fields=[
+                            f"profile.{name}"
+                            for name, value in zip(
+                                IDENTIFIERS, (email, phone, request.external_id), strict=True
+                            )
+                            if value
+                        ],
+                    ) from error
+                raise
+    raise AssertionError("unreachable")
+
+
+#: Runs of a consent request that lost a race to a concurrent one, before it answers 409.
+RACE_ATTEMPTS = 5
+
+#: PostgreSQL's SQLSTATEs for a broken lock cycle: serialization_failure, deadlock_detected.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+
+def _is_race(error: Exception) -> bool:
+    """A lost profile race, or a database error that says "run the transaction again"."""
+    if isinstance(error, _LostProfileRace):
+        return True
+    cause = error.__cause__
+    return (
+        getattr(cause, "sqlstate", None) in _RETRYABLE_SQLSTATES
+        or getattr(cause, "pgcode", None) in _RETRYABLE_SQLSTATES
+    )
 
 
 def _record(

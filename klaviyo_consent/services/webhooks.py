@@ -34,6 +34,7 @@ from klaviyo_consent.exceptions import (
 from klaviyo_consent.models import Profile, WebhookDelivery, normalize_email
 from klaviyo_consent.phone import normalize_phone_number
 from klaviyo_consent.services.mirror import local_profiles, pull_profiles
+from klaviyo_consent.validators import KLAVIYO_ID
 
 logger = logging.getLogger("klaviyo_consent.webhooks")
 
@@ -255,10 +256,10 @@ def extract_identifiers(payload: Any) -> Identifiers:
                 found.phone_numbers.add(normalize_phone_number(value))
             except ConsentValidationError:
                 continue
-        elif name in _PROFILE_ID_KEYS and "@" not in value:
-            found.profile_ids.add(value.strip())
-        elif name == "id" and parent.get("type") == "profile":
-            found.profile_ids.add(value.strip())
+        elif name in _PROFILE_ID_KEYS or (name == "id" and parent.get("type") == "profile"):
+            # Klaviyo's id alphabet only: anything else never reaches a request carrying the key.
+            if KLAVIYO_ID.fullmatch(value.strip()):
+                found.profile_ids.add(value.strip())
     return found
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import zoneinfo
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -15,7 +20,13 @@ from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.choices import Consent, Method
 from klaviyo_consent.exceptions import ConsentValidationError
-from klaviyo_consent.services.ledger import ConsentRequest, Evidence, aware, record_consent
+from klaviyo_consent.services.ledger import (
+    EARLIEST_CONSENT,
+    ConsentRequest,
+    Evidence,
+    aware,
+    record_consent,
+)
 
 COLUMNS = {
     "email",
@@ -69,8 +80,11 @@ def parse_consented_at(raw: str, zone: tzinfo) -> datetime:
     """
     text = raw.strip()
     moment: datetime | None = None
-    if text.isdigit():
-        moment = datetime.fromtimestamp(int(text), tz=UTC)
+    if text.isascii() and text.isdigit():
+        try:
+            moment = datetime.fromtimestamp(int(text), tz=UTC)
+        except (OverflowError, OSError, ValueError):  # past year 9999
+            moment = None
     else:
         try:
             moment = parse_datetime(text)
@@ -88,7 +102,78 @@ def parse_consented_at(raw: str, zone: tzinfo) -> datetime:
             "09/30/2014 13:34 (Klaviyo's CSV formats).",
             field="consented_at",
         )
+    if moment.year < EARLIEST_CONSENT.year:
+        # Before a zone is applied: year 1 in a zone west of UTC is before datetime.min.
+        raise ConsentValidationError(
+            f"{raw!r} is before {EARLIEST_CONSENT.year}: not a consent this ledger can hold.",
+            field="consented_at",
+        )
     return aware(moment, zone)
+
+
+#: The largest CSV field read (64 KiB): a consent text is a few hundred characters; a bigger
+#: field is a broken file (an unclosed quote swallowing the rest) or an attack.
+MAX_FIELD = 64 * 1024
+
+#: Encodings read without ``--encoding``: UTF-8 with or without BOM, UTF-16 with its BOM.
+#: Latin-1 and Windows-1252 cannot be told apart from each other (or from UTF-8 mojibake)
+#: reliably, so they need ``--encoding``.
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_csv(data: bytes, encoding: str | None, path: Path) -> str:
+    """The file's text: in ``encoding`` if given, else UTF-8 (BOM or not) or UTF-16 by its BOM.
+
+    Raises :class:`CommandError` naming the line of the first undecodable byte, or of a NUL
+    character (which no database text column stores, and which marks a binary file).
+    """
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CommandError(f"--encoding {encoding!r} is not an encoding Python knows.")
+    else:
+        encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].decode(encoding, "replace").count("\n") + 1
+        byte = data[error.start : error.start + 1].hex()
+        hint = (
+            "save the file as CSV UTF-8, or name its encoding, e.g. --encoding cp1252 "
+            "(Excel on Windows) or --encoding latin-1"
+            if encoding.startswith("utf")
+            else "check --encoding"
+        )
+        raise CommandError(
+            f"{path}, line {line}: byte 0x{byte} is not {encoding.upper().removesuffix('-SIG')} "
+            f"text ({error.reason}); "
+            f"{hint}. Nothing was imported."
+        ) from None
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        text = text.removeprefix("\ufeff")
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise CommandError(
+            f"{path}, line {line}: a NUL character; this is not a text CSV file. "
+            "Nothing was imported."
+        )
+    return text
+
+
+@contextmanager
+def _field_limit(limit: int) -> Iterator[None]:
+    """csv's field size limit (process-wide) lowered for the length of one import."""
+    previous = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _zone(name: str | None) -> tzinfo:
@@ -122,6 +207,12 @@ class Command(BaseCommand):
             help="Consent given earlier: every row needs consented_at (Klaviyo's rule).",
         )
         parser.add_argument(
+            "--encoding",
+            default=None,
+            help="The file's encoding, e.g. cp1252 or latin-1 (default: UTF-8, with or without "
+            "BOM, or UTF-16 with BOM).",
+        )
+        parser.add_argument(
             "--timezone",
             default=None,
             help="IANA zone a consented_at without a zone is read in (default: TIME_ZONE).",
@@ -130,16 +221,28 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["path"]
         try:
-            handle = path.open(newline="", encoding="utf-8-sig")
+            data = path.read_bytes()
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc.strerror}") from exc
         options["zone"] = _zone(options["timezone"])
+        text = decode_csv(data, options["encoding"], path)
         count = 0
         line = 1
         try:
-            with handle, transaction.atomic():
-                reader = csv.DictReader(handle)
-                unknown = sorted(set(reader.fieldnames or []) - COLUMNS)
+            with _field_limit(MAX_FIELD), transaction.atomic():
+                # strict: an unclosed quote is an error at the end of the file, not a last
+                # field that silently swallows every line after it.
+                reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+                header = reader.fieldnames or []
+                if not header:
+                    raise CommandError(f"{path}, line 1: no header row. Nothing was imported.")
+                repeated = sorted(name for name, n in Counter(header).items() if n > 1)
+                if repeated:
+                    raise CommandError(
+                        f"{path}, line 1: column(s) named twice: {', '.join(repeated)}. "
+                        "Nothing was imported."
+                    )
+                unknown = sorted(set(header) - COLUMNS)
                 if unknown:
                     raise CommandError(f"{path}, line 1: unknown column(s) {', '.join(unknown)}.")
                 for row in reader:
@@ -156,12 +259,12 @@ class Command(BaseCommand):
                 f"{path}, line {line}: {error.field or 'row'}: {error.message} "
                 "Nothing was imported."
             ) from error
-        except UnicodeDecodeError as error:
-            raise CommandError(
-                f"{path}, after line {line}: not UTF-8 text ({error.reason}); save the file as "
-                "CSV UTF-8. Nothing was imported."
-            ) from error
         except csv.Error as error:
+            if "field larger than field limit" in str(error):
+                raise CommandError(
+                    f"{path}, line {line + 1}: a field is longer than {MAX_FIELD // 1024} KiB "
+                    "(often an unclosed quote). Nothing was imported."
+                ) from None
             raise CommandError(
                 f"{path}, line {line + 1}: not valid CSV ({error}). Nothing was imported."
             ) from error
