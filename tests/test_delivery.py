@@ -14,7 +14,8 @@ from klaviyo_consent.backends.base import BaseKlaviyoBackend, JobAccepted, RawRe
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.ratelimit import LocalRateLimiter
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
-from klaviyo_consent.services.sync import Pusher, SyncReport, backoff, claim, push_pending
+from klaviyo_consent.services.outbox import backoff, claim
+from klaviyo_consent.services.sync import Pusher, SyncReport, push_pending
 from klaviyo_consent.signals import consent_not_applied, klaviyo_request_refused
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
-from klaviyo_consent.services.sync import claim, push_pending
+from klaviyo_consent.services.outbox import claim
+from klaviyo_consent.services.sync import push_pending
 from klaviyo_consent.signals import consent_pushed
 
 pytestmark = pytest.mark.django_db

@@ -169,3 +169,26 @@ def test_a_withdrawal_is_verified_too(api, fake, on_commit):
     leaf = ledger(api, profile_id)["email"]["marketing"]
     assert (leaf["status"], leaf["delivery"]) == ("UNSUBSCRIBED", "applied")
     assert not ConsentEvent.objects.filter(method="klaviyo").exists()
+
+
+def test_a_confirmation_drift_finds_during_a_read_back_releases_the_lease(api, fake, on_commit):
+    # The read-back claims the awaiting row under a lease; drift then applies it. The row must
+    # come out of the read-back free (no lease left to run out) and stamped, like every verdict.
+    from django.utils import timezone
+
+    from klaviyo_consent.models import Delivery
+    from klaviyo_consent.services.mirror import verify_pushed
+
+    profile_id = subscribe(api, on_commit, list_id="Double")
+    event_id = ledger(api, profile_id)["email"]["marketing"]["event_id"]
+    Delivery.objects.filter(pk=event_id).update(next_attempt_at=timezone.now())
+    before = Delivery.objects.get(pk=event_id).updated_at
+    fake.confirm_double_optin(email="ada@example.com")
+
+    verify_pushed()
+
+    delivery = Delivery.objects.get(pk=event_id)
+    assert delivery.status == "applied"
+    assert (delivery.lease_token, delivery.lease_expires_at) == ("", None)
+    assert delivery.updated_at > before
+    assert delivery.history[-1]["status"] == "applied"

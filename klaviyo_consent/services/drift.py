@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Consent, DeliveryStatus, Method
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_email
-from klaviyo_consent.services import payloads
+from klaviyo_consent.services import outbox, payloads
 from klaviyo_consent.services.ledger import latest_events
 from klaviyo_consent.services.verdicts import history_entry
 from klaviyo_consent.signals import drift_detected
@@ -236,11 +236,12 @@ def record_drift(
         ]
         for delivery, why in settled:
             # Klaviyo shows the consent; the reason says how only as far as Klaviyo shows it.
-            Delivery.objects.filter(pk=delivery.pk).update(
-                status=DeliveryStatus.APPLIED,
-                reason=why,
+            outbox.record_verdict(
+                Delivery.objects.filter(pk=delivery.pk),
+                DeliveryStatus.APPLIED,
+                why,
                 next_attempt_at=None,
-                verified_at=now,
+                now=now,
                 history=[
                     *(delivery.history or []),
                     history_entry(

@@ -18,9 +18,10 @@ from klaviyo_consent.choices import DeliveryStatus, Method
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import KlaviyoAPIError
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_email
-from klaviyo_consent.services import payloads
+from klaviyo_consent.services import outbox, payloads
 from klaviyo_consent.services.lists import opt_in_process
-from klaviyo_consent.services.sync import SyncReport, claim
+from klaviyo_consent.services.outbox import claim
+from klaviyo_consent.services.sync import SyncReport
 from klaviyo_consent.services.verdicts import (
     Verdict,
     history_entry,
@@ -404,18 +405,16 @@ class _Verdicts:
     def save(self) -> None:
         now = timezone.now()
         for (status, reason, next_at, verify_attempts), pks in self.groups.items():
-            Delivery.objects.filter(pk__in=pks).update(
-                status=status,
-                reason=reason,
+            outbox.record_verdict(
+                Delivery.objects.filter(pk__in=pks),
+                status,
+                reason,
                 next_attempt_at=next_at,
                 verify_attempts=verify_attempts,
-                verified_at=now,
-                lease_token="",
-                lease_expires_at=None,
-                updated_at=now,
+                now=now,
             )
         for pk, history in self.histories.items():
-            Delivery.objects.filter(pk=pk).update(history=history)
+            outbox.write_history(Delivery.objects.filter(pk=pk), history)
         for event, delivery, status, reason in self.announcements:
             if status == DeliveryStatus.APPLIED:
                 consent_applied.send_robust(sender=ConsentEvent, event=event, delivery=delivery)
@@ -444,9 +443,11 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
         except Exception:
             # Unread rows go back to be read by the next run, not after a lease runs out
             # (a push that must not wait defers its read-back this way).
-            Delivery.objects.filter(
-                pk__in=[d.pk for d in batch], lease_token__in={d.lease_token for d in batch}
-            ).update(lease_token="", lease_expires_at=None)
+            outbox.release(
+                Delivery.objects.filter(
+                    pk__in=[d.pk for d in batch], lease_token__in={d.lease_token for d in batch}
+                )
+            )
             raise
         report.verified += len(batch)
         report.requests += pull.requests
@@ -458,19 +459,16 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
 def _read_back_failed(batch: Sequence[Delivery], error: KlaviyoAPIError) -> None:
     """A read-back Klaviyo could not answer (an error, a 2xx that is not its JSON): each row
     keeps its status, counts the attempt, says why and is due again after a backoff."""
-    from klaviyo_consent.services.sync import backoff
-
     now = timezone.now()
     groups: dict[tuple[int, str], list[int]] = defaultdict(list)
     for delivery in batch:
         groups[(delivery.verify_attempts + 1, delivery.lease_token)].append(delivery.pk)
     for (attempts, token), pks in groups.items():
-        Delivery.objects.filter(pk__in=pks, lease_token=token).update(
+        outbox.reschedule(
+            Delivery.objects.filter(pk__in=pks, lease_token=token),
             verify_attempts=attempts,
             reason=f"Read-back failed: {error}"[:2000],
-            next_attempt_at=now + timedelta(seconds=backoff(attempts, error.retry_after)),
-            lease_token="",
-            lease_expires_at=None,
+            next_attempt_at=now + timedelta(seconds=outbox.backoff(attempts, error.retry_after)),
         )
 
 

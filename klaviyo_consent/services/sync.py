@@ -7,18 +7,14 @@ claimable, so a withdrawal can never overtake the subscription it withdraws.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from klaviyo_consent.backends import get_backend
@@ -32,7 +28,8 @@ from klaviyo_consent.exceptions import (
     PushDeferred,
 )
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
-from klaviyo_consent.services import payloads
+from klaviyo_consent.services import outbox, payloads
+from klaviyo_consent.services.outbox import Lease, backoff, lease_due
 from klaviyo_consent.signals import (
     consent_not_applied,
     consent_push_failed,
@@ -96,117 +93,6 @@ class SyncReport:
     @classmethod
     def _counters(cls) -> list[str]:
         return [f.name for f in fields(cls) if f.name != "verdicts"]
-
-
-def _free(now: datetime) -> Q:
-    return Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-
-
-def claim(
-    status: str,
-    *,
-    limit: int,
-    due_before: datetime | None = None,
-    profile_ids: Sequence[int] | None = None,
-) -> list[Delivery]:
-    """Lease up to ``limit`` due rows in ``status``; no other worker can claim them meanwhile.
-
-    PostgreSQL skips rows another worker has locked; everywhere the lease is set by a conditional
-    UPDATE, so two workers can never both win a row.
-    """
-    lease = _lease(status, limit=limit, due_before=due_before, profile_ids=profile_ids)
-    if lease is None:
-        return []
-    token, lease_until, _, _ = lease
-    return list(
-        Delivery.objects.filter(lease_token=token, lease_expires_at=lease_until)
-        .select_related("event", "profile")
-        .order_by("event_id")
-    )
-
-
-def _lease(
-    status: str,
-    *,
-    limit: int,
-    due_before: datetime | None = None,
-    profile_ids: Sequence[int] | None = None,
-    keep: tuple[str, Sequence[int]] | None = None,
-) -> tuple[str, datetime, int, dict[int, datetime]] | None:
-    """Set a new lease on up to ``limit`` due rows, or return None.
-
-    Returns (token, lease end, rows kept, stranded): ``stranded`` maps the rows whose previous
-    lease had expired (a worker stopped while holding them, maybe mid-push) to when that
-    worker claimed them. ``keep`` = (token, pks): rows this worker already holds under
-    ``token`` move to the new lease too (and have it renewed); a row whose lease another
-    worker took over stays theirs.
-    """
-    now = timezone.now()
-    token = uuid.uuid4().hex
-    lease_until = now + timedelta(seconds=consent_settings.LEASE_SECONDS)
-    ids: list[int] = []
-    kept = 0
-    stranded: dict[int, datetime] = {}
-    lease_length = timedelta(seconds=consent_settings.LEASE_SECONDS)
-    with transaction.atomic():
-        if limit > 0:
-            due = Delivery.objects.filter(status=status, next_attempt_at__lte=due_before or now)
-            due = due.filter(_free(now))
-            if profile_ids is not None:
-                due = due.filter(profile_id__in=list(profile_ids))
-            if status == DeliveryStatus.PENDING:
-                older = Delivery.objects.filter(
-                    profile_id=OuterRef("profile_id"),
-                    channel=OuterRef("channel"),
-                    purpose=OuterRef("purpose"),
-                    status=DeliveryStatus.PENDING,
-                    event_id__lt=OuterRef("event_id"),
-                )
-                due = due.exclude(Exists(older))
-            candidates = due.order_by("event_id")
-            if connection.features.has_select_for_update_skip_locked:
-                candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-            picked = list(candidates.values_list("pk", "lease_token", "lease_expires_at")[:limit])
-            ids = [pk for pk, _, _ in picked]
-            stranded = {pk: ends - lease_length for pk, old, ends in picked if old and ends}
-            if ids:
-                Delivery.objects.filter(pk__in=ids).filter(_free(now)).update(
-                    lease_token=token, lease_expires_at=lease_until
-                )
-        if keep is not None and keep[1]:
-            kept = Delivery.objects.filter(
-                pk__in=list(keep[1]), lease_token=keep[0], status=status
-            ).update(lease_token=token, lease_expires_at=lease_until)
-    if not ids and not kept:
-        return None
-    return token, lease_until, kept, stranded
-
-
-@dataclass
-class Lease:
-    """A worker's hold on the rows it claimed, renewed while the worker is still working.
-
-    A slow Klaviyo, a rate-limit wait or a long read-back must not let another worker take over
-    rows this one is about to send (that would send them twice); only a stopped or hung worker's
-    rows run out and are reclaimed. Renewal is one UPDATE each time a third of the lease passed.
-    """
-
-    token: str
-    until: datetime
-    #: The lease ran out before a renewal (the worker stalled): another worker may have taken
-    #: some rows over meanwhile, so from then on each job is checked against what is still ours.
-    lapsed: bool = False
-
-    def keep(self) -> None:
-        now = timezone.now()
-        length = timedelta(seconds=consent_settings.LEASE_SECONDS)
-        if self.until - now > length * 2 / 3:
-            return
-        self.lapsed = self.lapsed or self.until <= now
-        self.until = now + length
-        Delivery.objects.filter(lease_token=self.token, status=DeliveryStatus.PENDING).update(
-            lease_expires_at=self.until
-        )
 
 
 class _Row(NamedTuple):
@@ -405,22 +291,6 @@ def _send(job: _Job, payload: dict[str, Any]) -> Any:
     return backend.bulk_unsubscribe_profiles(payload)
 
 
-def backoff(attempts: int, retry_after: float | None = None) -> float:
-    """Seconds before the next try: exponential with full jitter, never less than Retry-After.
-
-    ``attempts`` is how many tries (and waits) came before; the wait is a random time in
-    [b·2ⁿ/2, b·2ⁿ] capped at ``RETRY_BACKOFF_MAX``. Klaviyo's ``Retry-After`` (seconds, 0
-    included) is a floor under it, not a replacement: a burst of 429s still backs off.
-    """
-    ceiling = min(
-        consent_settings.RETRY_BACKOFF_MAX, consent_settings.RETRY_BACKOFF_BASE * 2**attempts
-    )
-    wait = random.uniform(ceiling / 2, ceiling)
-    if retry_after is not None:
-        wait = max(wait, retry_after)
-    return wait
-
-
 class Pusher:
     """Sends one claimed batch; marks each row pushed, retried or failed, never silently."""
 
@@ -590,17 +460,7 @@ class Pusher:
         return [pid for pid in profile_ids if job.members.get(pid)]
 
     def _mark_not_applied(self, rows: Sequence[_Row], reason: str) -> None:
-        now = timezone.now()
-        self._owned(rows).update(
-            status=DeliveryStatus.NOT_APPLIED,
-            pushed_at=now,
-            reason=reason,
-            errors=[],
-            next_attempt_at=None,
-            lease_token="",
-            lease_expires_at=None,
-            updated_at=now,
-        )
+        outbox.mark_not_applied(self._owned(rows), reason)
         self.report.verdicts[DeliveryStatus.NOT_APPLIED] += len(rows)
         if consent_not_applied.has_listeners(ConsentEvent):
             deliveries = Delivery.objects.in_bulk([row.pk for row in rows])
@@ -615,7 +475,7 @@ class Pusher:
     def _release(self, rows: Sequence[_Row]) -> None:
         """Give rows back to the outbox unchanged (no attempt spent, due at once)."""
         if rows:
-            self._owned(rows).update(lease_token="", lease_expires_at=None)
+            outbox.release(self._owned(rows))
 
     def _still_ours(self, job: _Job, profile_ids: list[int]) -> list[int]:
         """The profiles of this job, each with only its rows that still carry our lease."""
@@ -642,18 +502,7 @@ class Pusher:
         _announce(consent_pushed, rows, operation=job.operation, list_id=job.list_id)
 
     def mark_rows_pushed(self, rows: Sequence[_Row], reason: str = "") -> None:
-        now = timezone.now()
-        verify_at = now + timedelta(seconds=consent_settings.VERIFY_DELAY)
-        self._owned(rows).update(
-            status=DeliveryStatus.PUSHED,
-            pushed_at=now,
-            next_attempt_at=verify_at,
-            reason=reason,
-            errors=[],
-            lease_token="",
-            lease_expires_at=None,
-            updated_at=now,
-        )
+        outbox.mark_pushed(self._owned(rows), reason=reason)
         self.report.pushed += len(rows)
 
     def settle_stranded(self, rows: Sequence[_Row], claimed_at: dict[int, datetime]) -> list[_Row]:
@@ -696,15 +545,7 @@ class Pusher:
     def _mark_rows_failed(self, rows: Sequence[_Row], error: KlaviyoAPIError) -> None:
         if not rows:
             return
-        self._owned(rows).update(
-            status=DeliveryStatus.FAILED,
-            reason=str(error),
-            errors=error.errors,
-            next_attempt_at=None,
-            lease_token="",
-            lease_expires_at=None,
-            updated_at=timezone.now(),
-        )
+        outbox.mark_failed(self._owned(rows), str(error), error.errors)
         self.report.failed += len(rows)
         _announce(consent_push_failed, rows, error=error, final=True)
 
@@ -750,14 +591,12 @@ class Pusher:
         for (attempts, deferrals), group in groups.items():
             next_at = now + timedelta(seconds=backoff(attempts + deferrals, error.retry_after))
             earliest = next_at if earliest is None else min(earliest, next_at)
-            self._owned(group).update(
+            outbox.reschedule(
+                self._owned(group),
                 deferrals=deferrals,
                 reason=reason,
                 errors=error.errors,
                 next_attempt_at=next_at,
-                lease_token="",
-                lease_expires_at=None,
-                updated_at=now,
             )
         self.report.retried += len(rows)
         return earliest or now
@@ -778,28 +617,21 @@ class Pusher:
         dead: list[_Row] = []
         for attempts, group in by_attempts.items():
             if attempts >= consent_settings.MAX_ATTEMPTS:
-                self._owned(group).update(
-                    status=DeliveryStatus.FAILED,
+                outbox.dead_letter(
+                    self._owned(group),
                     attempts=attempts,
                     reason=f"Gave up after {attempts} attempts: {error}",
                     errors=error.errors,
-                    next_attempt_at=None,
-                    dead_lettered_at=now,
-                    lease_token="",
-                    lease_expires_at=None,
-                    updated_at=now,
                 )
                 dead += group
             else:
-                self._owned(group).update(
+                outbox.reschedule(
+                    self._owned(group),
                     attempts=attempts,
                     reason=f"Will retry: {error}",
                     errors=error.errors,
                     next_attempt_at=now
                     + timedelta(seconds=backoff(attempts + group[0].deferrals, error.retry_after)),
-                    lease_token="",
-                    lease_expires_at=None,
-                    updated_at=now,
                 )
         self.report.retried += len(rows) - len(dead)
         self.report.failed += len(dead)
@@ -827,7 +659,7 @@ def push_pending(
         limit = claim_size if limit is None else min(limit, claim_size)
     while True:
         room = claim_size if limit is None else min(claim_size, limit - report.claimed)
-        lease = _lease(
+        lease = lease_due(
             DeliveryStatus.PENDING,
             limit=max(room, 0),
             profile_ids=profile_ids,
@@ -892,12 +724,4 @@ def retry_failed(*, event_ids: Sequence[int] | None = None) -> int:
     rows = Delivery.objects.filter(status=DeliveryStatus.FAILED)
     if event_ids is not None:
         rows = rows.filter(event_id__in=list(event_ids))
-    return rows.update(
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-        next_attempt_at=timezone.now(),
-        dead_lettered_at=None,
-        lease_token="",
-        lease_expires_at=None,
-        updated_at=timezone.now(),
-    )
+    return outbox.requeue(rows)
