@@ -62,7 +62,8 @@ def main() -> None:
     from klaviyo_consent.choices import DeliveryStatus
     from klaviyo_consent.models import Delivery
     from klaviyo_consent.ratelimit import LocalRateLimiter
-    from klaviyo_consent.services.sync import SyncReport, push_pending
+    from klaviyo_consent.services.push import push_pending
+    from klaviyo_consent.services.reports import SyncReport
     from klaviyo_consent.testing.fake import FakeKlaviyo
 
     scale = args.time_scale

@@ -33,9 +33,10 @@ from klaviyo_consent.models import (
 from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
 from klaviyo_consent.services.ledger import ledger_for
 from klaviyo_consent.services.lists import mirror_lists
-from klaviyo_consent.services.mirror import pull_profiles
+from klaviyo_consent.services.push import push_pending
 from klaviyo_consent.services.suppressions import record_suppression
-from klaviyo_consent.services.sync import push_pending, retry_failed
+from klaviyo_consent.services.sync import retry_failed
+from klaviyo_consent.services.verify import pull_profiles
 from klaviyo_consent.services.webhooks import handle_webhook
 
 BADGE_COLOURS = {

@@ -15,7 +15,8 @@ from klaviyo_consent.models import Delivery
 from klaviyo_consent.ratelimit import LocalRateLimiter
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.services.outbox import backoff, claim
-from klaviyo_consent.services.sync import Pusher, SyncReport, push_pending
+from klaviyo_consent.services.push import Pusher, push_pending
+from klaviyo_consent.services.reports import SyncReport
 from klaviyo_consent.signals import consent_not_applied, klaviyo_request_refused
 
 pytestmark = pytest.mark.django_db
@@ -513,12 +514,12 @@ def test_a_withdrawal_whose_phone_klaviyo_refuses_still_withdraws_the_email(fake
 def test_a_push_on_commit_claims_a_bounded_share_of_a_backlog(
     fake, inline_push, settings, django_capture_on_commit_callbacks
 ):
-    from klaviyo_consent.services import sync as sync_service
+    from klaviyo_consent.services import push as push_service
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "RATE_LIMITER": None}
-    for i in range(sync_service.NO_WAIT_CLAIM_SIZE + 50):
+    for i in range(push_service.NO_WAIT_CLAIM_SIZE + 50):
         record(f"p{i}@example.com")
     with django_capture_on_commit_callbacks(execute=True):
         record("last@example.com")
-    assert Delivery.objects.exclude(status="pending").count() == sync_service.NO_WAIT_CLAIM_SIZE
+    assert Delivery.objects.exclude(status="pending").count() == push_service.NO_WAIT_CLAIM_SIZE
     assert Delivery.objects.filter(status="pending", lease_token="").count() == 51

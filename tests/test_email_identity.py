@@ -57,9 +57,7 @@ def test_the_same_mailbox_in_another_form_is_the_same_profile(api, fake, variant
 
 def test_an_idn_domain_and_its_punycode_are_one_profile(api, fake):
     first = api.post(SUBSCRIBE, body(profile={"email": "ada@bücher.example"}), format="json")
-    again = api.post(
-        SUBSCRIBE, body(profile={"email": "ada@xn--bcher-kva.example"}), format="json"
-    )
+    again = api.post(SUBSCRIBE, body(profile={"email": "ada@xn--bcher-kva.example"}), format="json")
     assert first.status_code == again.status_code == 201, again.content
     assert Profile.objects.get().email == "ada@xn--bcher-kva.example"
 

@@ -156,7 +156,7 @@ def test_an_email_only_consent_records_only_the_identifiers_given(api, ada):
 def test_an_email_and_an_sms_event_of_one_person_are_pushed_with_their_own_identifiers(
     api, fake, settings
 ):
-    from klaviyo_consent.services.sync import push_pending
+    from klaviyo_consent.services.push import push_pending
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
     subscribe(api, ADA, {"sms": {"marketing": True}})
@@ -444,7 +444,7 @@ def test_the_profile_page_shows_its_identity_changes(admin_client, ada):
 
 
 def test_drift_never_records_the_old_numbers_state_for_the_new_number(api, ada, fake):
-    from klaviyo_consent.services.mirror import pull_profiles
+    from klaviyo_consent.services.verify import pull_profiles
 
     replace_phone_number(ada, "+447400654321")
     fake.reply_stop("+447400123456")  # the old number, still on Klaviyo's profile, texts STOP
@@ -507,7 +507,7 @@ def test_every_identity_change_sends_identity_changed(api, fake):
 
 
 def test_after_a_merge_klaviyos_email_half_records_no_sms_drift(api, two_halves):
-    from klaviyo_consent.services.mirror import pull_profiles
+    from klaviyo_consent.services.verify import pull_profiles
 
     survivor, other = two_halves
     merge_profiles(survivor, other)

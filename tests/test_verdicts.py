@@ -177,7 +177,7 @@ def test_a_confirmation_drift_finds_during_a_read_back_releases_the_lease(api, f
     from django.utils import timezone
 
     from klaviyo_consent.models import Delivery
-    from klaviyo_consent.services.mirror import verify_pushed
+    from klaviyo_consent.services.verify import verify_pushed
 
     profile_id = subscribe(api, on_commit, list_id="Double")
     event_id = ledger(api, profile_id)["email"]["marketing"]["event_id"]

@@ -191,7 +191,7 @@ class Clock:
 def test_pending_confirmation_rereads_back_off_and_end_not_applied_after_the_window(
     api, fake, on_commit, monkeypatch, settings
 ):
-    from klaviyo_consent.services.mirror import verify_pushed
+    from klaviyo_consent.services.verify import verify_pushed
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "CONFIRMATION_WINDOW": 3 * 86400}
     clock = Clock(monkeypatch)
