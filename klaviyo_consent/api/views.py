@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api.committed import as_committed
 from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import CanViewConsent, write_permissions
 from klaviyo_consent.api.serializers import (
@@ -38,7 +39,6 @@ from klaviyo_consent.services.ledger import (
     ConsentRequest,
     latest_events,
     record_consent,
-    settled,
 )
 from klaviyo_consent.services.suppressions import record_suppression
 
@@ -124,7 +124,7 @@ class _RecordView(StrictBodyMixin, APIView):
             return identity_conflict(error)
         except ConsentValidationError as error:
             raise field_error(error) from error
-        result = settled(result)
+        result = as_committed(result)
         context = {"ledger_events": {result.profile.pk: result.latest}}
         return Response(
             {
