@@ -21,7 +21,7 @@ from klaviyo_consent.exceptions import KlaviyoAPIError
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
 from klaviyo_consent.services import outbox, payloads
 from klaviyo_consent.services.drift import record_drift
-from klaviyo_consent.services.lists import opt_in_process
+from klaviyo_consent.services.lists import opt_in_processes
 from klaviyo_consent.services.mirror import fetch, match_page, store_mirrors
 from klaviyo_consent.services.outbox import claim
 from klaviyo_consent.services.reports import PullReport, SyncReport
@@ -106,10 +106,16 @@ def judge_outstanding(
             # A not_applied event is re-judged while it is its key's latest word.
             if d.status != DeliveryStatus.NOT_APPLIED or d.pk in latest
         ]
-    drifts, settled = record_drift(matched.values(), source=source)
+    drifts, confirmed = record_drift(matched.values(), source=source)
     report.drifts += drifts
-    deliveries = [d for d in deliveries if d.pk not in settled]
-    lists: dict[str, str | None] = {}
+    deliveries = [d for d in deliveries if d.pk not in confirmed]
+    # Lists are read before judging: no call to Klaviyo from inside the verdict loop.
+    processes = opt_in_processes(
+        d.event.list_id or consent_settings.DEFAULT_LIST_ID
+        for d in deliveries
+        if not d.event.suppression
+        and newest.get((d.profile_id, d.channel, d.purpose, False), d.pk) == d.pk
+    )
     now = timezone.now()
     window = timedelta(seconds=float(consent_settings.CONFIRMATION_WINDOW))
     verdicts = _Verdicts(report, source=source, now=now)
@@ -149,7 +155,7 @@ def judge_outstanding(
             phone_number=event.phone_number,
             leaf=profile.klaviyo_leaf(event.channel, event.purpose),
             profile_found=delivery.profile_id in matched,
-            opt_in_process=opt_in_process(event.list_id or consent_settings.DEFAULT_LIST_ID, lists),
+            opt_in_process=processes.get(event.list_id or consent_settings.DEFAULT_LIST_ID or ""),
             last_try=attempts >= consent_settings.VERIFY_ATTEMPTS
             or delivery.status == DeliveryStatus.NOT_APPLIED,
             pushed_at=delivery.pushed_at or event.recorded_at,
