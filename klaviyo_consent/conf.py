@@ -16,16 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import django
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from klaviyo_consent.exceptions import ConfigurationError
-
-#: Where Django's Tasks framework lives, for ``TASKS`` backend paths: built in on Django 6, the
-#: django-tasks backport on 5.2. Safe to import from a settings module.
-TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
 
 #: Where Klaviyo sends SMS (help centre "Where is Klaviyo SMS available"), as ISO 3166 codes.
 #: The US entry means the 50 states only: phonenumbers gives Puerto Rico its own region (PR).
@@ -182,9 +177,6 @@ consent_settings = ConsentSettings()
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "KLAVIYO_CONSENT":
         consent_settings.reload()
-        from klaviyo_consent.backends import reset_backend
-
-        reset_backend()
 
 
 setting_changed.connect(_reload)

@@ -7,7 +7,7 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import geocoder
 
-from klaviyo_consent.conf import consent_settings
+from klaviyo_consent.conf import KLAVIYO_SMS_COUNTRIES, consent_settings
 from klaviyo_consent.exceptions import (
     InvalidPhoneNumber,
     UnsupportedSMSCountry,
@@ -80,8 +80,6 @@ def sms_unsupported_reason(e164: str, *, published_too: bool = False) -> str | N
     ``published_too`` also consults Klaviyo's published list, to explain a consent Klaviyo did
     not apply even though the site's ``SMS_COUNTRIES`` allowed it.
     """
-    from klaviyo_consent.conf import KLAVIYO_SMS_COUNTRIES
-
     region = phone_region(e164)
     supported = region in consent_settings.SMS_COUNTRIES
     if published_too:

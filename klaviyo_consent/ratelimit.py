@@ -14,6 +14,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 
+from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
 
 #: operation -> ((calls, seconds), ...) from the spec's x-klaviyo-ratelimit (revision 2026-07-15).
@@ -43,8 +44,6 @@ class RateLimiter:
         self.limits = limits or LIMITS
         self.time_scale = time_scale
         if margin is None:
-            from klaviyo_consent.conf import consent_settings
-
             margin = consent_settings.RATE_LIMIT_MARGIN
         self.margin = margin
         self.clock = clock
@@ -154,8 +153,6 @@ _limiters: dict[object, RateLimiter | None] = {}
 
 def get_limiter() -> RateLimiter | None:
     """The limiter ``RATE_LIMITER`` names, one per process (it is shared by its threads)."""
-    from klaviyo_consent.conf import consent_settings
-
     spec = consent_settings.RATE_LIMITER
     with _limiter_lock:
         if spec not in _limiters:

@@ -159,3 +159,14 @@ def test_system_check_flags_a_task_backend_that_cannot_be_loaded(settings):
     assert "'default' is not a usable task backend" in error.msg
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
     assert not [m for m in checks.run_checks(tags=["klaviyo_consent"]) if m.id.endswith("E003")]
+
+
+def test_the_backend_is_rebuilt_from_the_new_settings_when_they_change(settings):
+    from klaviyo_consent.backends import get_backend
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "API_URL": "https://one.example"}
+    first = get_backend()
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "API_URL": "https://two.example"}
+    second = get_backend()
+    assert second is not first
+    assert second.api_url == "https://two.example"
