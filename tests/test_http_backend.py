@@ -127,6 +127,14 @@ def test_a_dead_server_is_a_retryable_connection_error(settings):
     assert caught.value.retryable
 
 
+def test_a_dead_server_is_also_the_builtin_connection_error():
+    backend = KlaviyoBackend(api_key=KEY, api_url="http://127.0.0.1:9", timeout=1)
+    with pytest.raises(ConnectionError) as caught:
+        backend.bulk_subscribe_profiles(subscribe_payload())
+    assert isinstance(caught.value, KlaviyoConnectionError)
+    assert KEY not in str(caught.value)
+
+
 def test_the_http_backend_without_a_key_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="API_KEY"):
         KlaviyoBackend(api_key="", api_url="http://127.0.0.1:9").headers()

@@ -384,3 +384,17 @@ def test_the_admin_processes_a_failed_delivery_again(
     assert "Processed 1 delivery(ies); 0 still failing." in response.content.decode()
     delivery.refresh_from_db()
     assert delivery.processed_at is not None and delivery.attempts == 2
+
+
+def test_a_rejected_webhook_is_a_suspicious_operation_django_answers_400(secret, subscribed):
+    from django.core.exceptions import SuspiciousOperation
+
+    from klaviyo_consent.exceptions import WebhookRejected
+    from klaviyo_consent.services.webhooks import verify_webhook
+
+    payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
+    headers["Klaviyo-Signature"] = "0" * 64
+    with pytest.raises(SuspiciousOperation) as caught:
+        verify_webhook(payload, headers)
+    assert isinstance(caught.value, WebhookRejected)
+    assert caught.value.code == "bad_signature"
