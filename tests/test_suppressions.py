@@ -35,7 +35,7 @@ def test_suppress_records_an_event_pushes_a_suppression_job_and_is_applied(api, 
 
     assert Delivery.objects.get(pk=event["id"]).status == "applied"
     leaf = ledger(api, profile_id)["email"]["marketing"]
-    assert leaf["status"] == "SUBSCRIBED"
+    assert leaf["consent"] == "SUBSCRIBED"
     assert leaf["can_receive"] is False
     assert leaf["cannot_receive_reason"] == "suppressed from the site (USER_SUPPRESSED)"
     # Klaviyo's USER_SUPPRESSED is the site's own request: not drift.

@@ -68,7 +68,7 @@ def test_double_opt_in_is_pending_confirmation_until_the_person_confirms(api, fa
         ("email", "SUBSCRIBED", "double opt-in confirmed"),
         ("sms", "SUBSCRIBED", "double opt-in confirmed"),
     }
-    assert ledger(api, profile_id)["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert ledger(api, profile_id)["email"]["marketing"]["consent"] == "SUBSCRIBED"
 
 
 def test_a_stop_reply_is_recorded_as_inbound_drift(api, fake, on_commit):
@@ -93,7 +93,7 @@ def test_a_stop_reply_is_recorded_as_inbound_drift(api, fake, on_commit):
     assert "STOP" in event.method_detail
     assert event.klaviyo_data["consent_timestamp"]
     leaf = ledger(api, profile_id)["sms"]["marketing"]
-    assert leaf["status"] == "UNSUBSCRIBED" and leaf["event_id"] == event.pk
+    assert leaf["consent"] == "UNSUBSCRIBED" and leaf["event_id"] == event.pk
     assert leaf["consented_at"] == event.klaviyo_data["consent_timestamp"]
 
 
@@ -113,7 +113,7 @@ def test_changes_made_in_klaviyo_end_up_in_the_ledger(api, fake, on_commit, acti
     profile_id = subscribe(api, on_commit)
     getattr(fake, action)(PHONE if channel == "sms" else "ada@example.com")
     call_command("klaviyo_consent_pull", "--all", "--no-progress")
-    assert ledger(api, profile_id)[channel]["marketing"]["status"] == "UNSUBSCRIBED"
+    assert ledger(api, profile_id)[channel]["marketing"]["consent"] == "UNSUBSCRIBED"
     events = api.get("/api/consent/events/", {"profile": profile_id, "channel": channel}).data
     assert events["results"][0]["method"] == "klaviyo"
 
@@ -167,7 +167,7 @@ def test_a_withdrawal_is_verified_too(api, fake, on_commit):
     with on_commit():
         api.post(UNSUBSCRIBE, body(subscriptions={"email": {"marketing": True}}), format="json")
     leaf = ledger(api, profile_id)["email"]["marketing"]
-    assert (leaf["status"], leaf["delivery"]) == ("UNSUBSCRIBED", "applied")
+    assert (leaf["consent"], leaf["delivery"]) == ("UNSUBSCRIBED", "applied")
     assert not ConsentEvent.objects.filter(method="klaviyo").exists()
 
 

@@ -263,7 +263,7 @@ def test_klaviyo_showing_never_subscribed_where_the_ledger_says_subscribed_is_dr
     inbound = ConsentEvent.objects.filter(profile_id=profile_id, method="klaviyo", channel="sms")
     assert {(e.purpose, e.consent) for e in inbound} >= {("marketing", "NEVER_SUBSCRIBED")}
     leaf = ledger(api, profile_id)["sms"]["marketing"]
-    assert leaf["status"] == "NEVER_SUBSCRIBED" and leaf["can_receive"] is False
+    assert leaf["consent"] == "NEVER_SUBSCRIBED" and leaf["can_receive"] is False
     pull(profile_id)
     assert inbound.count() == len({e.purpose for e in inbound}), "recorded once, not per pull"
 

@@ -59,8 +59,8 @@ def test_a_signed_stop_reply_ends_in_the_ledger_as_an_inbound_sms_unsubscribe(
     assert response.status_code == 200, response.content
     assert response.json() == {"received": 1, "profiles_refreshed": 1, "ignored": 0}
     detail = api.get(f"/api/consent/profiles/{subscribed.pk}/").data
-    assert detail["ledger"]["sms"]["marketing"]["status"] == "UNSUBSCRIBED"
-    assert detail["ledger"]["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert detail["ledger"]["sms"]["marketing"]["consent"] == "UNSUBSCRIBED"
+    assert detail["ledger"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
     inbound = ConsentEvent.objects.get(profile=subscribed, method="klaviyo")
     assert (inbound.channel, inbound.purpose, inbound.consent) == (
         "sms",

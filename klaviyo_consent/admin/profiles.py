@@ -173,7 +173,7 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
                         channel,
                         purpose,
                         cells,
-                        local["status"],
+                        local["consent"],
                         badge(local["delivery"]),
                         local["reason"],
                     )

@@ -451,7 +451,7 @@ def ledger_for(
             event = latest.get((channel, purpose))
             if event is None:
                 leaf: dict[str, Any] = {
-                    "status": Consent.NEVER_SUBSCRIBED,
+                    "consent": Consent.NEVER_SUBSCRIBED,
                     "delivery": None,
                     "reason": "",
                     "event_id": None,
@@ -463,7 +463,7 @@ def ledger_for(
                 if not reason and event.method_detail == PHONE_NUMBER_REPLACED:
                     reason = PHONE_NUMBER_REPLACED  # why the ledger closed it, when Klaviyo is mute
                 leaf = {
-                    "status": event.consent,
+                    "consent": event.consent,
                     "delivery": delivery.status if delivery else None,
                     "reason": reason,
                     "event_id": event.pk,
