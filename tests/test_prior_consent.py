@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from klaviyo_consent.models import Profile
-from klaviyo_consent.services.check import check_prior_consent
+from klaviyo_consent.services.prior_consent import check_prior_consent
 from tests.test_api_subscribe import SUBSCRIBE, UNSUBSCRIBE, body, email_history
 
 pytestmark = pytest.mark.django_db
