@@ -49,7 +49,8 @@ KLAVIYO_SMS_COUNTRIES = (
 DEFAULTS: dict[str, Any] = {
     # Private API key (``pk_…``). Sent only in the Authorization header, never logged.
     "API_KEY": None,
-    # Klaviyo's base URL; point it at ``manage.py klaviyo_fake_server`` to test over real HTTP.
+    # Klaviyo's base URL; point it at ``manage.py klaviyo_consent_fake_server`` to test over
+    # real HTTP.
     "API_URL": "https://a.klaviyo.com",
     # The API revision every request pins; bump deliberately, after reading Klaviyo's changelog.
     "REVISION": "2026-07-15",

@@ -178,3 +178,11 @@ def test_the_backend_is_rebuilt_from_the_new_settings_when_they_change(settings)
     second = get_backend()
     assert second is not first
     assert second.api_url == "https://two.example"
+
+
+def test_the_fake_server_command_carries_the_app_prefix():
+    from django.core.management import get_commands
+
+    commands = get_commands()
+    assert commands.get("klaviyo_consent_fake_server") == "klaviyo_consent"
+    assert "klaviyo_fake_server" not in commands
