@@ -313,15 +313,16 @@ class CountingSleep:
 
 
 @pytest.fixture
-def inline_push(settings: Any, monkeypatch: Any) -> CountingSleep:
-    """Push on commit on the immediate backend; every sleep anywhere is counted, never slept."""
+def inline_push(settings: Any, monkeypatch: Any, virtual_time: Any) -> CountingSleep:
+    """Push on commit on the immediate backend; every sleep anywhere is counted, never slept.
+
+    The limiter's time stands still (``virtual_time``): its window never frees up."""
     sleep = CountingSleep()
     monkeypatch.setattr("klaviyo_consent.backends.base.time.sleep", sleep)
     monkeypatch.setattr("klaviyo_consent.services.sync.time.sleep", sleep)
     limiter = LocalRateLimiter(
         {"bulk_subscribe_profiles": ((1, 1.0),), "get_profiles": ((1, 1.0),)},
         margin=0.0,
-        clock=lambda: 1000.0,  # time stands still: the window never frees up
         sleep=sleep,
     )
     settings.KLAVIYO_CONSENT = {
@@ -379,17 +380,16 @@ def test_a_push_on_commit_makes_a_bounded_number_of_requests(
     assert inline_push.calls == []
 
 
-def test_a_worker_outside_a_signup_still_waits_its_turn_at_the_rate_limit(fake, settings):
+def test_a_worker_outside_a_signup_still_waits_its_turn_at_the_rate_limit(
+    fake, settings, virtual_time
+):
     sleep = CountingSleep()
-    now = [1000.0]
 
     def advance(seconds: float) -> None:
         sleep(seconds)
-        now[0] += seconds
+        virtual_time.now += seconds
 
-    limiter = LocalRateLimiter(
-        {"bulk_subscribe_profiles": ((1, 1.0),)}, margin=0.0, clock=lambda: now[0], sleep=advance
-    )
+    limiter = LocalRateLimiter({"bulk_subscribe_profiles": ((1, 1.0),)}, margin=0.0, sleep=advance)
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "RATE_LIMITER": limiter}
     for i in range(3):
         record(f"p{i}@example.com", custom_source=f"Form {i}")
