@@ -61,8 +61,24 @@ class _RedisStorage(RedisStorage):
     )
 
 
-if b"pexpire" not in _RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW:  # pragma: no cover
-    raise ImportError("limits' moving-window script changed: review klaviyo_consent.ratelimit")
+class _MemoryStorage(MemoryStorage):
+    """``limits``' memory storage, dropping expired entries in the calling thread at most once a
+    second, instead of starting a timer thread every 10 ms: a thread start per request slowed a
+    pushing worker to a third of the steady limit (benchmarks/README.md, sustained_rate)."""
+
+    _expired_at = 0.0
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.time()
+        if now - self._expired_at >= 1.0:
+            self._expired_at = now
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
+
+if b"pexpire" not in _RedisStorage.SCRIPT_ACQUIRE_MOVING_WINDOW or not hasattr(
+    MemoryStorage, "_MemoryStorage__schedule_expiry"
+):  # pragma: no cover
+    raise ImportError("limits' storages changed: review klaviyo_consent.ratelimit")
 
 
 class RateLimiter:
@@ -114,9 +130,8 @@ class RateLimiter:
     def try_acquire(self, operation: str) -> float:
         """Record a call and return 0, or return how long to wait before trying again.
 
-        The shortest window is hit first: a call it refuses spends nothing in the longer ones
-        (the steady minute is what bounds a sustained push). A longer window's refusal leaves
-        the slot taken in the shorter one, which only ever errs on the safe side.
+        Each window is tested, then hit, shortest first. Only a race lost to another worker
+        between the two can leave a slot taken in a shorter window, which errs on the safe side.
         """
         items = self._items.get(operation)
         if items is None:
@@ -124,9 +139,14 @@ class RateLimiter:
                 _Window(n, seconds, namespace=self.namespace)
                 for n, seconds in sorted(self.windows(operation), key=lambda w: w[1])
             ]
+        # Test every window first: a call refused by one spends no slot in the others (a
+        # refused retry that took a burst slot each time would crowd out the calls that fit).
+        for item in items:
+            if not self.strategy.test(item, operation):
+                return self._wait(item, operation)
         for item in items:
             if not self.strategy.hit(item, operation):
-                return self._wait(item, operation)
+                return self._wait(item, operation)  # another worker took the last slot
         return 0.0
 
     def _wait(self, item: _Window, operation: str) -> float:
@@ -140,7 +160,7 @@ class LocalRateLimiter(RateLimiter):
     """``limits``' memory storage: one process, shared by its threads."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(MemoryStorage(), *args, **kwargs)
+        super().__init__(_MemoryStorage(), *args, **kwargs)
 
 
 class RedisRateLimiter(RateLimiter):

@@ -192,3 +192,40 @@ def test_a_confirmation_drift_finds_during_a_read_back_releases_the_lease(api, f
     assert (delivery.lease_token, delivery.lease_expires_at) == ("", None)
     assert delivery.updated_at > before
     assert delivery.history[-1]["status"] == "applied"
+
+
+def test_lists_are_read_before_any_verdict_is_judged_never_from_inside_the_loop(
+    api, fake, on_commit, monkeypatch, settings
+):
+    # One read-back judges a consent on a list the mirror knows, then one on a list it does
+    # not know yet: that list is read from Klaviyo before the first verdict, not between them.
+    from klaviyo_consent.backends import get_backend
+    from klaviyo_consent.services import verify
+    from klaviyo_consent.services.sync import sync
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    KlaviyoList.objects.create(list_id="Single", opt_in_process="single_opt_in")
+    email_only = {"email": {"marketing": True}}
+    known = subscribe(
+        api, on_commit, profile={"email": "ada@example.com"}, subscriptions=email_only
+    )
+    unknown = subscribe(
+        api,
+        on_commit,
+        list_id="Double",
+        profile={"email": "grace@example.com"},
+        subscriptions=email_only,
+    )
+    order: list[str] = []
+    judge, backend = verify.judge, get_backend()
+    get_list = backend.get_list
+    monkeypatch.setattr(verify, "judge", lambda **kw: (order.append("judge"), judge(**kw))[1])
+    monkeypatch.setattr(
+        backend, "get_list", lambda list_id: (order.append("get_list"), get_list(list_id))[1]
+    )
+
+    sync()
+
+    assert order == ["get_list", "judge", "judge"]
+    assert ledger(api, known)["email"]["marketing"]["delivery"] == "applied"
+    assert ledger(api, unknown)["email"]["marketing"]["delivery"] == "pending_confirmation"
