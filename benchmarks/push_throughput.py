@@ -85,7 +85,7 @@ def main() -> None:
         default=240.0,
         help="stop the naive push after this many seconds and extrapolate (>= 10,000 events)",
     )
-    parser.add_argument("--claim-size", type=int, default=None, help="default: sync.CLAIM_SIZE")
+    parser.add_argument("--claim-size", type=int, default=None, help="default: push.CLAIM_SIZE")
     parser.add_argument("--profile", help="write a cProfile of push_pending() to this file")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument(
@@ -98,7 +98,7 @@ def main() -> None:
 
     from klaviyo_consent.choices import DeliveryStatus
     from klaviyo_consent.models import Delivery
-    from klaviyo_consent.services import sync
+    from klaviyo_consent.services import push
     from klaviyo_consent.testing.fake import FakeKlaviyo
 
     fake = FakeKlaviyo(enforce_rate_limits=False)
@@ -110,12 +110,12 @@ def main() -> None:
             if not args.no_analyze:
                 common.analyze()
         watch = common.time_fake(fake)
-        claim_size = args.claim_size or sync.CLAIM_SIZE
+        claim_size = args.claim_size or push.CLAIM_SIZE
         profiler = cProfile.Profile() if args.profile else None
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        report = sync.push_pending(claim_size=claim_size)
+        report = push.push_pending(claim_size=claim_size)
         if profiler:
             profiler.disable()
         wall = time.perf_counter() - started

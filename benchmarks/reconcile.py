@@ -148,7 +148,7 @@ def run(mode: str, fake, people, *, time_scale: float, profile_to: str | None) -
     from django.core.management import call_command
 
     from klaviyo_consent.ratelimit import LocalRateLimiter
-    from klaviyo_consent.services.mirror import pull_all
+    from klaviyo_consent.services.verify import pull_all
 
     call_command("flush", verbosity=0, interactive=False)
     with common.timer() as seeding:

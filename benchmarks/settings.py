@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from klaviyo_consent.conf import TASKS_MODULE
+from klaviyo_consent.compat import TASKS_MODULE
 
 SECRET_KEY = "benchmarks-only"
 DEBUG = False  # DEBUG=True would keep every SQL query in memory

@@ -8,13 +8,18 @@ limit, with zero 429s. The rate is measured at the fake: 750 jobs divided by the
 time the fake saw between job i and job i + 750, over the whole run.
 
     cd /work/main && .venv/bin/python benchmarks/sustained_rate.py [--events N]
-        [--database sqlite|postgres] [--time-scale 20]
+        [--database sqlite|postgres] [--time-scale 20] [--workers 1] [--limiter local|redis://…]
+
+``--workers N`` pushes from N threads at once, each with its own backend and database
+connection, all held by one limiter: ``local`` (limits' memory storage, shared by the threads)
+or a Redis URL (limits' Redis storage, as separate worker processes would share it).
 
 ``--events`` = jobs; the default 3,750 is five scaled minutes at 750/min.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import common
@@ -56,13 +61,18 @@ def seed(events: int) -> None:
 def main() -> None:
     parser = common.arguments(__doc__.splitlines()[0], events=5 * STEADY)
     parser.add_argument("--time-scale", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--limiter", default="local", help='"local" or a redis:// URL')
     args = parser.parse_args()
     common.setup(args.database)
 
+    from django.db import connection
+
     from klaviyo_consent.choices import DeliveryStatus
     from klaviyo_consent.models import Delivery
-    from klaviyo_consent.ratelimit import LocalRateLimiter
-    from klaviyo_consent.services.sync import SyncReport, push_pending
+    from klaviyo_consent.ratelimit import LocalRateLimiter, RedisRateLimiter
+    from klaviyo_consent.services.push import push_pending
+    from klaviyo_consent.services.reports import SyncReport
     from klaviyo_consent.testing.fake import FakeKlaviyo
 
     scale = args.time_scale
@@ -82,13 +92,31 @@ def main() -> None:
         return answer
 
     fake.handle = recording
-    limiter = LocalRateLimiter(time_scale=scale)
+    if args.limiter == "local":
+        limiter = LocalRateLimiter(time_scale=scale)
+    else:
+        prefix = f"kc-bench:{time.time_ns()}"
+        limiter = RedisRateLimiter(args.limiter, time_scale=scale, prefix=prefix)
     report = SyncReport()
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            # Rows a 429 reschedules come back after Retry-After: keep pushing until done.
+            while Delivery.objects.filter(status=DeliveryStatus.PENDING).exists():
+                done = push_pending(include_scheduled=True)
+                with lock:
+                    report.merge(done)
+        finally:
+            connection.close()
+
     with common.use_fake(fake, RATE_LIMITER=limiter):
         started = time.monotonic()
-        # Rows a 429 reschedules would come back after Retry-After: keep pushing until done.
-        while Delivery.objects.filter(status=DeliveryStatus.PENDING).exists():
-            report.merge(push_pending(include_scheduled=True))
+        threads = [threading.Thread(target=work) for _ in range(args.workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         wall = time.monotonic() - started
 
     first = accepted[0]
@@ -110,6 +138,8 @@ def main() -> None:
     result = {
         "machine": info,
         "time_scale": scale,
+        "workers": args.workers,
+        "limiter": "local" if args.limiter == "local" else "redis",
         "rate_limit_margin_real_seconds": limiter.margin,
         "events": args.events,
         "jobs_accepted": len(accepted),
@@ -126,11 +156,12 @@ def main() -> None:
         "report": report.as_dict(),
     }
     print(
-        "| benchmark | database | time scale | jobs | scaled minutes | jobs/scaled min "
-        "| % of steady | min scaled s per 750 | 429s |"
+        "| benchmark | database | workers | limiter | time scale | jobs | scaled minutes "
+        "| jobs/scaled min | % of steady | min scaled s per 750 | 429s |"
     )
     row = (
-        f"| sustained_rate | {common.database_label(info)} | x{scale:g} | {len(accepted):,} | "
+        f"| sustained_rate | {common.database_label(info)} | {args.workers} | "
+        f"{result['limiter']} | x{scale:g} | {len(accepted):,} | "
         f"{scaled[-1] / 60:.1f} | {rate:.0f} | **{result['percent_of_steady']}** | "
         f"{result['min_scaled_seconds_per_750_jobs']} | **{fake.throttled}** |"
     )

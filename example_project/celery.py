@@ -26,5 +26,5 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # django.tasks enqueues to the queue named "default" unless a task says otherwise, and
 # django-tasks-fennel routes each message to its task's queue: consume that one.
 app.conf.task_default_queue = "default"
-# Finds <app>.tasks in INSTALLED_APPS, i.e. klaviyo_consent.tasks.push_pending.
+# Finds <app>.tasks in INSTALLED_APPS, i.e. klaviyo_consent.tasks.sync_outbox.
 app.autodiscover_tasks()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import environ
 
-from klaviyo_consent.conf import TASKS_MODULE
+from klaviyo_consent.compat import TASKS_MODULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env(

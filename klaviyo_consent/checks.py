@@ -7,8 +7,10 @@ from typing import Any
 
 from django.core import checks
 
+from klaviyo_consent.backends.http import KlaviyoBackend
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
+from klaviyo_consent.tasks import sync_task
 from klaviyo_consent.validators import KLAVIYO_ID
 
 #: A Klaviyo private API key: ``pk_`` then letters and digits (Klaviyo's keys are hexadecimal).
@@ -23,8 +25,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         backend = consent_settings.BACKEND
     except ConfigurationError as exc:
         return [checks.Error(str(exc), id="klaviyo_consent.E001")]
-    from klaviyo_consent.backends.http import KlaviyoBackend
-
     is_fake = backend.__module__.startswith("klaviyo_consent.backends.fake")
     if issubclass(backend, KlaviyoBackend) and not is_fake and not consent_settings.API_KEY:
         messages.append(
@@ -57,11 +57,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     if consent_settings.PUSH_ON_COMMIT:
-        from klaviyo_consent.tasks import push_task
-
         alias = consent_settings.TASK_BACKEND
         try:
-            push_task().get_backend()
+            sync_task().get_backend()
         except Exception as exc:  # noqa: BLE001 - whatever the Tasks framework raises, say it
             messages.append(
                 checks.Error(

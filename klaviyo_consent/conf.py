@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import django
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
@@ -24,14 +23,11 @@ from django.utils.module_loading import import_string
 from klaviyo_consent import klaviyo
 from klaviyo_consent.exceptions import ConfigurationError
 
-#: Where Django's Tasks framework lives, for ``TASKS`` backend paths: built in on Django 6, the
-#: django-tasks backport on 5.2. Safe to import from a settings module.
-TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
-
 DEFAULTS: dict[str, Any] = {
     # Private API key (``pk_…``). Sent only in the Authorization header, never logged.
     "API_KEY": None,
-    # Klaviyo's base URL; point it at ``manage.py klaviyo_fake_server`` to test over real HTTP.
+    # Klaviyo's base URL; point it at ``manage.py klaviyo_consent_fake_server`` to test over
+    # real HTTP.
     "API_URL": klaviyo.BASE_URL,
     # The API revision every request pins; bump deliberately, after reading Klaviyo's changelog.
     "REVISION": klaviyo.REVISION,
@@ -162,9 +158,6 @@ consent_settings = ConsentSettings()
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "KLAVIYO_CONSENT":
         consent_settings.reload()
-        from klaviyo_consent.backends import reset_backend
-
-        reset_backend()
 
 
 setting_changed.connect(_reload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 
 
 class KlaviyoConsentError(Exception):
@@ -48,8 +48,12 @@ class IdentityConflict(ConsentValidationError):
         self.fields = list(fields)
 
 
-class WebhookRejected(KlaviyoConsentError):
-    """A webhook delivery that failed verification; ``code`` names why. Nothing was stored."""
+class WebhookRejected(KlaviyoConsentError, SuspiciousOperation):
+    """A webhook delivery that failed verification; ``code`` names why. Nothing was stored.
+
+    Also a ``SuspiciousOperation``: left uncaught, Django answers 400 and logs it to
+    ``django.security``, as for a bad signed cookie or session.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -136,7 +140,10 @@ class KlaviyoMalformedResponse(KlaviyoAPIError):
     retryable = True
 
 
-class KlaviyoConnectionError(KlaviyoAPIError):
-    """Timeout or dropped connection: the request may or may not have arrived."""
+class KlaviyoConnectionError(KlaviyoAPIError, ConnectionError):
+    """Timeout or dropped connection: the request may or may not have arrived.
+
+    Also the builtin ``ConnectionError``, so code that handles network failures catches it.
+    """
 
     retryable = True

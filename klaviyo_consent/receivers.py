@@ -8,8 +8,10 @@ from typing import Any
 from django.db import transaction
 from django.dispatch import receiver
 
+from klaviyo_consent.backends.base import no_wait
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.signals import consent_recorded
+from klaviyo_consent.signals import consent_recorded, identity_changed
+from klaviyo_consent.tasks import runs_inline, sync_task
 
 logger = logging.getLogger("klaviyo_consent.receivers")
 
@@ -21,23 +23,23 @@ def enqueue_push() -> None:
     it never waits on Klaviyo (no rate-limit sleeps, no Retry-After, at most
     ``PUSH_ON_COMMIT_MAX_REQUESTS`` requests); what it cannot send now stays in the outbox.
     """
-    from klaviyo_consent.backends.base import no_wait
-    from klaviyo_consent.tasks import push_task, runs_inline
-
     try:
         if runs_inline():
             with no_wait(
                 consent_settings.PUSH_ON_COMMIT_MAX_REQUESTS,
                 consent_settings.PUSH_ON_COMMIT_MAX_SECONDS,
             ):
-                push_task().enqueue()
+                sync_task().enqueue()
         else:
-            push_task().enqueue()
+            sync_task().enqueue()
     except Exception:
         logger.exception("Could not enqueue the Klaviyo push; klaviyo_consent_sync will send it.")
 
 
 @receiver(consent_recorded, dispatch_uid="klaviyo_consent.push_on_commit")
+@receiver(identity_changed, dispatch_uid="klaviyo_consent.push_identity_on_commit")
 def push_on_commit(sender: Any, **kwargs: Any) -> None:
+    """A consent or an identity change was recorded: push once its transaction commits (a new
+    number is told to Klaviyo through the same run, services.identity_push)."""
     if consent_settings.PUSH_ON_COMMIT:
         transaction.on_commit(enqueue_push, robust=True)

@@ -1,65 +1,59 @@
 """Task wrappers over the services, on Django's Tasks framework.
 
-``django.tasks`` on Django 6.x, the ``django-tasks`` backport on 5.2. Which backend runs them
-(immediate for the demo, the database worker, or Celery) is the site's ``TASKS`` setting.
+``django.tasks`` on Django 6.x, the ``django-tasks`` backport on 5.2 (``compat``). Which backend
+runs them (immediate for the demo, the database worker, or Celery) is the site's ``TASKS``
+setting.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-try:
-    from django.tasks import task
-    from django.tasks.backends.immediate import ImmediateBackend
-except ImportError:  # Django < 6.0
-    from django_tasks import task
-    from django_tasks.backends.immediate import ImmediateBackend
+from django.utils import timezone
+
+from klaviyo_consent.choices import DeliveryStatus
+from klaviyo_consent.compat import ImmediateBackend, task
+from klaviyo_consent.conf import consent_settings
+from klaviyo_consent.models import Delivery
+from klaviyo_consent.services.sync import sync
 
 
 @task()
-def push_pending() -> dict[str, Any]:
-    """Push what is due, then verify what is due; safe to run any number of times.
+def sync_outbox() -> dict[str, Any]:
+    """Push what is due, then verify what is due (``services.sync.sync``); safe to run any
+    number of times.
 
     When it pushed something and the task backend can defer, it schedules itself again for when
     the read-back is due, so verdicts arrive without a separate worker loop.
     """
-    from klaviyo_consent.services.sync import sync
-
     report = sync()
     if report.pushed or report.retried:
         schedule_follow_up()
     return report.as_dict()
 
 
-def push_task() -> Any:
-    """``push_pending`` on the task backend ``TASK_BACKEND`` names: the one the app enqueues to."""
-    from klaviyo_consent.conf import consent_settings
-
-    return push_pending.using(backend=consent_settings.TASK_BACKEND)
+def sync_task() -> Any:
+    """``sync_outbox`` on the task backend ``TASK_BACKEND`` names: the one the app enqueues to."""
+    return sync_outbox.using(backend=consent_settings.TASK_BACKEND)
 
 
 def runs_inline() -> bool:
-    """Whether the task backend runs ``push_pending`` inside ``enqueue`` (the immediate backend).
+    """Whether the task backend runs ``sync_outbox`` inside ``enqueue`` (the immediate backend).
 
     Then a push, and its read-back, have already happened when a recording transaction has
     committed, and whoever shows the result must read it again.
     """
-    return isinstance(push_task().get_backend(), ImmediateBackend)
+    return isinstance(sync_task().get_backend(), ImmediateBackend)
 
 
 def schedule_follow_up() -> bool:
-    """Enqueue ``push_pending`` for when the next retry or read-back is due, if the backend can.
+    """Enqueue ``sync_outbox`` for when the next retry or read-back is due, if the backend can.
 
     Only a run that pushed or scheduled a retry calls this, so follow-ups form one short chain
     per burst of work; long waits (double opt-in confirmations) are left to
     ``klaviyo_consent_sync --loop`` or a periodic job.
     """
-    from django.utils import timezone
-
-    from klaviyo_consent.choices import DeliveryStatus
-    from klaviyo_consent.models import Delivery
-
-    deferred = push_task()
+    deferred = sync_task()
     if not deferred.get_backend().supports_defer:
         return False
     due = (

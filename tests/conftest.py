@@ -80,3 +80,30 @@ def workers() -> Iterator[list[Worker]]:
     yield started
     for worker in started:
         worker.stop()
+
+
+class VirtualClock:
+    """Time that only moves when someone sleeps (or a test moves it): exact and instant."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def virtual_time(monkeypatch: Any) -> VirtualClock:
+    """The clock the local rate limiter (``limits``' memory storage and our waits) reads."""
+    clock = VirtualClock()
+    monkeypatch.setattr("limits.storage.memory.time", clock)
+    monkeypatch.setattr("klaviyo_consent.ratelimit.time", clock)
+    return clock

@@ -2,7 +2,7 @@
 
 import environ
 
-from klaviyo_consent.conf import TASKS_MODULE
+from klaviyo_consent.compat import TASKS_MODULE
 
 env = environ.Env()
 

@@ -128,8 +128,8 @@ def test_serializers_built_once_still_bind_each_instance_to_its_own_profile(two_
     second_data, first_data = own_history.data, no_history.data
 
     assert (first_data["id"], second_data["id"]) == (first.pk, second.pk)
-    assert first_data["ledger"]["email"]["marketing"]["status"] == "NEVER_SUBSCRIBED"
-    assert second_data["ledger"]["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert first_data["ledger"]["email"]["marketing"]["consent"] == "NEVER_SUBSCRIBED"
+    assert second_data["ledger"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
 
 
 def test_a_page_of_profiles_reads_every_ledger_in_one_query(api, fake):
@@ -150,4 +150,4 @@ def test_a_page_of_profiles_reads_every_ledger_in_one_query(api, fake):
 
     assert one_read == ten_reads == 1
     assert len(page) == 10
-    assert {p["ledger"]["email"]["marketing"]["status"] for p in page} == {"UNSUBSCRIBED"}
+    assert {p["ledger"]["email"]["marketing"]["consent"] for p in page} == {"UNSUBSCRIBED"}

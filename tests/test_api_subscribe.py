@@ -60,7 +60,7 @@ def test_subscribe_is_pushed_on_commit_and_mirrored_back(api, fake, on_commit):
     assert detail["subscriptions"]["email"]["marketing"]["custom_method_detail"] == "Footer signup"
     assert detail["ledger"]["email"]["marketing"]["delivery"] == "applied"
     assert detail["ledger"]["sms"]["marketing"]["delivery"] == "applied"
-    assert detail["ledger"]["sms"]["transactional"]["status"] == "NEVER_SUBSCRIBED"
+    assert detail["ledger"]["sms"]["transactional"]["consent"] == "NEVER_SUBSCRIBED"
 
 
 def test_unsubscribe_records_a_withdrawal_that_reaches_klaviyo(api, fake, on_commit):
@@ -319,7 +319,7 @@ def test_the_201_body_says_what_the_profile_and_events_endpoints_say(api, fake, 
     by_id = {event["id"]: event for event in listed}
     assert response.json()["events"] == [by_id[event["id"]] for event in response.json()["events"]]
     expected = "SUBSCRIBED" if history == "known profile" else "NEVER_SUBSCRIBED"
-    assert detail["ledger"]["sms"]["transactional"]["status"] == expected
+    assert detail["ledger"]["sms"]["transactional"]["consent"] == expected
     assert detail["ledger"]["sms"]["marketing"]["delivery"] == "pending"
     assert detail["ledger"]["email"]["marketing"]["consented_at"] == "2024-01-01T12:00:00+00:00"
     assert {event["ip_address"] for event in response.json()["events"]} == {"2001:db8::1"}

@@ -101,7 +101,9 @@ def test_job_size_limits_are_klaviyos():
 @pytest.mark.django_db
 def test_every_job_the_sync_sends_validates_with_the_sdk(fake, api):
     """Through the real client: record a mix, push it, and validate what went over the wire."""
-    from klaviyo_consent.services.sync import Pusher, SyncReport, _send, claim
+    from klaviyo_consent.services.outbox import claim
+    from klaviyo_consent.services.push import Pusher, _send
+    from klaviyo_consent.services.reports import SyncReport
 
     sent = []
 

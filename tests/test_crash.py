@@ -8,7 +8,7 @@ between "Klaviyo applied the job" and "the worker has marked the rows pushed" or
 What the outbox guarantees: every event is delivered, once, and ends in the right state. A kill
 after Klaviyo's 202 but before our UPDATE strands rows whose job already arrived; the worker that
 takes them over reads their profiles back first and does not send what Klaviyo already shows
-(``Pusher.settle_stranded``). Against the real Klaviyo, which applies jobs seconds after the 202,
+(``Pusher.recover_stranded``). Against the real Klaviyo, which applies jobs seconds after the 202,
 such a row may still go out twice, harmlessly in effect; the fake applies at once, so here the
 count of duplicates must be zero.
 """

@@ -14,7 +14,9 @@ from klaviyo_consent.backends.base import BaseKlaviyoBackend, JobAccepted, RawRe
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.ratelimit import LocalRateLimiter
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
-from klaviyo_consent.services.sync import Pusher, SyncReport, backoff, claim, push_pending
+from klaviyo_consent.services.outbox import backoff, claim
+from klaviyo_consent.services.push import Pusher, push_pending
+from klaviyo_consent.services.reports import SyncReport
 from klaviyo_consent.signals import consent_not_applied, klaviyo_request_refused
 
 pytestmark = pytest.mark.django_db
@@ -311,15 +313,16 @@ class CountingSleep:
 
 
 @pytest.fixture
-def inline_push(settings: Any, monkeypatch: Any) -> CountingSleep:
-    """Push on commit on the immediate backend; every sleep anywhere is counted, never slept."""
+def inline_push(settings: Any, monkeypatch: Any, virtual_time: Any) -> CountingSleep:
+    """Push on commit on the immediate backend; every sleep anywhere is counted, never slept.
+
+    The limiter's time stands still (``virtual_time``): its window never frees up."""
     sleep = CountingSleep()
     monkeypatch.setattr("klaviyo_consent.backends.base.time.sleep", sleep)
     monkeypatch.setattr("klaviyo_consent.services.sync.time.sleep", sleep)
     limiter = LocalRateLimiter(
         {"bulk_subscribe_profiles": ((1, 1.0),), "get_profiles": ((1, 1.0),)},
         margin=0.0,
-        clock=lambda: 1000.0,  # time stands still: the window never frees up
         sleep=sleep,
     )
     settings.KLAVIYO_CONSENT = {
@@ -415,17 +418,16 @@ def test_a_signup_whose_time_budget_is_spent_sends_nothing_and_keeps_the_consent
     assert Delivery.objects.filter(status="pending", lease_token="", attempts=0).count() == 1
 
 
-def test_a_worker_outside_a_signup_still_waits_its_turn_at_the_rate_limit(fake, settings):
+def test_a_worker_outside_a_signup_still_waits_its_turn_at_the_rate_limit(
+    fake, settings, virtual_time
+):
     sleep = CountingSleep()
-    now = [1000.0]
 
     def advance(seconds: float) -> None:
         sleep(seconds)
-        now[0] += seconds
+        virtual_time.now += seconds
 
-    limiter = LocalRateLimiter(
-        {"bulk_subscribe_profiles": ((1, 1.0),)}, margin=0.0, clock=lambda: now[0], sleep=advance
-    )
+    limiter = LocalRateLimiter({"bulk_subscribe_profiles": ((1, 1.0),)}, margin=0.0, sleep=advance)
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "RATE_LIMITER": limiter}
     for i in range(3):
         record(f"p{i}@example.com", custom_source=f"Form {i}")
@@ -550,12 +552,12 @@ def test_a_withdrawal_whose_phone_klaviyo_refuses_still_withdraws_the_email(fake
 def test_a_push_on_commit_claims_a_bounded_share_of_a_backlog(
     fake, inline_push, settings, django_capture_on_commit_callbacks
 ):
-    from klaviyo_consent.services import sync as sync_service
+    from klaviyo_consent.services import push as push_service
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "RATE_LIMITER": None}
-    for i in range(sync_service.NO_WAIT_CLAIM_SIZE + 50):
+    for i in range(push_service.NO_WAIT_CLAIM_SIZE + 50):
         record(f"p{i}@example.com")
     with django_capture_on_commit_callbacks(execute=True):
         record("last@example.com")
-    assert Delivery.objects.exclude(status="pending").count() == sync_service.NO_WAIT_CLAIM_SIZE
+    assert Delivery.objects.exclude(status="pending").count() == push_service.NO_WAIT_CLAIM_SIZE
     assert Delivery.objects.filter(status="pending", lease_token="").count() == 51

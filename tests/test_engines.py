@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from klaviyo_consent.conf import TASKS_MODULE
+from klaviyo_consent.compat import TASKS_MODULE
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.testing.fake import FakeKlaviyo, FakeKlaviyoServer
@@ -140,7 +140,7 @@ def test_the_database_backend_worker_delivers_a_recorded_consent(
             " ORDER BY enqueued_at"
         )
         rows = cursor.fetchall()
-    assert {path for path, _, _ in rows} == {"klaviyo_consent.tasks.push_pending"}
+    assert {path for path, _, _ in rows} == {"klaviyo_consent.tasks.sync_outbox"}
     results = [_json(value) for _, status, value in rows if status == "SUCCESSFUL"]
     assert results and results[0]["pushed"] == 1
     assert sum(result["pushed"] for result in results) == 1
@@ -175,7 +175,7 @@ def test_a_celery_worker_with_a_redis_broker_delivers_a_recorded_consent(
     client.close()
     assert metas
     assert {(meta["name"], meta["status"]) for meta in metas} == {
-        ("django_tasks:klaviyo_consent.tasks.push_pending", "SUCCESS")
+        ("django_tasks:klaviyo_consent.tasks.sync_outbox", "SUCCESS")
     }
     assert sum(meta["result"]["pushed"] for meta in metas) == 1
 

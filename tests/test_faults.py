@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from klaviyo_consent.models import Delivery
-from klaviyo_consent.services.mirror import verify_pushed
-from klaviyo_consent.services.sync import push_pending, sync
+from klaviyo_consent.services.push import push_pending
+from klaviyo_consent.services.sync import sync
+from klaviyo_consent.services.verify import verify_pushed
 from klaviyo_consent.testing.fake import FAULT_CHOICES, INVALID_EMAIL_DETAIL, FakeKlaviyo
 from tests.workers import bulk_record, emails, list_fake, serving
 

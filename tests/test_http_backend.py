@@ -127,6 +127,14 @@ def test_a_dead_server_is_a_retryable_connection_error(settings):
     assert caught.value.retryable
 
 
+def test_a_dead_server_is_also_the_builtin_connection_error():
+    backend = KlaviyoBackend(api_key=KEY, api_url="http://127.0.0.1:9", timeout=1)
+    with pytest.raises(ConnectionError) as caught:
+        backend.bulk_subscribe_profiles(subscribe_payload())
+    assert isinstance(caught.value, KlaviyoConnectionError)
+    assert KEY not in str(caught.value)
+
+
 def test_the_http_backend_without_a_key_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="API_KEY"):
         KlaviyoBackend(api_key="", api_url="http://127.0.0.1:9").headers()
@@ -159,3 +167,22 @@ def test_system_check_flags_a_task_backend_that_cannot_be_loaded(settings):
     assert "'default' is not a usable task backend" in error.msg
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
     assert not [m for m in checks.run_checks(tags=["klaviyo_consent"]) if m.id.endswith("E003")]
+
+
+def test_the_backend_is_rebuilt_from_the_new_settings_when_they_change(settings):
+    from klaviyo_consent.backends import get_backend
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "API_URL": "https://one.example"}
+    first = get_backend()
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "API_URL": "https://two.example"}
+    second = get_backend()
+    assert second is not first
+    assert second.api_url == "https://two.example"
+
+
+def test_the_fake_server_command_carries_the_app_prefix():
+    from django.core.management import get_commands
+
+    commands = get_commands()
+    assert commands.get("klaviyo_consent_fake_server") == "klaviyo_consent"
+    assert "klaviyo_fake_server" not in commands

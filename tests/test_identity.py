@@ -42,7 +42,7 @@ def test_a_strangers_email_with_an_existing_number_is_a_409_and_changes_nothing(
     assert ConsentEvent.objects.count() == before
     assert not Profile.objects.filter(email="mallory@example.org").exists()
     check = api.post(CHECK, {"emails": ["ada@example.org"]}, format="json").json()
-    assert check["results"][0]["consent"]["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert check["results"][0]["consent"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
 
 
 def test_a_withdrawal_with_a_strangers_identifiers_is_a_409_too(api, ada):
@@ -53,7 +53,7 @@ def test_a_withdrawal_with_a_strangers_identifiers_is_a_409_too(api, ada):
         path=UNSUBSCRIBE,
     )
     assert response.status_code == 409
-    assert sms_status(api, "+447400123456")["consent"]["sms"]["marketing"]["status"] == (
+    assert sms_status(api, "+447400123456")["consent"]["sms"]["marketing"]["consent"] == (
         "SUBSCRIBED"
     )
 
@@ -70,8 +70,8 @@ def test_a_new_number_for_a_known_email_is_a_409_and_the_old_number_keeps_its_co
     assert ada.phone_number == "+447400123456"
     new = sms_status(api, "+447400654321")
     assert new["profile_id"] is None
-    assert new["consent"]["sms"]["marketing"]["status"] == "NEVER_SUBSCRIBED"
-    assert sms_status(api, "+447400123456")["consent"]["sms"]["marketing"]["status"] == (
+    assert new["consent"]["sms"]["marketing"]["consent"] == "NEVER_SUBSCRIBED"
+    assert sms_status(api, "+447400123456")["consent"]["sms"]["marketing"]["consent"] == (
         "SUBSCRIBED"
     )
 
@@ -121,7 +121,7 @@ def test_an_sms_withdrawal_by_the_email_of_a_known_profile_is_accepted(api, ada,
     assert (event["channel"], event["consent"]) == ("sms", "UNSUBSCRIBED")
     # The event names what the person gave, and the number the withdrawal is for.
     assert (event["email"], event["phone_number"]) == ("ada@example.org", "+447400123456")
-    assert sms_status(api, "+447400123456")["consent"]["sms"]["marketing"]["status"] == (
+    assert sms_status(api, "+447400123456")["consent"]["sms"]["marketing"]["consent"] == (
         "UNSUBSCRIBED"
     )
 
@@ -145,7 +145,7 @@ def test_an_email_only_consent_records_only_the_identifiers_given(api, ada):
 def test_an_email_and_an_sms_event_of_one_person_are_pushed_with_their_own_identifiers(
     api, fake, settings
 ):
-    from klaviyo_consent.services.sync import push_pending
+    from klaviyo_consent.services.push import push_pending
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
     subscribe_as(api, ADA, {"sms": {"marketing": True}})
@@ -188,21 +188,21 @@ def test_replacing_a_number_closes_the_old_numbers_sms_consent_and_starts_the_ne
         CHECK, {"phone_numbers": ["+447400654321", "+447400123456"]}, format="json"
     ).json()["results"]
     new, old = (r["consent"]["sms"]["marketing"] for r in results)
-    assert new["status"] == "NEVER_SUBSCRIBED"
+    assert new["consent"] == "NEVER_SUBSCRIBED"
     assert results[0]["profile_id"] == ada.pk
-    assert old["status"] == "UNSUBSCRIBED"
+    assert old["consent"] == "UNSUBSCRIBED"
     assert results[1]["profile_id"] is None
     # Email consent is the email's, untouched by the number change.
-    assert results[0]["consent"]["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert results[0]["consent"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
     ledger = api.get(f"/api/consent/profiles/{ada.pk}/").json()["ledger"]
-    assert ledger["sms"]["marketing"]["status"] == "NEVER_SUBSCRIBED"
+    assert ledger["sms"]["marketing"]["consent"] == "NEVER_SUBSCRIBED"
 
 
 def test_the_old_number_check_says_why_it_was_closed_before_klaviyo_answers(api, ada, settings):
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
     replace_phone_number(ada, "+447400654321")
     old = sms_status(api, "+447400123456")["consent"]["sms"]["marketing"]
-    assert (old["status"], old["reason"]) == ("UNSUBSCRIBED", "phone number replaced")
+    assert (old["consent"], old["reason"]) == ("UNSUBSCRIBED", "phone number replaced")
 
 
 def test_a_number_another_profile_holds_cannot_be_given_by_a_number_change(api, ada):
@@ -284,10 +284,10 @@ def test_a_merge_moves_the_identifiers_and_the_survivor_answers_for_both(api, tw
     assert ConsentEvent.objects.get(pk=sms_event.pk).profile_id == other.pk
     ledger = response.data["profile"]["ledger"]
     assert ledger["sms"]["marketing"]["event_id"] == sms_event.pk
-    assert ledger["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert ledger["email"]["marketing"]["consent"] == "SUBSCRIBED"
     result = sms_status(api, "+447400123456")
     assert result["profile_id"] == survivor.pk
-    assert result["consent"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
+    assert result["consent"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
     # Later requests naming both identifiers find the one person.
     assert subscribe_as(api, ADA, {"email": {"marketing": True}}).status_code == 201
 
@@ -433,13 +433,13 @@ def test_the_profile_page_shows_its_identity_changes(admin_client, ada):
 
 
 def test_drift_never_records_the_old_numbers_state_for_the_new_number(api, ada, fake):
-    from klaviyo_consent.services.mirror import pull_profiles
+    from klaviyo_consent.services.verify import pull_profiles
 
     replace_phone_number(ada, "+447400654321")
     fake.reply_stop("+447400123456")  # the old number, still on Klaviyo's profile, texts STOP
     pull_profiles([Profile.objects.get(pk=ada.pk)])
     new = sms_status(api, "+447400654321")["consent"]["sms"]["marketing"]
-    assert new["status"] == "NEVER_SUBSCRIBED"
+    assert new["consent"] == "NEVER_SUBSCRIBED"
     assert not ConsentEvent.objects.filter(phone_number="+447400654321").exists()
 
 
@@ -496,7 +496,7 @@ def test_every_identity_change_sends_identity_changed(api, fake):
 
 
 def test_after_a_merge_klaviyos_email_half_records_no_sms_drift(api, two_halves):
-    from klaviyo_consent.services.mirror import pull_profiles
+    from klaviyo_consent.services.verify import pull_profiles
 
     survivor, other = two_halves
     merge_profiles(survivor, other)
@@ -504,4 +504,4 @@ def test_after_a_merge_klaviyos_email_half_records_no_sms_drift(api, two_halves)
     pull_profiles([Profile.objects.get(pk=survivor.pk)])  # Klaviyo still has two profiles
     assert ConsentEvent.objects.count() == before
     ledger = api.get(f"/api/consent/profiles/{survivor.pk}/").json()["ledger"]
-    assert ledger["sms"]["marketing"]["status"] == "SUBSCRIBED"
+    assert ledger["sms"]["marketing"]["consent"] == "SUBSCRIBED"

@@ -211,12 +211,12 @@ def test_check_and_the_ledger_answer_each_number_with_its_own_history_after_klav
     assert IdentityDelivery.objects.get().status == "applied"
     results = api.post(CHECK, {"phone_numbers": [NEW, OLD]}, format="json").json()["results"]
     new, old = (r["consent"]["sms"]["marketing"] for r in results)
-    assert (results[0]["profile_id"], new["status"]) == (ada.pk, "NEVER_SUBSCRIBED")
-    assert (results[1]["profile_id"], old["status"]) == (None, "UNSUBSCRIBED")
+    assert (results[0]["profile_id"], new["consent"]) == (ada.pk, "NEVER_SUBSCRIBED")
+    assert (results[1]["profile_id"], old["consent"]) == (None, "UNSUBSCRIBED")
     assert old["reason"] == "phone number replaced"
     ledger = api.get(f"/api/consent/profiles/{ada.pk}/").json()["ledger"]
-    assert ledger["sms"]["marketing"]["status"] == "NEVER_SUBSCRIBED"
-    assert ledger["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert ledger["sms"]["marketing"]["consent"] == "NEVER_SUBSCRIBED"
+    assert ledger["email"]["marketing"]["consent"] == "SUBSCRIBED"
 
 
 def test_a_number_given_to_a_profile_without_one_is_told_to_klaviyo_too(api, fake, on_commit):

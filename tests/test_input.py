@@ -266,7 +266,7 @@ def test_check_reads_national_numbers_in_the_country_given(api, fake):
     assert response.status_code == 200, response.content
     [result] = response.json()["results"]
     assert result["normalized"] == "+12025550143"
-    assert result["consent"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
+    assert result["consent"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
     bad = api.post(
         "/api/consent/check/", {"phone_numbers": ["(202) 555-0143"], "country": "ZZ"}, format="json"
     )

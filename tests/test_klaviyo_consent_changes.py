@@ -88,6 +88,6 @@ def test_a_phone_change_on_klaviyos_side_resets_sms_consent_and_the_ledger_follo
     assert event.method_detail == "Klaviyo shows no consent (NEVER_SUBSCRIBED)"
     assert event.phone_number == PHONE  # the number the ledger knew; the event keeps it
     leaf = ledger(api, profile_id)["sms"]["marketing"]
-    assert leaf["status"] == "NEVER_SUBSCRIBED" and leaf["can_receive"] is False
+    assert leaf["consent"] == "NEVER_SUBSCRIBED" and leaf["can_receive"] is False
     # The email consent is untouched.
     assert ledger(api, profile_id)["email"]["marketing"]["can_receive"] is True

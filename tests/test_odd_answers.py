@@ -13,7 +13,8 @@ from klaviyo_consent.backends.http import KlaviyoBackend
 from klaviyo_consent.exceptions import KlaviyoMalformedResponse
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
-from klaviyo_consent.services.sync import push_pending, sync
+from klaviyo_consent.services.push import push_pending
+from klaviyo_consent.services.sync import sync
 
 pytestmark = pytest.mark.django_db
 
@@ -106,7 +107,7 @@ def test_a_2xx_without_the_expected_shape_is_a_malformed_response_naming_the_ope
 
 
 def test_an_odd_read_back_leaves_the_row_with_a_reason_not_an_exception(fake, monkeypatch):
-    from klaviyo_consent.services.mirror import verify_pushed
+    from klaviyo_consent.services.verify import verify_pushed
 
     [event] = record()
     push_pending()

@@ -35,7 +35,7 @@ def test_suppress_records_an_event_pushes_a_suppression_job_and_is_applied(api, 
 
     assert Delivery.objects.get(pk=event["id"]).status == "applied"
     leaf = ledger(api, profile_id)["email"]["marketing"]
-    assert leaf["status"] == "SUBSCRIBED"
+    assert leaf["consent"] == "SUBSCRIBED"
     assert leaf["can_receive"] is False
     assert leaf["cannot_receive_reason"] == "suppressed from the site (USER_SUPPRESSED)"
     # Klaviyo's USER_SUPPRESSED is the site's own request: not drift.
@@ -95,7 +95,7 @@ def test_suppress_needs_the_write_permission(fake):
 
 def test_a_suppression_is_sent_in_jobs_of_at_most_100_emails(api, fake, settings):
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
-    from klaviyo_consent.services.sync import push_pending
+    from klaviyo_consent.services.push import push_pending
 
     emails = [f"p{i}@example.org" for i in range(250)]
     assert api.post(SUPPRESS, {"emails": emails}, format="json").status_code == 201
@@ -111,7 +111,7 @@ def test_a_rate_limited_suppression_stays_in_the_outbox_and_is_retried(api, fake
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
     from django.utils import timezone
 
-    from klaviyo_consent.services.sync import push_pending
+    from klaviyo_consent.services.push import push_pending
 
     api.post(SUPPRESS, {"emails": ["ada@example.com"]}, format="json")
     fake.fail_next(429, retry_after=0)

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
-from klaviyo_consent.services.sync import claim, push_pending
+from klaviyo_consent.services.outbox import claim
+from klaviyo_consent.services.push import push_pending
 from klaviyo_consent.signals import consent_pushed
 
 pytestmark = pytest.mark.django_db
@@ -138,7 +139,8 @@ def test_a_worker_still_pushing_keeps_its_lease_so_no_other_worker_takes_its_row
 
 
 def test_a_worker_whose_lease_ran_out_sends_only_the_rows_still_its_own(fake, settings):
-    from klaviyo_consent.services.sync import Pusher, SyncReport
+    from klaviyo_consent.services.push import Pusher
+    from klaviyo_consent.services.reports import SyncReport
 
     taken_over = []
 
@@ -260,7 +262,8 @@ def _strand(rows):
 
 
 def test_rows_a_killed_worker_already_sent_are_not_sent_twice(fake):
-    from klaviyo_consent.services.sync import _send, build_jobs
+    from klaviyo_consent.services.jobs import build_jobs
+    from klaviyo_consent.services.push import _send
 
     for i in range(3):
         record(f"p{i}@example.com")
@@ -273,7 +276,7 @@ def test_rows_a_killed_worker_already_sent_are_not_sent_twice(fake):
     report = push_pending()
 
     assert fake.counts["bulk_subscribe_profiles"] == 1  # no second job
-    assert report.settled == 3 and report.pushed == 3
+    assert report.recovered == 3 and report.pushed == 3
     assert set(Delivery.objects.values_list("status", "reason")) == {
         ("pushed", "found applied in Klaviyo after a worker stopped mid-push")
     }
@@ -287,4 +290,4 @@ def test_rows_a_killed_worker_never_sent_are_sent(fake):
     report = push_pending()
 
     assert fake.counts["bulk_subscribe_profiles"] == 1
-    assert report.settled == 0 and report.pushed == 3
+    assert report.recovered == 0 and report.pushed == 3

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from klaviyo_consent.conf import TASKS_MODULE
+from klaviyo_consent.compat import TASKS_MODULE
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
-from klaviyo_consent.tasks import push_pending
+from klaviyo_consent.tasks import sync_outbox
 
 
 def subscribe_a(list_id: str = "Single"):
@@ -52,17 +52,17 @@ def deferring_backend(settings):
 def test_a_push_schedules_its_own_read_back_when_the_backend_can_defer(fake, deferring_backend):
     subscribe_a()
     before = timezone.now()
-    result = push_pending.call()
+    result = sync_outbox.call()
     assert result["pushed"] == 1
     assert Delivery.objects.get().status == "pushed"  # VERIFY_DELAY has not passed yet
     [scheduled] = deferring_backend.results
-    assert scheduled.task.func is push_pending.func
+    assert scheduled.task.func is sync_outbox.func
     run_after = scheduled.task.run_after
     assert before + timedelta(seconds=29) < run_after < timezone.now() + timedelta(seconds=31)
 
 
 def test_nothing_is_scheduled_when_nothing_was_pushed(fake, deferring_backend):
-    push_pending.call()
+    sync_outbox.call()
     assert deferring_backend.results == []
 
 
@@ -70,7 +70,7 @@ def test_a_push_that_only_hit_a_429_schedules_the_retry(fake, deferring_backend)
     subscribe_a()
     fake.fail_next(429, retry_after=20)
     before = timezone.now()
-    result = push_pending.call()
+    result = sync_outbox.call()
     assert (result["pushed"], result["retried"]) == (0, 1)
     [scheduled] = deferring_backend.results
     assert before + timedelta(seconds=19) < scheduled.task.run_after

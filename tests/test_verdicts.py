@@ -58,7 +58,7 @@ def test_double_opt_in_is_pending_confirmation_until_the_person_confirms(api, fa
         ("email", "SUBSCRIBED", "double opt-in confirmed"),
         ("sms", "SUBSCRIBED", "double opt-in confirmed"),
     }
-    assert ledger(api, profile_id)["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert ledger(api, profile_id)["email"]["marketing"]["consent"] == "SUBSCRIBED"
 
 
 def test_a_stop_reply_is_recorded_as_inbound_drift(api, fake, on_commit):
@@ -83,7 +83,7 @@ def test_a_stop_reply_is_recorded_as_inbound_drift(api, fake, on_commit):
     assert "STOP" in event.method_detail
     assert event.klaviyo_data["consent_timestamp"]
     leaf = ledger(api, profile_id)["sms"]["marketing"]
-    assert leaf["status"] == "UNSUBSCRIBED" and leaf["event_id"] == event.pk
+    assert leaf["consent"] == "UNSUBSCRIBED" and leaf["event_id"] == event.pk
     assert leaf["consented_at"] == event.klaviyo_data["consent_timestamp"]
 
 
@@ -103,7 +103,7 @@ def test_changes_made_in_klaviyo_end_up_in_the_ledger(api, fake, on_commit, acti
     profile_id = subscribe(api, on_commit)
     getattr(fake, action)(PHONE if channel == "sms" else "ada@example.com")
     call_command("klaviyo_consent_pull", "--all", "--no-progress")
-    assert ledger(api, profile_id)[channel]["marketing"]["status"] == "UNSUBSCRIBED"
+    assert ledger(api, profile_id)[channel]["marketing"]["consent"] == "UNSUBSCRIBED"
     events = api.get("/api/consent/events/", {"profile": profile_id, "channel": channel}).data
     assert events["results"][0]["method"] == "klaviyo"
 
@@ -157,5 +157,65 @@ def test_a_withdrawal_is_verified_too(api, fake, on_commit):
     with on_commit():
         api.post(UNSUBSCRIBE, body(subscriptions={"email": {"marketing": True}}), format="json")
     leaf = ledger(api, profile_id)["email"]["marketing"]
-    assert (leaf["status"], leaf["delivery"]) == ("UNSUBSCRIBED", "applied")
+    assert (leaf["consent"], leaf["delivery"]) == ("UNSUBSCRIBED", "applied")
     assert not ConsentEvent.objects.filter(method="klaviyo").exists()
+
+
+def test_a_confirmation_drift_finds_during_a_read_back_releases_the_lease(api, fake, on_commit):
+    # The read-back claims the awaiting row under a lease; drift then applies it. The row must
+    # come out of the read-back free (no lease left to run out) and stamped, like every verdict.
+    from django.utils import timezone
+
+    from klaviyo_consent.models import Delivery
+    from klaviyo_consent.services.verify import verify_pushed
+
+    profile_id = subscribe(api, on_commit, list_id="Double")
+    event_id = ledger(api, profile_id)["email"]["marketing"]["event_id"]
+    Delivery.objects.filter(pk=event_id).update(next_attempt_at=timezone.now())
+    before = Delivery.objects.get(pk=event_id).updated_at
+    fake.confirm_double_optin(email="ada@example.com")
+
+    verify_pushed()
+
+    delivery = Delivery.objects.get(pk=event_id)
+    assert delivery.status == "applied"
+    assert (delivery.lease_token, delivery.lease_expires_at) == ("", None)
+    assert delivery.updated_at > before
+    assert delivery.history[-1]["status"] == "applied"
+
+
+def test_lists_are_read_before_any_verdict_is_judged_never_from_inside_the_loop(
+    api, fake, on_commit, monkeypatch, settings
+):
+    # One read-back judges a consent on a list the mirror knows, then one on a list it does
+    # not know yet: that list is read from Klaviyo before the first verdict, not between them.
+    from klaviyo_consent.backends import get_backend
+    from klaviyo_consent.services import verify
+    from klaviyo_consent.services.sync import sync
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    KlaviyoList.objects.create(list_id="Single", opt_in_process="single_opt_in")
+    email_only = {"email": {"marketing": True}}
+    known = subscribe(
+        api, on_commit, profile={"email": "ada@example.com"}, subscriptions=email_only
+    )
+    unknown = subscribe(
+        api,
+        on_commit,
+        list_id="Double",
+        profile={"email": "grace@example.com"},
+        subscriptions=email_only,
+    )
+    order: list[str] = []
+    judge, backend = verify.judge, get_backend()
+    get_list = backend.get_list
+    monkeypatch.setattr(verify, "judge", lambda **kw: (order.append("judge"), judge(**kw))[1])
+    monkeypatch.setattr(
+        backend, "get_list", lambda list_id: (order.append("get_list"), get_list(list_id))[1]
+    )
+
+    sync()
+
+    assert order == ["get_list", "judge", "judge"]
+    assert ledger(api, known)["email"]["marketing"]["delivery"] == "applied"
+    assert ledger(api, unknown)["email"]["marketing"]["delivery"] == "pending_confirmation"

@@ -190,7 +190,7 @@ class Clock:
 def test_pending_confirmation_rereads_back_off_and_end_not_applied_after_the_window(
     api, fake, on_commit, monkeypatch, settings
 ):
-    from klaviyo_consent.services.mirror import verify_pushed
+    from klaviyo_consent.services.verify import verify_pushed
 
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "CONFIRMATION_WINDOW": 3 * 86400}
     clock = Clock(monkeypatch)
@@ -262,7 +262,7 @@ def test_klaviyo_showing_never_subscribed_where_the_ledger_says_subscribed_is_dr
     inbound = ConsentEvent.objects.filter(profile_id=profile_id, method="klaviyo", channel="sms")
     assert {(e.purpose, e.consent) for e in inbound} >= {("marketing", "NEVER_SUBSCRIBED")}
     leaf = ledger(api, profile_id)["sms"]["marketing"]
-    assert leaf["status"] == "NEVER_SUBSCRIBED" and leaf["can_receive"] is False
+    assert leaf["consent"] == "NEVER_SUBSCRIBED" and leaf["can_receive"] is False
     pull(profile_id)
     assert inbound.count() == len({e.purpose for e in inbound}), "recorded once, not per pull"
 

@@ -55,8 +55,8 @@ def test_a_signed_stop_reply_ends_in_the_ledger_as_an_inbound_sms_unsubscribe(
     assert response.status_code == 200, response.content
     assert response.json() == {"received": 1, "profiles_refreshed": 1, "ignored": 0}
     detail = api.get(f"/api/consent/profiles/{subscribed.pk}/").data
-    assert detail["ledger"]["sms"]["marketing"]["status"] == "UNSUBSCRIBED"
-    assert detail["ledger"]["email"]["marketing"]["status"] == "SUBSCRIBED"
+    assert detail["ledger"]["sms"]["marketing"]["consent"] == "UNSUBSCRIBED"
+    assert detail["ledger"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
     inbound = ConsentEvent.objects.get(profile=subscribed, method="klaviyo")
     assert (inbound.channel, inbound.purpose, inbound.consent) == (
         "sms",
@@ -392,3 +392,17 @@ def test_the_admin_processes_a_failed_delivery_again(
     assert "Processed 1 delivery(ies); 0 still failing." in response.content.decode()
     delivery.refresh_from_db()
     assert delivery.processed_at is not None and delivery.attempts == 2
+
+
+def test_a_rejected_webhook_is_a_suspicious_operation_django_answers_400(secret, subscribed):
+    from django.core.exceptions import SuspiciousOperation
+
+    from klaviyo_consent.exceptions import WebhookRejected
+    from klaviyo_consent.services.webhooks import verify_webhook
+
+    payload, headers = signed_webhook(SMS_STOP, phone_number=PHONE, secret=secret)
+    headers["Klaviyo-Signature"] = "0" * 64
+    with pytest.raises(SuspiciousOperation) as caught:
+        verify_webhook(payload, headers)
+    assert isinstance(caught.value, WebhookRejected)
+    assert caught.value.code == "bad_signature"

@@ -25,7 +25,7 @@ The three ``TASKS`` blocks below are the engine snippets of docs/delivery.md.
 import json
 import os
 
-from klaviyo_consent.conf import TASKS_MODULE
+from klaviyo_consent.compat import TASKS_MODULE
 from tests.settings import *  # noqa: F403
 from tests.settings import INSTALLED_APPS, KLAVIYO_CONSENT
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework.permissions import BasePermission
 
+from klaviyo_consent.conf import consent_settings
+
 
 class CanViewConsent(BasePermission):
     """An authenticated user holding the app's view permission for the model read."""
@@ -23,8 +25,6 @@ class CanViewConsent(BasePermission):
 
 def write_permissions() -> list[BasePermission]:
     """Instances of ``KLAVIYO_CONSENT["WRITE_PERMISSION_CLASSES"]``."""
-    from klaviyo_consent.conf import consent_settings
-
     return [permission() for permission in consent_settings.WRITE_PERMISSION_CLASSES]
 
 

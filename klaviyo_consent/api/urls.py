@@ -3,7 +3,7 @@
 from django.urls import path
 
 from klaviyo_consent.api import views
-from klaviyo_consent.api.check import PriorConsentCheckView
+from klaviyo_consent.api.prior_consent import PriorConsentCheckView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
 
 app_name = "klaviyo_consent"

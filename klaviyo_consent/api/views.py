@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api.committed import as_committed
 from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import (
     CanChangeProfile,
@@ -46,7 +47,6 @@ from klaviyo_consent.services.ledger import (
     ConsentRequest,
     latest_events,
     record_consent,
-    settled,
 )
 from klaviyo_consent.services.suppressions import record_suppression
 
@@ -157,11 +157,11 @@ class _RecordView(ThrottledMixin, StrictBodyMixin, APIView):
             return Response(
                 {
                     "profile": sent_profile(result.profile, sent),
-                    "events": ConsentReceiptSerializer(settled(result).events, many=True).data,
+                    "events": ConsentReceiptSerializer(as_committed(result).events, many=True).data,
                 },
                 status=status.HTTP_201_CREATED,
             )
-        result = settled(result)
+        result = as_committed(result)
         context = {"ledger_events": {result.profile.pk: result.latest}}
         return Response(
             {

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from django.views.decorators.debug import sensitive_variables
 
 from klaviyo_consent import strict_json
+from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import (
     ConfigurationError,
     KlaviyoAPIError,
@@ -32,6 +33,7 @@ from klaviyo_consent.exceptions import (
     PushDeferred,
 )
 from klaviyo_consent.klaviyo import PARTIAL_FAILURE_HEADER
+from klaviyo_consent.ratelimit import get_limiter
 from klaviyo_consent.validators import klaviyo_path
 
 logger = logging.getLogger("klaviyo_consent.backends")
@@ -232,15 +234,11 @@ class BaseKlaviyoBackend:
         timeout: float | None = None,
         limiter: Any = None,
     ) -> None:
-        from klaviyo_consent.conf import consent_settings
-
         self.api_key = api_key if api_key is not None else consent_settings.API_KEY
         self.api_url = (api_url or consent_settings.API_URL).rstrip("/")
         self.revision = revision or consent_settings.REVISION
         self.timeout = timeout if timeout is not None else consent_settings.TIMEOUT
         if limiter is None:
-            from klaviyo_consent.ratelimit import get_limiter
-
             limiter = get_limiter()
         self.limiter = limiter
 

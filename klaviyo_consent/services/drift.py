@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Consent, DeliveryStatus, Method
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile, normalize_email
-from klaviyo_consent.services import payloads
+from klaviyo_consent.services import outbox, payloads
 from klaviyo_consent.services.ledger import latest_events
 from klaviyo_consent.services.verdicts import history_entry
 from klaviyo_consent.signals import drift_detected
@@ -37,7 +37,9 @@ KLAVIYO_KEYS = (
 )
 
 #: Our verdicts after which Klaviyo's state is expected to match the ledger.
-SETTLED = frozenset({DeliveryStatus.APPLIED, DeliveryStatus.NOT_APPLIED, DeliveryStatus.FAILED})
+FINAL_VERDICTS = frozenset(
+    {DeliveryStatus.APPLIED, DeliveryStatus.NOT_APPLIED, DeliveryStatus.FAILED}
+)
 
 
 def _latest_events(profile_ids: list[int]) -> dict[tuple[int, str, str], ConsentEvent]:
@@ -72,7 +74,7 @@ def _drifted(event: ConsentEvent | None, shown: str, leaf: dict[str, Any]) -> bo
         return shown != event.consent
     if status == DeliveryStatus.PENDING_CONFIRMATION:
         return shown == Consent.SUBSCRIBED
-    if status in SETTLED:
+    if status in FINAL_VERDICTS:
         # Klaviyo never took this event; only a later change in Klaviyo is news.
         return shown != event.consent and _changed_after(leaf, event.recorded_at)
     return False
@@ -154,7 +156,7 @@ def _suppression_change(event: ConsentEvent | None, leaf: dict[str, Any]) -> str
         known: frozenset[str] = frozenset()
     elif event.method == Method.KLAVIYO:
         known = _suppressions((event.klaviyo_data or {}).get("suppression"))
-    elif event.delivery.status in SETTLED:
+    elif event.delivery.status in FINAL_VERDICTS:
         # Applied: Klaviyo took the site's word, suppressions since are news. Otherwise the
         # verdict already explains what the site's event met.
         if event.delivery.status != DeliveryStatus.APPLIED:
@@ -178,8 +180,8 @@ def record_drift(
 ) -> tuple[int, set[int]]:
     """Compare freshly mirrored profiles with the ledger and record inbound events.
 
-    Returns how many were recorded and the deliveries a confirmed double opt-in settled.
-    ``source`` names the read-back in the settled deliveries' verdict history.
+    Returns how many were recorded and the deliveries whose awaited double opt-in Klaviyo
+    shows confirmed (now ``applied``). ``source`` names the read-back in their verdict history.
     """
     pairs = list(matched)
     if not pairs:
@@ -227,20 +229,21 @@ def record_drift(
             next_attempt_at=None,
             verified_at=now,
         )
-        settled = [
+        confirmations = [
             (before.delivery, event.method_detail)
             for _, event, before in found
             if before is not None
             and before.delivery.status == DeliveryStatus.PENDING_CONFIRMATION
             and event.consent == Consent.SUBSCRIBED
         ]
-        for delivery, why in settled:
+        for delivery, why in confirmations:
             # Klaviyo shows the consent; the reason says how only as far as Klaviyo shows it.
-            Delivery.objects.filter(pk=delivery.pk).update(
-                status=DeliveryStatus.APPLIED,
-                reason=why,
+            outbox.record_verdict(
+                Delivery.objects.filter(pk=delivery.pk),
+                DeliveryStatus.APPLIED,
+                why,
                 next_attempt_at=None,
-                verified_at=now,
+                now=now,
                 history=[
                     *(delivery.history or []),
                     history_entry(
@@ -252,7 +255,7 @@ def record_drift(
                     ),
                 ],
             )
-        confirmed = [delivery.pk for delivery, _ in settled]
+        confirmed = [delivery.pk for delivery, _ in confirmations]
     for profile, event, _ in found:
         drift_detected.send_robust(sender=ConsentEvent, profile=profile, event=event)
     return len(found), set(confirmed)

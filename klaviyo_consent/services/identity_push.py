@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from klaviyo_consent.backends import get_backend
@@ -40,7 +40,8 @@ from klaviyo_consent.models import (
     Profile,
 )
 from klaviyo_consent.services import payloads
-from klaviyo_consent.services.sync import SyncReport, _free, backoff
+from klaviyo_consent.services.outbox import _free, backoff
+from klaviyo_consent.services.reports import SyncReport
 
 logger = logging.getLogger("klaviyo_consent.sync")
 
@@ -70,23 +71,8 @@ def record_identity_push(record: IdentityEvent) -> IdentityDelivery | None:
         after_event_id=newest or 0,
         next_attempt_at=record.recorded_at,
     )
-    if consent_settings.PUSH_ON_COMMIT:
-        from klaviyo_consent.receivers import enqueue_push
-
-        transaction.on_commit(enqueue_push, robust=True)
+    # The push is scheduled on commit by the ``identity_changed`` receiver (receivers.py).
     return row
-
-
-def waits_for_identity_push() -> Q:
-    """Consent outbox rows that must wait: SMS events recorded after a number change that
-    Klaviyo has not been told yet (``services.sync`` excludes them from its claim)."""
-    return Q(channel=Channel.SMS) & Exists(
-        IdentityDelivery.objects.filter(
-            profile_id=OuterRef("profile_id"),
-            status=DeliveryStatus.PENDING,
-            after_event_id__lt=OuterRef("event_id"),
-        )
-    )
 
 
 def _claim(limit: int) -> list[IdentityDelivery]:

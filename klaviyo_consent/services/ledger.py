@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -15,7 +15,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, DeliveryStatus, Method
-from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import (
     ConsentEvent,
@@ -81,8 +80,8 @@ class RecordResult:
     profile: Profile
     events: list[ConsentEvent]
     created: bool
-    #: The profile's latest event per channel and purpose (its ledger), once :func:`settled`
-    #: knows them.
+    #: The profile's latest event per channel and purpose (its ledger), once the API layer's
+    #: ``api.committed.as_committed`` knows them.
     latest: list[ConsentEvent] | None = None
 
 
@@ -417,38 +416,6 @@ def _record(
     return RecordResult(profile=profile, events=events, created=created)
 
 
-def settled(result: RecordResult) -> RecordResult:
-    """``result`` as the database has it after the recording committed, with its ledger events.
-
-    With the immediate task backend the push and its read-back ran on commit, so the profile,
-    the events and the ledger are read again. Otherwise the rows just written are current: a
-    new profile's ledger is exactly its new events (no query), an existing profile's latest
-    events are read once (not its whole history).
-    """
-    from klaviyo_consent.tasks import runs_inline
-
-    pushed = consent_settings.PUSH_ON_COMMIT and not transaction.get_connection().in_atomic_block
-    if pushed:
-        try:
-            pushed = runs_inline()
-        except Exception:  # noqa: BLE001 - a broken TASKS setting (check E003); the events are
-            pushed = True  # committed, so answer 201 from a fresh read rather than fail
-    pk = result.profile.pk
-    if not pushed:
-        return replace(result, latest=result.events if result.created else latest_events([pk])[pk])
-    events = (
-        ConsentEvent.objects.select_related("delivery", "recorded_by")
-        .filter(pk__in=[event.pk for event in result.events])
-        .order_by("id")
-    )
-    return replace(
-        result,
-        profile=Profile.objects.get(pk=pk),
-        events=list(events),
-        latest=latest_events([pk])[pk],
-    )
-
-
 def _current(queryset: Any) -> Any:
     """Events that speak for the identifiers a profile holds now: email events for its email,
     SMS events for its phone number. A replaced number's history stays with that number.
@@ -545,7 +512,7 @@ def ledger_for(
             event = latest.get((channel, purpose))
             if event is None:
                 leaf: dict[str, Any] = {
-                    "status": Consent.NEVER_SUBSCRIBED,
+                    "consent": Consent.NEVER_SUBSCRIBED,
                     "delivery": None,
                     "reason": "",
                     "event_id": None,
@@ -557,7 +524,7 @@ def ledger_for(
                 if not reason and event.method_detail == PHONE_NUMBER_REPLACED:
                     reason = PHONE_NUMBER_REPLACED  # why the ledger closed it, when Klaviyo is mute
                 leaf = {
-                    "status": event.consent,
+                    "consent": event.consent,
                     "delivery": delivery.status if delivery else None,
                     "reason": reason,
                     "event_id": event.pk,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.utils import timezone
 
 from klaviyo_consent.backends import get_backend
@@ -30,21 +32,22 @@ def mirror_lists() -> list[KlaviyoList]:
     return mirrored
 
 
-def opt_in_process(list_id: str | None, cache: dict[str, str | None] | None = None) -> str | None:
-    """The list's opt-in process, from the mirror or read once from Klaviyo; None if unknown."""
-    if not list_id:
-        return None
-    if cache is not None and list_id in cache:
-        return cache[list_id]
-    known = KlaviyoList.objects.filter(list_id=list_id).exclude(opt_in_process="").first()
-    value: str | None
-    if known is not None:
-        value = known.opt_in_process
-    else:
+def opt_in_processes(list_ids: Iterable[str | None]) -> dict[str, str | None]:
+    """Each list's opt-in process (``single_opt_in``/``double_opt_in``; None if unknown).
+
+    From the mirror in one query; a list the mirror does not know yet is read from Klaviyo
+    (``GET /api/lists/{id}``) here, once, so a caller judging verdicts never calls Klaviyo
+    from inside its loop.
+    """
+    wanted = {list_id for list_id in list_ids if list_id}
+    known: dict[str, str | None] = dict(
+        KlaviyoList.objects.filter(list_id__in=wanted)
+        .exclude(opt_in_process="")
+        .values_list("list_id", "opt_in_process")
+    )
+    for list_id in sorted(wanted - set(known)):
         try:
-            value = mirror_list(list_id).opt_in_process or None
+            known[list_id] = mirror_list(list_id).opt_in_process or None
         except KlaviyoClientError:
-            value = None
-    if cache is not None:
-        cache[list_id] = value
-    return value
+            known[list_id] = None
+    return known

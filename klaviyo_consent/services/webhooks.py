@@ -33,7 +33,8 @@ from klaviyo_consent.exceptions import (
 )
 from klaviyo_consent.models import Profile, WebhookDelivery, normalize_email
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.mirror import local_profiles, pull_profiles
+from klaviyo_consent.services.mirror import local_profiles
+from klaviyo_consent.services.verify import pull_profiles
 from klaviyo_consent.validators import KLAVIYO_ID
 
 logger = logging.getLogger("klaviyo_consent.webhooks")

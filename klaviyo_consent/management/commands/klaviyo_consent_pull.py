@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from klaviyo_consent.models import Profile
 from klaviyo_consent.services.lists import mirror_lists
-from klaviyo_consent.services.mirror import pull_all, pull_profiles
+from klaviyo_consent.services.verify import pull_all, pull_profiles
 
 
 class Command(BaseCommand):

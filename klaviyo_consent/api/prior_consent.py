@@ -15,7 +15,7 @@ from klaviyo_consent.api.serializers import StrictSerializer
 from klaviyo_consent.api.throttling import CHECK, ThrottledMixin
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.phone import clean_country
-from klaviyo_consent.services.check import MAX_IDENTIFIERS, check_prior_consent
+from klaviyo_consent.services.prior_consent import MAX_IDENTIFIERS, check_prior_consent
 
 
 def _identifiers() -> serializers.ListField:

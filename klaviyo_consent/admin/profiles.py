@@ -1,7 +1,4 @@
-"""Admin: each profile's mirrored Klaviyo subscriptions beside its local ledger, all read-only.
-
-Actions call the same services as the API and the commands.
-"""
+"""The profile page: Klaviyo's mirrored subscriptions beside the local ledger, its actions."""
 
 from __future__ import annotations
 
@@ -9,173 +6,34 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from klaviyo_consent.choices import CHANNEL_PURPOSES, DeliveryStatus, Method, Suppression
+from klaviyo_consent.admin.base import (
+    MIRROR_COLUMNS,
+    ConsentFilter,
+    ReadOnlyMixin,
+    SafeChangeList,
+    VerdictFilter,
+    badge,
+    mirror_cell,
+)
+from klaviyo_consent.choices import CHANNEL_PURPOSES, Method, Suppression
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
-    EVENT_FIELDS,
     ConsentEvent,
-    Delivery,
     IdentityEvent,
-    KlaviyoList,
     Profile,
-    WebhookDelivery,
-    parse_row_id,
 )
 from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
 from klaviyo_consent.services.ledger import latest_events, ledger_for
-from klaviyo_consent.services.lists import mirror_lists
-from klaviyo_consent.services.mirror import pull_profiles
+from klaviyo_consent.services.push import push_pending
 from klaviyo_consent.services.suppressions import record_suppression
-from klaviyo_consent.services.sync import push_pending, retry_failed
-from klaviyo_consent.services.webhooks import handle_webhook
-
-BADGE_COLOURS = {
-    DeliveryStatus.PENDING: "#6c757d",
-    DeliveryStatus.PUSHED: "#0d6efd",
-    DeliveryStatus.APPLIED: "#198754",
-    DeliveryStatus.PENDING_CONFIRMATION: "#b58105",
-    DeliveryStatus.NOT_APPLIED: "#dc3545",
-    DeliveryStatus.FAILED: "#842029",
-}
-MIRROR_COLUMNS = (
-    "consent",
-    "consent_timestamp",
-    "method",
-    "method_detail",
-    "custom_method_detail",
-    "double_optin",
-    "suppression",
-)
-
-
-def badge(status: str | None, title: str = "") -> SafeString:
-    if not status:
-        return format_html("<span>{}</span>", "—")
-    return format_html(
-        '<span title="{}" style="background:{};color:#fff;padding:1px 6px;border-radius:8px;'
-        'font-size:11px;white-space:nowrap">{}</span>',
-        title,
-        BADGE_COLOURS.get(status, "#6c757d"),
-        status,
-    )
-
-
-def _cell(name: str, leaf: dict[str, Any]) -> str:
-    if name not in leaf:
-        return "—"
-    value = leaf[name]
-    if name == "suppression":
-        return (
-            ", ".join(f"{s.get('reason')} ({s.get('timestamp') or '?'})" for s in value or [])
-            or "none"
-        )
-    return "—" if value in (None, "") else str(value)
-
-
-class ConsentFilter(admin.SimpleListFilter):
-    """Filter by Klaviyo's mirrored consent on a channel."""
-
-    title = "consent (Klaviyo)"
-    parameter_name = "consent"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [
-            (f"{channel}.{purpose}.{consent}", f"{channel} {purpose}: {consent}")
-            for channel, purposes in CHANNEL_PURPOSES.items()
-            for purpose in purposes
-            for consent in ("SUBSCRIBED", "UNSUBSCRIBED", "NEVER_SUBSCRIBED")
-        ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        value = self.value()
-        # Only a listed choice becomes a lookup: anything else would be a 500 or, worse, an
-        # ORM lookup of the caller's making (``email.marketing__isnull.True``).
-        if value not in dict(self.lookup_choices):
-            return queryset
-        channel, purpose, consent = value.split(".")
-        return queryset.filter(**{f"subscriptions__{channel}__{purpose}__consent": consent})
-
-
-class VerdictFilter(admin.SimpleListFilter):
-    """Profiles with an event in a given verdict, or with drift recorded from Klaviyo."""
-
-    title = "verdict"
-    parameter_name = "verdict"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [
-            (DeliveryStatus.NOT_APPLIED, "not applied"),
-            (DeliveryStatus.PENDING_CONFIRMATION, "pending confirmation"),
-            (DeliveryStatus.FAILED, "failed"),
-            (DeliveryStatus.PENDING, "pending"),
-            ("drift", "drift (changed in Klaviyo)"),
-        ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        value = self.value()
-        if value not in dict(self.lookup_choices):
-            return queryset
-        if value == "drift":
-            inbound = ConsentEvent.objects.filter(profile=OuterRef("pk"), method=Method.KLAVIYO)
-            return queryset.filter(Exists(inbound))
-        rows = Delivery.objects.filter(profile=OuterRef("pk"), status=value)
-        return queryset.filter(Exists(rows))
-
-
-class SafeChangeList(ChangeList):
-    """A changelist that refuses, as Django refuses other bad filter values (``?e=1``), what
-    Django itself turns into a 500: a NUL in any filter or search value (PostgreSQL refuses it
-    in a query) and a date drill-down year past datetime's range (OverflowError)."""
-
-    def get_filters(self, request: HttpRequest) -> Any:
-        if any("\x00" in value for values in request.GET.lists() for value in values[1]):
-            raise IncorrectLookupParameters("A filter or search value holds a NUL character.")
-        try:
-            return super().get_filters(request)
-        except OverflowError as exc:
-            raise IncorrectLookupParameters(exc) from exc
-
-
-class ProfileChangeList(SafeChangeList):
-    """Reads the ledgers of the whole page in one query, not one per row (the verdicts column)."""
-
-    def get_results(self, request: HttpRequest) -> None:
-        super().get_results(request)
-        events = latest_events(profile.pk for profile in self.result_list)
-        for profile in self.result_list:
-            profile.latest_events = events.get(profile.pk, [])
-
-
-class ReadOnlyMixin:
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return SafeChangeList
-
-    def response_action(self, request: HttpRequest, queryset: QuerySet, **kwargs: Any) -> Any:
-        # Django filters ``pk__in`` with the posted ids as they are: "abc", "²" or 20 digits
-        # there are a 500. Refuse them the way Django refuses an action with nothing selected.
-        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        if any(parse_row_id(value) is None for value in selected):
-            self.message_user(request, "Select items by their ids.", messages.WARNING)
-            return None
-        return super().response_action(request, queryset, **kwargs)  # Django 6: action_location
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from klaviyo_consent.services.verify import pull_profiles
 
 
 class ConsentEventInline(ReadOnlyMixin, admin.TabularInline):
@@ -241,6 +99,16 @@ class IdentityEventInline(ReadOnlyMixin, admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("delivery")
+
+
+class ProfileChangeList(SafeChangeList):
+    """Reads the ledgers of the whole page in one query, not one per row (the verdicts column)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        events = latest_events(profile.pk for profile in self.result_list)
+        for profile in self.result_list:
+            profile.latest_events = events.get(profile.pk, [])
 
 
 @admin.register(Profile)
@@ -324,7 +192,7 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 leaf = profile.klaviyo_leaf(channel, purpose)
                 local = ledger[channel][purpose]
                 cells = format_html_join(
-                    "", "<td>{}</td>", ((_cell(c, leaf),) for c in MIRROR_COLUMNS)
+                    "", "<td>{}</td>", ((mirror_cell(c, leaf),) for c in MIRROR_COLUMNS)
                 )
                 rows.append(
                     format_html(
@@ -332,7 +200,7 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
                         channel,
                         purpose,
                         cells,
-                        local["status"],
+                        local["consent"],
                         badge(local["delivery"]),
                         local["reason"],
                     )
@@ -507,142 +375,3 @@ class MergeForm(forms.Form):
     def __init__(self, *args: Any, choices: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["survivor"].choices = choices
-
-
-@admin.register(ConsentEvent)
-class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = [
-        "id",
-        "recorded_at",
-        "profile",
-        "channel",
-        "purpose",
-        "consent",
-        "method",
-        "verdict",
-    ]
-    list_filter = [
-        "channel",
-        "purpose",
-        "consent",
-        "method",
-        "delivery__status",
-        "historical_import",
-    ]
-    search_fields = [
-        "email",
-        "phone_number",
-        "profile__email",
-        "profile__phone_number",
-        "custom_source",
-    ]
-    list_select_related = ["profile", "delivery"]
-    date_hierarchy = "recorded_at"
-    actions = ["retry_action"]
-    readonly_fields = [
-        *(name if name != "recorded_by" else "recorded_by_user" for name in EVENT_FIELDS),
-        "delivery_state",
-        "verdict_history",
-    ]
-
-    @admin.display(description="recorded by")
-    def recorded_by_user(self, event: ConsentEvent) -> str:
-        # The username kept on the event: the user may have been deleted since.
-        return event.recorded_by_name or "—"
-
-    @admin.display(description="verdict", ordering="delivery__status")
-    def verdict(self, event: ConsentEvent) -> SafeString:
-        return badge(event.delivery.status, event.delivery.reason)
-
-    @admin.display(description="delivery")
-    def delivery_state(self, event: ConsentEvent) -> SafeString:
-        d = event.delivery
-        return format_html(
-            "{} {}<br>attempts {}, waits (429s, refused requests) {}, next try {}, pushed {}, "
-            "verified {}, dead-lettered {}<br><code>{}</code>",
-            badge(d.status),
-            d.reason,
-            d.attempts,
-            d.deferrals,
-            d.next_attempt_at or "—",
-            d.pushed_at or "—",
-            d.verified_at or "—",
-            d.dead_lettered_at or "—",
-            d.errors or "",
-        )
-
-    @admin.display(description="verdict history")
-    def verdict_history(self, event: ConsentEvent) -> SafeString:
-        """Every verdict the event was given, oldest first, and the read-back that gave it."""
-        history = event.delivery.history or []
-        if not history:
-            return format_html("{}", "—")
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    h.get("at"),
-                    h.get("from"),
-                    badge(h.get("status")),
-                    h.get("reason"),
-                    h.get("source"),
-                )
-                for h in history
-            ),
-        )
-        return format_html(
-            "<table><tr><th>at</th><th>from</th><th>verdict</th><th>why</th><th>seen by</th>"
-            "</tr>{}</table>",
-            rows,
-        )
-
-    @admin.action(description="Retry failed / dead-letter events")
-    def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = retry_failed(event_ids=list(queryset.values_list("pk", flat=True)))
-        self.message_user(request, f"{count} event(s) queued again.")
-
-
-@admin.register(KlaviyoList)
-class KlaviyoListAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["list_id", "name", "opt_in_process", "mirrored_at"]
-    search_fields = ["list_id", "name"]
-    actions = ["refresh_lists"]
-    readonly_fields = ["list_id", "name", "opt_in_process", "klaviyo_data", "mirrored_at"]
-
-    @admin.action(description="Refresh all lists from Klaviyo")
-    def refresh_lists(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self.message_user(request, f"Mirrored {len(mirror_lists())} list(s).")
-
-
-@admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    """Verified Klaviyo webhook deliveries, for audit; unprocessed ones carry their error."""
-
-    list_display = ["received_at", "webhook_id", "topics", "processed_at", "attempts", "error"]
-    list_filter = [("processed_at", admin.EmptyFieldListFilter), "webhook_id"]
-    actions = ["retry_action"]
-    search_fields = ["webhook_id", "signature"]
-    date_hierarchy = "received_at"
-    readonly_fields = [
-        "webhook_id",
-        "signature",
-        "klaviyo_timestamp",
-        "received_at",
-        "topics",
-        "body",
-        "processed_at",
-        "attempts",
-        "failed_at",
-        "error",
-    ]
-
-    @admin.action(description="Process again (deliveries not yet processed)")
-    def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
-        reports = [handle_webhook(d) for d in queryset.filter(processed_at__isnull=True)]
-        failed = sum(1 for r in reports if r.error)
-        self.message_user(
-            request,
-            f"Processed {len(reports) - failed} delivery(ies); {failed} still failing.",
-            messages.WARNING if failed else messages.SUCCESS,
-        )

@@ -47,10 +47,10 @@ def _leaves(ledger: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return {
         channel: {
             purpose: {
-                "status": leaf["status"],
+                "consent": leaf["consent"],
                 "delivery": leaf["delivery"],
                 "reason": leaf["reason"],
-                "last_change": leaf["consented_at"],
+                "consented_at": leaf["consented_at"],
                 "can_receive": leaf["can_receive"],
                 "cannot_receive_reason": leaf["cannot_receive_reason"],
             }

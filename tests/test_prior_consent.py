@@ -6,17 +6,17 @@ import pytest
 from rest_framework.test import APIClient
 
 from klaviyo_consent.models import Profile
-from klaviyo_consent.services.check import check_prior_consent
+from klaviyo_consent.services.prior_consent import check_prior_consent
 from tests.helpers import SUBSCRIBE, UNSUBSCRIBE, body, email_history
 
 pytestmark = pytest.mark.django_db
 
 CHECK = "/api/consent/check/"
 NEVER = {
-    "status": "NEVER_SUBSCRIBED",
+    "consent": "NEVER_SUBSCRIBED",
     "delivery": None,
     "reason": "",
-    "last_change": None,
+    "consented_at": None,
     "can_receive": False,
     "cannot_receive_reason": "never subscribed",
 }
@@ -58,9 +58,9 @@ def test_a_known_subscribed_email_shows_every_leaf_of_its_ledger(api, ada):
     assert result["type"] == "email" and result["normalized"] == "ada@example.com"
     assert result["profile_id"] == ada.pk and result["error"] is None
     email = result["consent"]["email"]["marketing"]
-    assert email["status"] == "SUBSCRIBED" and email["delivery"] == "applied"
-    assert email["last_change"] is not None
-    assert result["consent"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
+    assert email["consent"] == "SUBSCRIBED" and email["delivery"] == "applied"
+    assert email["consented_at"] is not None
+    assert result["consent"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
     assert result["consent"]["sms"]["transactional"] == NEVER
 
 
@@ -72,7 +72,7 @@ def test_an_sms_only_profile_is_found_by_a_nationally_formatted_number(api, text
     assert {r["profile_id"] for r in results} == {texter.pk}
     for result in results:
         assert result["type"] == "phone_number" and result["error"] is None
-        assert result["consent"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
+        assert result["consent"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
         assert result["consent"]["email"]["marketing"] == NEVER
 
 
@@ -149,8 +149,8 @@ def test_profiles_and_ledgers_are_read_in_three_queries_however_many_and_however
         results = check_prior_consent(emails, phones)
     assert len(results) == len(emails) + len(phones)
     known = [r for r in results if r["identifier"].startswith("known")]
-    assert {r["consent"]["email"]["marketing"]["status"] for r in known} == {"SUBSCRIBED"}
-    assert results[0]["consent"]["sms"]["marketing"]["status"] == "SUBSCRIBED"
+    assert {r["consent"]["email"]["marketing"]["consent"] for r in known} == {"SUBSCRIBED"}
+    assert results[0]["consent"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
 
 
 @pytest.mark.parametrize(

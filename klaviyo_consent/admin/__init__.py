@@ -1,0 +1,22 @@
+"""Admin: each profile's mirrored Klaviyo subscriptions beside its local ledger, all read-only.
+
+Actions call the same services as the API and the commands. Importing this package (Django's
+admin autodiscovery does) registers every model admin.
+"""
+
+from klaviyo_consent.admin.base import ReadOnlyMixin, badge
+from klaviyo_consent.admin.events import (
+    ConsentEventAdmin,
+    KlaviyoListAdmin,
+    WebhookDeliveryAdmin,
+)
+from klaviyo_consent.admin.profiles import ProfileAdmin
+
+__all__ = [
+    "ConsentEventAdmin",
+    "KlaviyoListAdmin",
+    "ProfileAdmin",
+    "ReadOnlyMixin",
+    "WebhookDeliveryAdmin",
+    "badge",
+]
