@@ -79,7 +79,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     messages += _check_sending_countries()
+    messages += _check_ledger(is_production=issubclass(backend, KlaviyoBackend) and not is_fake)
     return messages
+
+
+def _check_ledger(*, is_production: bool) -> list[checks.CheckMessage]:
+    """The checkpoint signing key: required in production, valid whenever given.
+
+    "Production" is DEBUG=False with the HTTP backend: a site really talking to Klaviyo.
+    """
+    from django.conf import settings
+
+    from klaviyo_consent.services.checkpoints import signer
+
+    if consent_settings.LEDGER_SIGNING_KEY:
+        try:
+            signer()
+        except ConfigurationError as exc:
+            return [checks.Error(str(exc), id="klaviyo_consent.E011")]
+        return []
+    if is_production and not settings.DEBUG:
+        return [
+            checks.Error(
+                'KLAVIYO_CONSENT["LEDGER_SIGNING_KEY"] is not set: the consent ledger cannot '
+                "sign checkpoints, so no receipt can be proven.",
+                hint="Run `manage.py klaviyo_consent_checkpoint --generate-key` and keep the "
+                "key in your secrets store; publish its public key (docs/receipts.md).",
+                id="klaviyo_consent.E010",
+            )
+        ]
+    return []
 
 
 def _check_sending_countries() -> list[checks.CheckMessage]:

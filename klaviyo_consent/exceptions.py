@@ -140,3 +140,15 @@ class KlaviyoConnectionError(KlaviyoAPIError):
     """Timeout or dropped connection: the request may or may not have arrived."""
 
     retryable = True
+
+
+class LedgerError(KlaviyoConsentError):
+    """The Merkle ledger cannot answer: an event not yet in a checkpoint, a busy checkpointer."""
+
+
+class NotYetCheckpointed(LedgerError):
+    """The event is recorded but no signed checkpoint covers it yet."""
+
+
+class LedgerMismatch(LedgerError):
+    """Verification found stored data that no longer matches the ledger; names what and where."""

@@ -76,9 +76,7 @@ class Frontier:
         self.size = size
         self.hashes = list(hashes)
 
-    def append(
-        self, leaf: bytes, on_node: Callable[[int, int, bytes], None] | None = None
-    ) -> None:
+    def append(self, leaf: bytes, on_node: Callable[[int, int, bytes], None] | None = None) -> None:
         index, level, node = self.size, 0, leaf
         if on_node:
             on_node(0, index, node)

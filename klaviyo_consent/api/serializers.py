@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Method
 from klaviyo_consent.models import EVENT_FIELDS, ConsentEvent, Delivery, IdentityEvent, Profile
+from klaviyo_consent.receipts import text_sha256
 from klaviyo_consent.services.ledger import ledger_for
 
 
@@ -96,6 +97,10 @@ class ConsentRequestSerializer(StrictSerializer):
     consent_text = serializers.CharField(
         required=False, allow_blank=True, default="", trim_whitespace=False
     )
+    #: A ConsentText version by id (its words need not be sent again).
+    consent_text_id = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1, max_value=2**63 - 1
+    )
     consented_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     historical_import = serializers.BooleanField(required=False, default=False)
 
@@ -156,14 +161,18 @@ class DeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
 class ConsentEventSerializer(_BuiltOnce, serializers.ModelSerializer):
     delivery = DeliverySerializer(read_only=True)
     recorded_by = serializers.SerializerMethodField()
+    consent_text_sha256 = serializers.SerializerMethodField()
 
     class Meta:
         model = ConsentEvent
-        fields = ["id", *EVENT_FIELDS, "delivery"]
+        fields = ["id", *EVENT_FIELDS, "consent_text_sha256", "delivery"]
         read_only_fields = fields
 
     def get_recorded_by(self, event: ConsentEvent) -> str | None:
         return event.recorded_by_name
+
+    def get_consent_text_sha256(self, event: ConsentEvent) -> str | None:
+        return text_sha256(event.consent_text) if event.consent_text else None
 
 
 class IdentityEventSerializer(_BuiltOnce, serializers.ModelSerializer):
