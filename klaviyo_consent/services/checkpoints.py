@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from klaviyo_consent import merkle
@@ -246,7 +246,9 @@ def checkpoint(*, now: datetime | None = None, batch_size: int = 5000) -> Checkp
         with transaction.atomic():
             try:
                 state = LedgerState.objects.select_for_update(nowait=True).get(pk=1)
-            except DatabaseError:
+            except OperationalError as exc:
+                if not _lock_refused(exc):
+                    raise
                 raise _Busy from None
             before = state.tree_size
             frontier = merkle.Frontier(state.tree_size, [bytes.fromhex(h) for h in state.frontier])
@@ -273,10 +275,15 @@ def checkpoint(*, now: datetime | None = None, batch_size: int = 5000) -> Checkp
             return CheckpointResult(appended, made)
     except _Busy:
         return CheckpointResult(0, None, busy=True)
-    except DatabaseError as exc:
-        if "lock" in str(exc).lower():
+    except OperationalError as exc:
+        if _lock_refused(exc):
             return CheckpointResult(0, None, busy=True)
         raise
+
+
+def _lock_refused(exc: OperationalError) -> bool:
+    """PostgreSQL's lock_not_available (NOWAIT) or SQLite's "database is locked"."""
+    return getattr(exc.__cause__, "sqlstate", None) == "55P03" or "locked" in str(exc)
 
 
 def _append_committed(frontier: merkle.Frontier, batch_size: int) -> int:
@@ -531,13 +538,27 @@ def _verify() -> Verification:
         return f"checkpoint {hit.tree_size}" if hit else "no checkpoint yet"
 
     secret = ledger_secret()
-    frontier = merkle.Frontier()
-    next_cp = 0
-    entries: Iterable[LedgerEntry] = (
+    entries = (
         LedgerEntry.objects.select_related("event", "event__consent_text_version")
         .order_by("leaf_index")
         .iterator(chunk_size=2000)
     )
+    try:
+        frontier = _verify_leaves(entries, checkpoints, breaks, secret)
+    finally:
+        entries.close()  # a server-side cursor closes now, in this transaction
+    _verify_consistency(checkpoints)
+    return Verification(events=frontier.size, checkpoints=len(checkpoints))
+
+
+def _verify_leaves(
+    entries: Iterator[LedgerEntry],
+    checkpoints: list[Checkpoint],
+    breaks: Callable[[int], str],
+    secret: bytes,
+) -> merkle.Frontier:
+    frontier = merkle.Frontier()
+    next_cp = 0
     for entry in entries:
         if entry.leaf_index != frontier.size:
             raise LedgerMismatch(
@@ -570,6 +591,10 @@ def _verify() -> Verification:
             f"Checkpoint {checkpoints[next_cp].tree_size} covers more events than the ledger "
             f"holds ({frontier.size})."
         )
+    return frontier
+
+
+def _verify_consistency(checkpoints: list[Checkpoint]) -> None:
     for older, newer in zip(checkpoints, checkpoints[1:], strict=False):
         try:
             merkle.verify_consistency(
@@ -584,4 +609,3 @@ def _verify() -> Verification:
                 f"Checkpoint {newer.tree_size} is not consistent with checkpoint "
                 f"{older.tree_size}: {exc}"
             ) from None
-    return Verification(events=frontier.size, checkpoints=len(checkpoints))

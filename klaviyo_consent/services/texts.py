@@ -9,18 +9,21 @@ from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import ConsentText
 from klaviyo_consent.receipts import text_sha256
 
-#: The key new words get when the caller names none (texts sent as free text on the API).
-DEFAULT_KEY = "consent"
+#: The key new words get when the caller names none (texts sent as free text on the API):
+#: ``text-`` and the first 12 hex digits of their SHA-256, so two requests storing different
+#: new words at once never contend for one version number of a shared key.
+DEFAULT_KEY_PREFIX = "text-"
 
 
 def resolve_text(
-    body: str = "", text_id: int | None = None, *, key: str = DEFAULT_KEY, locale: str = ""
+    body: str = "", text_id: int | None = None, *, key: str = "", locale: str = ""
 ) -> ConsentText | None:
     """The ConsentText for ``text_id``, or the version whose SHA-256 is ``body``'s, else a new one.
 
     Returns None when neither is given. A ``text_id`` that names no text, or names one whose
     words differ from a ``body`` also given, raises :class:`ConsentValidationError` on
-    ``consent_text_id``. New words become the next version of ``key``.
+    ``consent_text_id``. New words become the next version of ``key`` (default: a key
+    named after their hash, see DEFAULT_KEY_PREFIX).
     """
     if text_id is not None:
         text = ConsentText.objects.filter(pk=text_id).first()
@@ -36,6 +39,7 @@ def resolve_text(
     if not body:
         return None
     digest = text_sha256(body)
+    key = key or f"{DEFAULT_KEY_PREFIX}{digest[:12]}"
     found = ConsentText.objects.filter(sha256=digest).order_by("id").first()
     if found is not None:
         return found
