@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from klaviyo_consent.admin_proofs import EventProofMixin, ProfileReceiptsMixin
 from klaviyo_consent.choices import CHANNEL_PURPOSES, DeliveryStatus, Method, Suppression
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
@@ -222,7 +223,7 @@ class IdentityEventInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Profile)
-class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "phone_number",
@@ -242,9 +243,11 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "mirrored_at",
         "created_at",
         "consent_side_by_side",
+        "receipts_download",
     ]
     fieldsets = [
         (None, {"fields": ["email", "phone_number", "external_id", "merged_into", "klaviyo_id"]}),
+        ("Proof", {"fields": ["receipts_download"]}),
         (
             "Consent: Klaviyo's mirror beside the local ledger",
             {"fields": ["mirrored_at", "consent_side_by_side"]},
@@ -485,7 +488,7 @@ class MergeForm(forms.Form):
 
 
 @admin.register(ConsentEvent)
-class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "recorded_at",
@@ -518,6 +521,7 @@ class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         *(name if name != "recorded_by" else "recorded_by_user" for name in EVENT_FIELDS),
         "delivery_state",
         "verdict_history",
+        "proof_state",
     ]
 
     @admin.display(description="recorded by")

@@ -527,3 +527,39 @@ def test_an_event_committing_after_a_higher_id_is_appended_by_the_next_run(fake,
     order = list(LedgerEntry.objects.order_by("leaf_index").values_list("event_id", flat=True))
     assert order == [fast.pk, slow[0]]
     assert ledger.verify_ledger().events == 2
+
+
+# -- admin -----------------------------------------------------------------------------------
+
+
+def test_admin_event_page_shows_proof_state_and_downloads_the_receipt(admin_client, fake):
+    [event] = subscribe("ada@example.com")
+    page = admin_client.get(f"/admin/klaviyo_consent/consentevent/{event.pk}/change/")
+    assert b"not yet in the ledger" in page.content
+    ledger.checkpoint()
+    page = admin_client.get(f"/admin/klaviyo_consent/consentevent/{event.pk}/change/")
+    assert b"leaf 0 in checkpoint 1" in page.content and b"never verified" in page.content
+    download = admin_client.get(f"/admin/klaviyo_consent/consentevent/{event.pk}/receipt/")
+    assert download["Content-Disposition"].startswith("attachment")
+    verify_receipt(json.loads(download.content), public_key())
+
+
+def test_admin_profile_page_downloads_every_receipt(admin_client, fake):
+    [event] = subscribe("ada@example.com")
+    ledger.checkpoint()
+    page = admin_client.get(f"/admin/klaviyo_consent/profile/{event.profile_id}/change/")
+    assert b"Download all receipts" in page.content
+    body = json.loads(
+        admin_client.get(f"/admin/klaviyo_consent/profile/{event.profile_id}/receipts/").content
+    )
+    assert [r["record"]["record_id"] for r in body["receipts"]] == [event.pk]
+
+
+def test_admin_starts_a_verification_and_shows_its_outcome(admin_client, fake):
+    subscribe("ada@example.com")
+    ledger.checkpoint()
+    listing = admin_client.get("/admin/klaviyo_consent/verificationrun/")
+    assert b"Verify the ledger now" in listing.content
+    response = admin_client.post("/admin/klaviyo_consent/verificationrun/verify/", follow=True)
+    assert b"OK: 1 events, 1 checkpoints" in response.content
+    assert VerificationRun.objects.get().ok is True
