@@ -138,3 +138,43 @@ def _check_sending_countries() -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.database)
+def check_table_owner(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list:
+    """W010: on PostgreSQL, the app's role owns the consent ledger and so can drop its triggers.
+
+    Runs with ``manage.py check --database default`` (Django runs database checks only then).
+    The Merkle proof catches a rewrite anyway; a role that does not own the tables prevents it
+    (docs/receipts.md, "Database roles").
+    """
+    from django.db import connections
+
+    from klaviyo_consent.models import ConsentEvent
+
+    messages: list[checks.CheckMessage] = []
+    for alias in databases or ():
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_get_userbyid(c.relowner) = current_user, "
+                "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+                "FROM pg_class c WHERE c.relname = %s",
+                [ConsentEvent._meta.db_table],
+            )
+            row = cursor.fetchone()
+        if row and (row[0] or row[1]):
+            messages.append(
+                checks.Warning(
+                    f"Database {alias!r}: the app connects as a role that "
+                    f"{'is a superuser' if row[1] else 'owns the consent tables'}, so it can "
+                    "disable or drop the append-only triggers.",
+                    hint="Run migrations as the owner and serve the app as a role with only "
+                    "SELECT/INSERT/UPDATE on the tables (docs/receipts.md, 'Database roles'). "
+                    "klaviyo_consent_verify still catches any rewrite.",
+                    id="klaviyo_consent.W010",
+                )
+            )
+    return messages

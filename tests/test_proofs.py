@@ -563,3 +563,13 @@ def test_admin_starts_a_verification_and_shows_its_outcome(admin_client, fake):
     response = admin_client.post("/admin/klaviyo_consent/verificationrun/verify/", follow=True)
     assert b"OK: 1 events, 1 checkpoints" in response.content
     assert VerificationRun.objects.get().ok is True
+
+
+def test_connecting_as_the_tables_owner_is_warned_about_on_postgresql(db):
+    from klaviyo_consent.checks import check_table_owner
+
+    ids = [m.id for m in check_table_owner(databases=["default"])]
+    if connection.vendor == "postgresql":  # the test suite connects as the superuser postgres
+        assert ids == ["klaviyo_consent.W010"]
+    else:
+        assert ids == []

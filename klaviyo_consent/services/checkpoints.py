@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from klaviyo_consent import merkle
@@ -241,7 +241,10 @@ def checkpoint(*, now: datetime | None = None, batch_size: int = 5000) -> Checkp
     :class:`ConfigurationError` without a LEDGER_SIGNING_KEY.
     """
     sign = signer()
-    LedgerState.objects.get_or_create(pk=1)
+    try:
+        LedgerState.objects.get_or_create(pk=1)  # made by the migration; again after a flush
+    except IntegrityError:  # another checkpointer made it this instant
+        pass
     try:
         with transaction.atomic():
             try:
