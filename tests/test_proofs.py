@@ -593,3 +593,23 @@ def test_canonical_bytes_are_rfc8785s(record):
     from klaviyo_consent.receipts import canonical
 
     assert canonical(record) == rfc8785.dumps(record)
+
+
+def test_the_sync_worker_makes_a_checkpoint_when_events_were_added(fake, monkeypatch, capsys):
+    from klaviyo_consent.management.commands import klaviyo_consent_sync
+
+    class Stop(Exception):
+        pass
+
+    def stop(seconds: float) -> None:
+        raise Stop
+
+    monkeypatch.setattr(klaviyo_consent_sync.time, "sleep", stop)
+    subscribe("a@example.com")
+    with pytest.raises(Stop):
+        call_command("klaviyo_consent_sync", "--loop")
+    assert Checkpoint.objects.get().tree_size == 1
+    assert "checkpoint 1 root" in capsys.readouterr().out
+    with pytest.raises(Stop):
+        call_command("klaviyo_consent_sync", "--loop")
+    assert Checkpoint.objects.count() == 1  # nothing added, interval not over
