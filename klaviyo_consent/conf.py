@@ -123,6 +123,11 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between the checkpoints klaviyo_consent_sync --loop makes when events were added
     # (None: the loop makes none).
     "CHECKPOINT_INTERVAL": 300.0,
+    # Seconds a transaction recording consent may stay open. The checkpointer searches for
+    # newly committed events among ids above the largest id it saw this long ago; an event
+    # committing later than this after its insert would be missed (klaviyo_consent_verify
+    # names any such event).
+    "LEDGER_COMMIT_HORIZON": 3600.0,
     # The data controller named on every receipt (ISO/IEC TS 27560 / Kantara piiControllers).
     "CONTROLLER": {"name": "", "contact": "", "address": "", "url": ""},
 }

@@ -595,6 +595,10 @@ class LedgerState(models.Model):
     tree_size = models.BigIntegerField(default=0)
     #: Roots of the perfect subtrees covering [0, tree_size), largest first, as hex.
     frontier = models.JSONField(default=list, blank=True)
+    #: ``[[ISO time, largest event id visible then], ...]`` of recent runs: events with an id
+    #: at or below a tip older than LEDGER_COMMIT_HORIZON are all committed (or never will be),
+    #: so the search for new events starts above it.
+    tips = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
 

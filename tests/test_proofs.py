@@ -20,6 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from klaviyo_consent import merkle
+from klaviyo_consent.exceptions import LedgerMismatch
 from klaviyo_consent.models import (
     Checkpoint,
     ConsentEvent,
@@ -579,7 +580,7 @@ def test_connecting_as_the_tables_owner_is_warned_about_on_postgresql(db):
     "record",
     [
         {"b": 1, "a": "x", "c": None, "d": True, "e": False, "f": [1, "2", None]},
-        {"text": "Ünïcödé ✓ 😀 \u2028\u2029 \x7f", "ctl": "\x00\x01\x08\t\n\x0b\x0c\r\x1f\"\\/"},
+        {"text": "Ünïcödé ✓ 😀 \u2028\u2029 \x7f", "ctl": '\x00\x01\x08\t\n\x0b\x0c\r\x1f"\\/'},
         {"nested": {"z": {"y": [{"b": 2, "a": 1}]}, "A": "upper before lower"}},
         {"big": 2**53 - 1, "neg": -(2**53 - 1), "zero": 0},
         {"float": 1.5, "exp": 1e21, "small": 5e-324},
@@ -613,3 +614,32 @@ def test_the_sync_worker_makes_a_checkpoint_when_events_were_added(fake, monkeyp
     with pytest.raises(Stop):
         call_command("klaviyo_consent_sync", "--loop")
     assert Checkpoint.objects.count() == 1  # nothing added, interval not over
+
+
+def test_the_checkpointer_searches_only_above_its_commit_horizon_and_verify_names_a_straggler(
+    fake, settings
+):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEDGER_COMMIT_HORIZON": 600}
+    [first] = subscribe("a@example.com")
+
+    def event_with_id(pk: int) -> ConsentEvent:
+        event = ConsentEvent(
+            pk=pk,
+            profile=first.profile,
+            email=first.email,
+            channel="email",
+            purpose="marketing",
+            consent="SUBSCRIBED",
+        )
+        return ConsentEvent.objects.append([event])[0]
+
+    t0 = timezone.now()
+    top = event_with_id(first.pk + 100)
+    assert ledger.checkpoint(now=t0).appended == 2
+    event_with_id(first.pk + 200)
+    assert ledger.checkpoint(now=t0 + timedelta(seconds=700)).appended == 1  # horizon: top
+    # An event inserted with an id below the horizon, far too late: never searched for.
+    straggler = event_with_id(top.pk - 50)
+    assert ledger.checkpoint(now=t0 + timedelta(seconds=800)).appended == 0
+    with pytest.raises(LedgerMismatch, match=f"Event {straggler.pk} is not in the ledger"):
+        ledger.verify_ledger()

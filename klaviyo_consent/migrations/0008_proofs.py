@@ -117,6 +117,7 @@ class Migration(migrations.Migration):
                 ),
                 ("tree_size", models.BigIntegerField(default=0)),
                 ("frontier", models.JSONField(blank=True, default=list)),
+                ("tips", models.JSONField(blank=True, default=list)),
                 ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),

@@ -255,16 +255,19 @@ def checkpoint(*, now: datetime | None = None, batch_size: int = 5000) -> Checkp
                 raise _Busy from None
             before = state.tree_size
             frontier = merkle.Frontier(state.tree_size, [bytes.fromhex(h) for h in state.frontier])
-            appended = _append_committed(frontier, batch_size)
+            moment = now or timezone.now()
+            tip = ConsentEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+            horizon, tips = _horizon(state.tips, moment, tip)
+            appended = _append_committed(frontier, batch_size, above=horizon)
             claimed = LedgerState.objects.filter(pk=1, tree_size=before).update(
-                tree_size=frontier.size, frontier=[h.hex() for h in frontier.hashes]
+                tree_size=frontier.size, frontier=[h.hex() for h in frontier.hashes], tips=tips
             )
             if not claimed:  # SQLite has no row locks: another run moved the tree first
                 raise _Busy
             latest = Checkpoint.objects.order_by("-tree_size").first()
             if frontier.size == 0 or (latest is not None and latest.tree_size == frontier.size):
                 return CheckpointResult(appended, None)
-            stamp = _time(now or timezone.now())
+            stamp = _time(moment)
             assert stamp is not None
             root = frontier.root().hex()
             made = Checkpoint.objects.create(
@@ -289,11 +292,33 @@ def _lock_refused(exc: OperationalError) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == "55P03" or "locked" in str(exc)
 
 
-def _append_committed(frontier: merkle.Frontier, batch_size: int) -> int:
+def _horizon(tips: list[Any], now: datetime, tip: int) -> tuple[int, list[list[Any]]]:
+    """The id every older event is at or below (see ``LedgerState.tips``), and the new tips.
+
+    An event with an id at or below the largest id visible at a run more than
+    LEDGER_COMMIT_HORIZON ago was inserted before that run, so its transaction has committed
+    or rolled back by now. Above it, events may still be committing out of id order, and the
+    checkpointer looks for every one without a leaf.
+    """
+    limit = consent_settings.LEDGER_COMMIT_HORIZON
+    cutoff = now.timestamp() - limit
+    seen = [(float(at), int(top)) for at, top in tips or []]
+    settled = [(at, top) for at, top in seen if at <= cutoff]
+    horizon = max((top for _, top in settled), default=0)
+    # Keep the newest settled tip (the horizon) and the unsettled ones, one per limit/16
+    # seconds at most: a handful of pairs.
+    kept = [max(settled, key=lambda pair: pair[1])] if settled else []
+    kept += [(at, top) for at, top in seen if at > cutoff]
+    if not kept or now.timestamp() - kept[-1][0] >= limit / 16:
+        kept.append((now.timestamp(), tip))
+    return horizon, [[at, top] for at, top in kept]
+
+
+def _append_committed(frontier: merkle.Frontier, batch_size: int, *, above: int = 0) -> int:
     secret = ledger_secret()
     appended = 0
     pending = (
-        ConsentEvent.objects.filter(ledger_entry__isnull=True)
+        ConsentEvent.objects.filter(id__gt=above, ledger_entry__isnull=True)
         .select_related("consent_text_version")
         .order_by("id")
     )
@@ -551,7 +576,31 @@ def _verify() -> Verification:
     finally:
         entries.close()  # a server-side cursor closes now, in this transaction
     _verify_consistency(checkpoints)
+    _verify_nothing_left_out()
     return Verification(events=frontier.size, checkpoints=len(checkpoints))
+
+
+def _verify_nothing_left_out() -> None:
+    """Every event at or below the checkpointer's horizon must have a leaf."""
+    state = LedgerState.objects.filter(pk=1).first()
+    horizon = 0
+    if state and state.tips:
+        # As of the checkpointer's last run (its clock), or now if later.
+        latest = max(float(at) for at, _ in state.tips)
+        moment = max(timezone.now().timestamp(), latest)
+        horizon = _horizon(state.tips, datetime.fromtimestamp(moment, UTC), 0)[0]
+    missing = (
+        ConsentEvent.objects.filter(id__lte=horizon, ledger_entry__isnull=True)
+        .order_by("id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if missing is not None:
+        raise LedgerMismatch(
+            f"Event {missing} is not in the ledger although every event up to {horizon} should "
+            "be: its leaf was deleted, or it committed more than LEDGER_COMMIT_HORIZON after "
+            "it was inserted."
+        )
 
 
 def _verify_leaves(
