@@ -576,26 +576,6 @@ def test_connecting_as_the_tables_owner_is_warned_about_on_postgresql(db):
         assert ids == []
 
 
-@pytest.mark.parametrize(
-    "record",
-    [
-        {"b": 1, "a": "x", "c": None, "d": True, "e": False, "f": [1, "2", None]},
-        {"text": "Ünïcödé ✓ 😀 \u2028\u2029 \x7f", "ctl": '\x00\x01\x08\t\n\x0b\x0c\r\x1f"\\/'},
-        {"nested": {"z": {"y": [{"b": 2, "a": 1}]}, "A": "upper before lower"}},
-        {"big": 2**53 - 1, "neg": -(2**53 - 1), "zero": 0},
-        {"float": 1.5, "exp": 1e21, "small": 5e-324},
-        {"ключ": "non-ASCII keys sort by UTF-16 code units", "\U0001f600": 1, "\uff61": 2},
-        {"klaviyo_data": {"method": "EMAIL_SUBSCRIBE", "timestamp": "2026-11-30T05:00:00Z"}},
-    ],
-)
-def test_canonical_bytes_are_rfc8785s(record):
-    import rfc8785
-
-    from klaviyo_consent.receipts import canonical
-
-    assert canonical(record) == rfc8785.dumps(record)
-
-
 def test_the_sync_worker_makes_a_checkpoint_when_events_were_added(fake, monkeypatch, capsys):
     from klaviyo_consent.management.commands import klaviyo_consent_sync
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,49 +46,9 @@ def text_sha256(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-#: JSON integers JCS writes as they are (RFC 8785 §3.2.2.3: IEEE 754 doubles are exact here).
-_MAX_EXACT_INT = 2**53 - 1
-
-
 def canonical(record: Mapping[str, Any]) -> bytes:
-    """The record's RFC 8785 (JCS) canonical bytes: what the leaf hashes.
-
-    ``rfc8785.dumps`` defines the bytes. For the values a ledger record holds (ASCII keys,
-    strings, exact integers, booleans, null) the standard library's sorted, compact,
-    non-ASCII-preserving ``json.dumps`` writes the same bytes (both sort ASCII keys alike and
-    escape exactly ``"``, ``\\`` and U+0000–U+001F, with the same short forms), several times
-    faster; anything else (a float, a non-ASCII key, a lone surrogate) goes to ``rfc8785``.
-    ``tests/test_proofs.py`` pins the two against each other.
-    """
-    if _plain(record):
-        try:
-            return json.dumps(
-                record, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            ).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: rfc8785 says why it is refused
-            pass
+    """The record's RFC 8785 (JCS) canonical bytes: what the leaf hashes."""
     return rfc8785.dumps(record)
-
-
-def _plain(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str or kind is bool or item is None:
-            continue
-        if kind is int:
-            if not -_MAX_EXACT_INT <= item <= _MAX_EXACT_INT:
-                return False
-        elif kind is dict:
-            if not all(type(key) is str and key.isascii() for key in item):
-                return False
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        else:
-            return False
-    return True
 
 
 def record_leaf_hash(record: Mapping[str, Any]) -> str:
