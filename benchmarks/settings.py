@@ -84,6 +84,9 @@ KLAVIYO_CONSENT = {
     # Pushing is asynchronous work: the scripts call the services themselves.
     "PUSH_ON_COMMIT": False,
     "VERIFY_DELAY": 0,
+    # A fixed benchmark-only Ed25519 key (base64 of 32 bytes) and ledger secret.
+    "LEDGER_SIGNING_KEY": "YmVuY2htYXJrLW9ubHktbGVkZ2VyLWtleS0zMmJ5dGU=",
+    "LEDGER_SECRET": "benchmarks-only",
 }
 LOGGING = {
     "version": 1,

@@ -99,7 +99,21 @@ KLAVIYO_CONSENT = {
     "SMS_SENDING_COUNTRIES": env.list(
         "KLAVIYO_SMS_SENDING_COUNTRIES", default=["US", "CA", "GB", "IE", "AU", "NZ"]
     ),
+    # Checkpoint signing key: from the environment, else a key the demo makes for itself.
+    "LEDGER_SIGNING_KEY": env("LEDGER_SIGNING_KEY", default="") or None,
+    "LEDGER_SECRET": env("LEDGER_SECRET", default="") or None,
+    "CONTROLLER": {"name": "Demo Shop", "contact": "privacy@example.com", "address": "", "url": ""},
 }
+if not KLAVIYO_CONSENT["LEDGER_SIGNING_KEY"]:
+    # An Ed25519 private key is any 32 random bytes; kept beside the demo's other state.
+    _key_file = BASE_DIR / "demo-ledger-signing-key"
+    if not _key_file.exists():
+        import base64
+        import secrets
+
+        _key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        _key_file.chmod(0o600)
+    KLAVIYO_CONSENT["LEDGER_SIGNING_KEY"] = _key_file.read_text().strip()
 if not KLAVIYO_API_KEY:
     KLAVIYO_CONSENT["BACKEND_OPTIONS"] = {
         "fake": {

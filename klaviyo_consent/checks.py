@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.core import checks
+from django.db import connections
 
 from klaviyo_consent.backends.http import KlaviyoBackend
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
+from klaviyo_consent.models import ConsentEvent
+from klaviyo_consent.services.checkpoints import signer
 from klaviyo_consent.tasks import sync_task
 from klaviyo_consent.validators import KLAVIYO_ID
 
@@ -88,7 +92,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     messages += _check_sending_countries()
+    messages += _check_ledger(is_production=issubclass(backend, KlaviyoBackend) and not is_fake)
     return messages
+
+
+def _check_ledger(*, is_production: bool) -> list[checks.CheckMessage]:
+    """The checkpoint signing key: required in production, valid whenever given.
+
+    "Production" is DEBUG=False with the HTTP backend: a site really talking to Klaviyo.
+    """
+    if consent_settings.LEDGER_SIGNING_KEY:
+        try:
+            signer()
+        except ConfigurationError as exc:
+            return [checks.Error(str(exc), id="klaviyo_consent.E011")]
+        return []
+    if is_production and not settings.DEBUG:
+        return [
+            checks.Error(
+                'KLAVIYO_CONSENT["LEDGER_SIGNING_KEY"] is not set: the consent ledger cannot '
+                "sign checkpoints, so no receipt can be proven.",
+                hint="Run `manage.py klaviyo_consent_checkpoint --generate-key` and keep the "
+                "key in your secrets store; publish its public key (docs/receipts.md).",
+                id="klaviyo_consent.E010",
+            )
+        ]
+    return []
 
 
 def _check_sending_countries() -> list[checks.CheckMessage]:
@@ -118,3 +147,39 @@ def _check_sending_countries() -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.database)
+def check_table_owner(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list:
+    """W010: on PostgreSQL, the app's role owns the consent ledger and so can drop its triggers.
+
+    Runs with ``manage.py check --database default`` (Django runs database checks only then).
+    The Merkle proof catches a rewrite anyway; a role that does not own the tables prevents it
+    (docs/receipts.md, "Database roles").
+    """
+    messages: list[checks.CheckMessage] = []
+    for alias in databases or ():
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_get_userbyid(c.relowner) = current_user, "
+                "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+                "FROM pg_class c WHERE c.relname = %s",
+                [ConsentEvent._meta.db_table],
+            )
+            row = cursor.fetchone()
+        if row and (row[0] or row[1]):
+            messages.append(
+                checks.Warning(
+                    f"Database {alias!r}: the app connects as a role that "
+                    f"{'is a superuser' if row[1] else 'owns the consent tables'}, so it can "
+                    "disable or drop the append-only triggers.",
+                    hint="Run migrations as the owner and serve the app as a role with only "
+                    "SELECT/INSERT/UPDATE on the tables (docs/receipts.md, 'Database roles'). "
+                    "klaviyo_consent_verify still catches any rewrite.",
+                    id="klaviyo_consent.W010",
+                )
+            )
+    return messages

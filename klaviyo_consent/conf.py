@@ -88,6 +88,24 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRET": None,
     # Seconds a webhook's Klaviyo-Timestamp may be old before it counts as a replay.
     "WEBHOOK_TOLERANCE": 300,
+    # The ledger's Ed25519 signing key for checkpoints (docs/receipts.md): a PEM PKCS#8 private
+    # key, or the base64 of its raw 32-byte seed. Required in production (check E010).
+    "LEDGER_SIGNING_KEY": None,
+    # Base64 public keys of retired signing keys: checkpoints they signed stay verifiable.
+    "LEDGER_VERIFY_KEYS": (),
+    # Secret keying the HMAC-SHA256 digests of identifiers in the ledger. None: derived from
+    # SECRET_KEY (rotating SECRET_KEY then makes old digests uncheckable: set this instead).
+    "LEDGER_SECRET": None,
+    # Seconds between the checkpoints klaviyo_consent_sync --loop makes when events were added
+    # (None: the loop makes none).
+    "CHECKPOINT_INTERVAL": 300.0,
+    # Seconds a transaction recording consent may stay open. The checkpointer searches for
+    # newly committed events among ids above the largest id it saw this long ago; an event
+    # committing later than this after its insert would be missed (klaviyo_consent_verify
+    # names any such event).
+    "LEDGER_COMMIT_HORIZON": 3600.0,
+    # The data controller named on every receipt (ISO/IEC TS 27560 / Kantara piiControllers).
+    "CONTROLLER": {"name": "", "contact": "", "address": "", "url": ""},
 }
 
 IMPORT_STRINGS = ("BACKEND", "WRITE_PERMISSION_CLASSES")

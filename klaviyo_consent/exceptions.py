@@ -147,3 +147,15 @@ class KlaviyoConnectionError(KlaviyoAPIError, ConnectionError):
     """
 
     retryable = True
+
+
+class LedgerError(KlaviyoConsentError):
+    """The Merkle ledger cannot answer: an event not yet in a checkpoint, a busy checkpointer."""
+
+
+class NotYetCheckpointed(LedgerError):
+    """The event is recorded but no signed checkpoint covers it yet."""
+
+
+class LedgerMismatch(LedgerError):
+    """Verification found stored data that no longer matches the ledger; names what and where."""

@@ -56,4 +56,7 @@ KLAVIYO_CONSENT = {
     "BACKEND": "klaviyo_consent.backends.fake.FakeKlaviyoBackend",
     "VERIFY_DELAY": 0,
     "VERIFY_ATTEMPTS": 1,
+    # A fixed test key (never use it elsewhere): base64 of 32 bytes.
+    "LEDGER_SIGNING_KEY": "dGVzdC1sZWRnZXItc2lnbmluZy1rZXktMzItYnl0ZXM=",
+    "LEDGER_SECRET": "test-ledger-secret",
 }

@@ -11,8 +11,16 @@ from klaviyo_consent.admin.events import (
     WebhookDeliveryAdmin,
 )
 from klaviyo_consent.admin.profiles import ProfileAdmin
+from klaviyo_consent.admin.proofs import (
+    CheckpointAdmin,
+    ConsentTextAdmin,
+    VerificationRunAdmin,
+)
 
 __all__ = [
+    "CheckpointAdmin",
+    "ConsentTextAdmin",
+    "VerificationRunAdmin",
     "ConsentEventAdmin",
     "KlaviyoListAdmin",
     "ProfileAdmin",

@@ -12,6 +12,7 @@ from klaviyo_consent.admin.base import (
     ReadOnlyMixin,
     badge,
 )
+from klaviyo_consent.admin.proofs import EventProofMixin
 from klaviyo_consent.models import (
     EVENT_FIELDS,
     ConsentEvent,
@@ -24,7 +25,7 @@ from klaviyo_consent.services.webhooks import handle_webhook
 
 
 @admin.register(ConsentEvent)
-class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "recorded_at",
@@ -57,6 +58,7 @@ class ConsentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         *(name if name != "recorded_by" else "recorded_by_user" for name in EVENT_FIELDS),
         "delivery_state",
         "verdict_history",
+        "proof_state",
     ]
 
     @admin.display(description="recorded by")

@@ -22,6 +22,7 @@ from klaviyo_consent.admin.base import (
     badge,
     mirror_cell,
 )
+from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Method, Suppression
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
@@ -112,7 +113,7 @@ class ProfileChangeList(SafeChangeList):
 
 
 @admin.register(Profile)
-class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "phone_number",
@@ -132,9 +133,11 @@ class ProfileAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "mirrored_at",
         "created_at",
         "consent_side_by_side",
+        "receipts_download",
     ]
     fieldsets = [
         (None, {"fields": ["email", "phone_number", "external_id", "merged_into", "klaviyo_id"]}),
+        ("Proof", {"fields": ["receipts_download"]}),
         (
             "Consent: Klaviyo's mirror beside the local ledger",
             {"fields": ["mirrored_at", "consent_side_by_side"]},

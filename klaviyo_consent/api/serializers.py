@@ -18,6 +18,7 @@ from klaviyo_consent.models import (
     IdentityEvent,
     Profile,
 )
+from klaviyo_consent.receipts import text_sha256
 from klaviyo_consent.services.ledger import clean_email, ledger_for
 from klaviyo_consent.validators import clean_klaviyo_id
 
@@ -159,6 +160,8 @@ class ConsentRequestSerializer(StrictSerializer):
     consent_text = serializers.CharField(
         required=False, allow_blank=True, default="", trim_whitespace=False
     )
+    #: A ConsentText version by id (its words need not be sent again).
+    consent_text_id = RowIdField(required=False, allow_null=True, default=None)
     consented_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     historical_import = StrictBooleanField(required=False, default=False)
 
@@ -221,14 +224,18 @@ class DeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
 class ConsentEventSerializer(_BuiltOnce, serializers.ModelSerializer):
     delivery = DeliverySerializer(read_only=True)
     recorded_by = serializers.SerializerMethodField()
+    consent_text_sha256 = serializers.SerializerMethodField()
 
     class Meta:
         model = ConsentEvent
-        fields = ["id", *EVENT_FIELDS, "delivery"]
+        fields = ["id", *EVENT_FIELDS, "consent_text_sha256", "delivery"]
         read_only_fields = fields
 
     def get_recorded_by(self, event: ConsentEvent) -> str | None:
         return event.recorded_by_name
+
+    def get_consent_text_sha256(self, event: ConsentEvent) -> str | None:
+        return text_sha256(event.consent_text) if event.consent_text else None
 
 
 class IdentityDeliverySerializer(_BuiltOnce, serializers.ModelSerializer):

@@ -143,6 +143,7 @@ class _RecordView(ThrottledMixin, StrictBodyMixin, APIView):
                     method_detail=data["method_detail"],
                     custom_source=data["custom_source"],
                     consent_text=data["consent_text"],
+                    consent_text_id=data["consent_text_id"],
                     consented_at=data["consented_at"],
                     historical_import=data["historical_import"],
                     evidence=evidence_from(request),

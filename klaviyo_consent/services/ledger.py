@@ -24,6 +24,7 @@ from klaviyo_consent.models import (
     normalize_email,
 )
 from klaviyo_consent.phone import clean_country, normalize_phone_number, require_sms_country
+from klaviyo_consent.services.texts import resolve_text
 from klaviyo_consent.signals import consent_recorded, identity_changed
 from klaviyo_consent.validators import check_deliverable_email, clean_klaviyo_id, strict_bool
 
@@ -62,6 +63,8 @@ class ConsentRequest:
     method_detail: str = ""
     custom_source: str = ""
     consent_text: str = ""
+    #: A ConsentText version by id; ``consent_text`` alone is matched by hash or stored new.
+    consent_text_id: int | None = None
     consented_at: datetime | None = None
     historical_import: bool = False
     evidence: Evidence = field(default_factory=Evidence)
@@ -383,6 +386,7 @@ def _record(
         if Channel.SMS in channels and request.consent == Consent.SUBSCRIBED and not phone:
             # Named by external_id: the number the consent is for is the profile's.
             require_sms_country(profile.phone_number, field="profile.phone_number")
+        text = resolve_text(request.consent_text, request.consent_text_id)
         now = timezone.now()
         events = [
             ConsentEvent(
@@ -399,7 +403,8 @@ def _record(
                 method=request.method,
                 method_detail=request.method_detail,
                 custom_source=request.custom_source,
-                consent_text=request.consent_text,
+                consent_text=text.body if text else request.consent_text,
+                consent_text_version=text,
                 consented_at=request.consented_at,
                 recorded_at=now,
                 list_id=request.list_id,

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from klaviyo_consent.services import identity_push
+from klaviyo_consent.services import checkpoints, identity_push
 from klaviyo_consent.services import sync as sync_service
 
 
@@ -40,4 +40,8 @@ class Command(BaseCommand):
             )
             if not options["loop"]:
                 return
+            if checkpoints.checkpoint_due():
+                made = checkpoints.checkpoint().checkpoint
+                if made is not None:
+                    self.stdout.write(f"checkpoint {made.tree_size} root {made.root_hash}")
             time.sleep(options["interval"])

@@ -1,0 +1,76 @@
+"""Checkpoints and receipts (issue 10): thin views over services.checkpoints.
+
+Checkpoints hold no personal data (sizes, roots, signatures), so anyone may read them: a
+verifier that keeps the heads it saw holds the site to them. Receipts need the view
+permission for consent events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.shortcuts import get_object_or_404
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from klaviyo_consent.api.permissions import CanViewConsent
+from klaviyo_consent.exceptions import NotYetCheckpointed
+from klaviyo_consent.models import Checkpoint, ConsentEvent, Profile, parse_row_id
+from klaviyo_consent.services import checkpoints as ledger
+
+
+class LatestCheckpointView(APIView):
+    """``GET checkpoints/latest/``: the newest signed tree head, or 404 before the first."""
+
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        latest = Checkpoint.objects.order_by("-tree_size").first()
+        if latest is None:
+            return Response({"detail": "No checkpoint has been made yet."}, status=404)
+        return Response(ledger.checkpoint_data(latest))
+
+
+class CheckpointListView(APIView):
+    """``GET checkpoints/?since=N``: heads with tree_size ≥ N, with consistency proofs."""
+
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        raw = request.query_params.get("since", "0")
+        since = parse_row_id(raw)
+        if since is None:
+            raise ValidationError({"since": ["Give a tree size: a whole number ≥ 0."]})
+        return Response({"checkpoints": ledger.checkpoints_since(since)})
+
+
+class EventReceiptView(APIView):
+    """``GET events/{id}/receipt/``: one receipt; 409 while no checkpoint covers the event."""
+
+    permission_classes = [CanViewConsent]
+
+    def get_queryset(self) -> Any:
+        return ConsentEvent.objects.select_related("consent_text_version", "delivery", "profile")
+
+    def get(self, request: Request, pk: int) -> Response:
+        event = get_object_or_404(self.get_queryset(), pk=pk)
+        try:
+            return Response(ledger.receipt(event))
+        except NotYetCheckpointed as exc:
+            return Response({"detail": str(exc)}, status=409)
+
+
+class ProfileReceiptsView(APIView):
+    """``GET profiles/{id}/receipts/``: every receipt of a person, against one checkpoint."""
+
+    permission_classes = [CanViewConsent]
+
+    def get_queryset(self) -> Any:
+        return ConsentEvent.objects.all()
+
+    def get(self, request: Request, pk: int) -> Response:
+        profile = get_object_or_404(Profile, pk=pk)
+        return Response(ledger.profile_receipts(profile))
