@@ -39,7 +39,7 @@ from klaviyo_consent.models import (
     IdentityEvent,
     Profile,
 )
-from klaviyo_consent.services import payloads
+from klaviyo_consent.services import outbox, payloads
 from klaviyo_consent.services.outbox import _free, backoff
 from klaviyo_consent.services.reports import SyncReport
 
@@ -124,8 +124,7 @@ def push_identity_changes(report: SyncReport | None = None) -> int:
         try:
             document = get_backend().create_or_update_profile(_payload(row, report))
         except PushDeferred:
-            _owned(row).update(lease_token="", lease_expires_at=None)
-            _release_rest(row)
+            _release_rest(row)  # this row and the rest of the claim, unchanged
             break
         except KlaviyoAPIError as error:
             report.requests += 1
@@ -137,23 +136,14 @@ def push_identity_changes(report: SyncReport | None = None) -> int:
         klaviyo_id = (document.get("data") or {}).get("id")
         if isinstance(klaviyo_id, str) and klaviyo_id and not row.profile.klaviyo_id:
             Profile.objects.filter(pk=row.profile_id, klaviyo_id="").update(klaviyo_id=klaviyo_id)
-        _finish(row, DeliveryStatus.APPLIED, "Klaviyo's profile holds the new phone number.", [])
+        outbox.mark_applied(_owned(row), "Klaviyo's profile holds the new phone number.")
     return applied
 
 
 def retry_failed() -> int:
     """Put failed (and dead-lettered) number changes back in the outbox, e.g. once the
     Klaviyo profile that held the number (409 ``duplicate_profile``) was merged or deleted."""
-    now = timezone.now()
-    return IdentityDelivery.objects.filter(status=DeliveryStatus.FAILED).update(
-        status=DeliveryStatus.PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        dead_lettered_at=None,
-        lease_token="",
-        lease_expires_at=None,
-        updated_at=now,
-    )
+    return outbox.requeue(IdentityDelivery.objects.all())
 
 
 def _payload(row: IdentityDelivery, report: SyncReport) -> dict[str, Any]:
@@ -179,23 +169,7 @@ def _owned(row: IdentityDelivery):  # noqa: ANN202 - a queryset
 
 
 def _release_rest(row: IdentityDelivery) -> None:
-    IdentityDelivery.objects.filter(lease_token=row.lease_token).update(
-        lease_token="", lease_expires_at=None
-    )
-
-
-def _finish(row: IdentityDelivery, status: str, reason: str, errors: list) -> None:
-    now = timezone.now()
-    _owned(row).update(
-        status=status,
-        reason=reason,
-        errors=errors,
-        pushed_at=now,
-        next_attempt_at=None,
-        lease_token="",
-        lease_expires_at=None,
-        updated_at=now,
-    )
+    outbox.release(IdentityDelivery.objects.filter(lease_token=row.lease_token))
 
 
 def _failed(row: IdentityDelivery, error: KlaviyoAPIError, report: SyncReport) -> None:
@@ -203,48 +177,39 @@ def _failed(row: IdentityDelivery, error: KlaviyoAPIError, report: SyncReport) -
     if isinstance(error, KlaviyoRateLimited | KlaviyoAuthenticationError):
         # About the account or the request, not this change: wait, spend no attempt.
         deferrals = row.deferrals + 1
-        _owned(row).update(
-            deferrals=deferrals,
-            reason=f"Will retry: {error}",
-            errors=error.errors,
+        outbox.reschedule(
+            _owned(row),
             next_attempt_at=now
             + timedelta(seconds=backoff(row.attempts + deferrals, error.retry_after)),
-            lease_token="",
-            lease_expires_at=None,
-            updated_at=now,
+            reason=f"Will retry: {error}",
+            errors=error.errors,
+            deferrals=deferrals,
         )
         report.retried += 1
         log = logger.info if isinstance(error, KlaviyoRateLimited) else logger.error
         log("Klaviyo did not take a phone-number change now (%s); it stays in the outbox.", error)
         return
     if not error.retryable:
-        _finish(row, DeliveryStatus.FAILED, str(error), error.errors)
+        outbox.mark_failed(_owned(row), str(error), error.errors)
         report.failed += 1
         logger.error("Klaviyo refused a phone-number change: %s", error)
         return
     attempts = row.attempts + 1
     if attempts >= consent_settings.MAX_ATTEMPTS:
-        _owned(row).update(
-            status=DeliveryStatus.FAILED,
+        outbox.dead_letter(
+            _owned(row),
             attempts=attempts,
             reason=f"Gave up after {attempts} attempts: {error}",
             errors=error.errors,
-            next_attempt_at=None,
-            dead_lettered_at=now,
-            lease_token="",
-            lease_expires_at=None,
-            updated_at=now,
         )
         report.failed += 1
         return
-    _owned(row).update(
-        attempts=attempts,
-        reason=f"Will retry: {error}",
-        errors=error.errors,
+    outbox.reschedule(
+        _owned(row),
         next_attempt_at=now
         + timedelta(seconds=backoff(attempts + row.deferrals, error.retry_after)),
-        lease_token="",
-        lease_expires_at=None,
-        updated_at=now,
+        reason=f"Will retry: {error}",
+        errors=error.errors,
+        attempts=attempts,
     )
     report.retried += 1

@@ -172,14 +172,18 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
 
 
 # -- the state machine -------------------------------------------------------------------------
-def _transition(rows: QuerySet[Delivery], now: datetime | None = None, **changes: Any) -> int:
-    """One UPDATE of ``rows``: ``changes``, the lease released, ``updated_at`` stamped."""
+def _transition(rows: QuerySet[Any], now: datetime | None = None, **changes: Any) -> int:
+    """One UPDATE of ``rows``: ``changes``, the lease released, ``updated_at`` stamped.
+
+    ``rows`` is an outbox queryset: consent deliveries (``Delivery``) or number changes told to
+    Klaviyo (``IdentityDelivery``), which share the fields and so this state machine.
+    """
     return rows.update(
         **changes, lease_token="", lease_expires_at=None, updated_at=now or timezone.now()
     )
 
 
-def release(rows: QuerySet[Delivery]) -> int:
+def release(rows: QuerySet[Any]) -> int:
     """Give claimed rows back unchanged: no attempt spent, due as they were."""
     return _transition(rows)
 
@@ -212,14 +216,29 @@ def mark_not_applied(rows: QuerySet[Delivery], reason: str) -> int:
     )
 
 
-def mark_failed(rows: QuerySet[Delivery], reason: str, errors: list[Any]) -> int:
+def mark_applied(rows: QuerySet[Any], reason: str) -> int:
+    """Klaviyo applied the request as it answered (Create or Update Profile's 200/201, no
+    read-back needed): ``applied`` now."""
+    now = timezone.now()
+    return _transition(
+        rows,
+        now,
+        status=DeliveryStatus.APPLIED,
+        pushed_at=now,
+        reason=reason,
+        errors=[],
+        next_attempt_at=None,
+    )
+
+
+def mark_failed(rows: QuerySet[Any], reason: str, errors: list[Any]) -> int:
     """Klaviyo refused this consent (a 4xx naming it): ``failed``, Klaviyo's errors kept."""
     return _transition(
         rows, status=DeliveryStatus.FAILED, reason=reason, errors=errors, next_attempt_at=None
     )
 
 
-def dead_letter(rows: QuerySet[Delivery], *, attempts: int, reason: str, errors: list[Any]) -> int:
+def dead_letter(rows: QuerySet[Any], *, attempts: int, reason: str, errors: list[Any]) -> int:
     """Retries ran out: ``failed`` with ``dead_lettered_at``, until an operator requeues it."""
     now = timezone.now()
     return _transition(
@@ -235,7 +254,7 @@ def dead_letter(rows: QuerySet[Delivery], *, attempts: int, reason: str, errors:
 
 
 def reschedule(
-    rows: QuerySet[Delivery],
+    rows: QuerySet[Any],
     *,
     next_attempt_at: datetime,
     reason: str,
@@ -298,7 +317,7 @@ def write_history(rows: QuerySet[Delivery], history: list[dict[str, Any]]) -> in
     return rows.update(history=history)
 
 
-def requeue(rows: QuerySet[Delivery]) -> int:
+def requeue(rows: QuerySet[Any]) -> int:
     """Failed (and dead-lettered) rows back to ``pending`` with a fresh attempt budget."""
     now = timezone.now()
     return _transition(
