@@ -4,7 +4,7 @@ Measures, in one run on one database:
   * build: the first checkpoint over every event (sequencing + signing), for scale;
   * incremental: a checkpoint after 1,000 new events (goal <= 1 s);
   * verify: klaviyo_consent_verify's full recomputation (goal <= 60 s on SQLite);
-  * receipt: ``services.checkpoints.receipt()`` with its inclusion proof, p50/p95 over
+  * receipt: ``services.proofs.receipt()`` with its inclusion proof, p50/p95 over
     --receipts random events (goal p95 <= 50 ms);
   * subscribe throughput with a checkpointer running every --checkpoint-every seconds in a
     second thread (own connection) vs none (goal: ratio >= 0.95).
@@ -122,6 +122,7 @@ def main() -> None:
 
     from klaviyo_consent.models import ConsentEvent, LedgerEntry
     from klaviyo_consent.services import checkpoints as ledger
+    from klaviyo_consent.services import ledger_verify, proofs
 
     info = common.machine()
     result: dict = {"machine": info, "events": args.events}
@@ -178,7 +179,7 @@ def main() -> None:
     assert incremental.appended == seed_more
 
     with common.timer() as t:
-        verified = ledger.verify_ledger()
+        verified = ledger_verify.verify_ledger()
     result["verify_seconds"] = t["seconds"]
     assert verified.events == args.events + seed_more
 
@@ -194,7 +195,7 @@ def main() -> None:
         event = ConsentEvent.objects.select_related(
             "consent_text_version", "delivery", "profile"
         ).get(pk=ids[index])
-        ledger.receipt(event)
+        proofs.receipt(event)
         timings.append(time.perf_counter() - started)
     timings.sort()
     result["receipt_p50_ms"] = statistics.median(timings) * 1000

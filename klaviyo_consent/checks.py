@@ -13,7 +13,7 @@ from klaviyo_consent.backends.http import KlaviyoBackend
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
 from klaviyo_consent.models import ConsentEvent
-from klaviyo_consent.services.checkpoints import signer
+from klaviyo_consent.services.signing import signer
 from klaviyo_consent.tasks import sync_task
 from klaviyo_consent.validators import KLAVIYO_ID
 

@@ -7,7 +7,7 @@ verifiers are the algorithms of §2.1.3.2 and §2.1.4.2, step by step.
 
 Proof generation reads the tree through a ``subtree(start, end)`` callable returning
 ``MTH(D[start:end])``, so a store can answer from saved perfect subtrees (see
-:class:`MemoryTree` for the in-memory one and ``services/checkpoints.py`` for the database's).
+:class:`MemoryTree` for the in-memory one and ``services/proofs.py`` for the database's).
 
 This module is imported by the offline receipt verifier: it must never import Django.
 """

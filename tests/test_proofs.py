@@ -30,6 +30,8 @@ from klaviyo_consent.models import (
 )
 from klaviyo_consent.receipts import ReceiptError, text_sha256, verify_receipt
 from klaviyo_consent.services import checkpoints as ledger
+from klaviyo_consent.services import ledger_verify, proofs, signing
+from klaviyo_consent.services.leaves import digest
 from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +61,7 @@ def drop_append_only_trigger(cursor: Any) -> None:
 
 
 def public_key() -> str:
-    return ledger.signer().public_key
+    return signing.signer().public_key
 
 
 # -- consent texts ---------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def test_a_checkpoint_covers_every_committed_event_and_its_signature_verifies(fa
     assert cp.root_hash == merkle.root_from_leaf_hashes(leaves).hex()
     from klaviyo_consent.receipts import verify_checkpoint
 
-    verify_checkpoint(ledger.checkpoint_data(cp), public_key())
+    verify_checkpoint(proofs.checkpoint_data(cp), public_key())
     assert ledger.checkpoint().checkpoint is None  # nothing new: no new head
 
 
@@ -202,7 +204,7 @@ def test_events_committed_out_of_id_order_are_each_included_exactly_once(fake):
     assert ledger.checkpoint().appended == 0
     order = list(LedgerEntry.objects.order_by("leaf_index").values_list("event_id", flat=True))
     assert order == [a.pk, b.pk, late.pk]
-    assert ledger.verify_ledger().events == 3
+    assert ledger_verify.verify_ledger().events == 3
 
 
 def test_a_stored_event_changed_through_raw_sql_is_named_by_verify(fake):
@@ -240,7 +242,7 @@ def test_an_erased_identifier_leaves_the_leaf_and_root_valid(fake):
     with connection.cursor() as cursor:
         drop_append_only_trigger(cursor)
         cursor.execute(f"UPDATE {table} SET email = '' WHERE id = %s", [target.pk])
-    assert ledger.verify_ledger().events == 1
+    assert ledger_verify.verify_ledger().events == 1
 
 
 def test_rotated_keys_keep_old_checkpoints_verifiable(fake, settings):
@@ -252,9 +254,9 @@ def test_rotated_keys_keep_old_checkpoints_verifiable(fake, settings):
     new = ledger.checkpoint().checkpoint
     assert new.key_id != old.key_id
     with pytest.raises(Exception, match=f"Checkpoint 1 is signed by key {old.key_id}"):
-        ledger.verify_ledger()
+        ledger_verify.verify_ledger()
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEDGER_VERIFY_KEYS": [old_public]}
-    assert ledger.verify_ledger().checkpoints == 2
+    assert ledger_verify.verify_ledger().checkpoints == 2
 
 
 def test_the_sync_loop_checkpoints_only_after_the_interval_and_when_events_were_added(fake):
@@ -298,13 +300,11 @@ def receipt(api, fake) -> dict[str, Any]:
 def test_a_receipt_verifies_offline_with_the_ledger_public_key(receipt):
     verify_receipt(receipt, public_key())
     assert receipt["subject"]["email"] == "ada@example.com"
-    assert receipt["record"]["pii_principal_id"]["email"] == ledger.digest(
-        "email", "ada@example.com"
-    )
+    assert receipt["record"]["pii_principal_id"]["email"] == digest("email", "ada@example.com")
     assert receipt["notice"]["consent_text"] == "Yes, email me offers."
     assert receipt["proof"]["tree_size"] == 2
     assert receipt["evidence"]["ip_address"] == "203.0.113.9"
-    assert receipt["record"]["evidence"]["ip_address"] == ledger.digest("ip_address", "203.0.113.9")
+    assert receipt["record"]["evidence"]["ip_address"] == digest("ip_address", "203.0.113.9")
 
 
 def flip(text: str, position: int = 0) -> str:
@@ -413,8 +413,8 @@ def test_receipts_of_a_large_tree_use_stored_subtrees_and_verify(api, fake, sett
     events = [subscribe(f"p{i}@example.com")[0] for i in range(600)]
     ledger.checkpoint()
     for event in (events[0], events[300], events[-1]):
-        verify_receipt(ledger.receipt(event), public_key())
-    assert ledger.verify_ledger().events == 600
+        verify_receipt(proofs.receipt(event), public_key())
+    assert ledger_verify.verify_ledger().events == 600
 
 
 # -- PostgreSQL: four writers, one checkpointer at a time ------------------------------------
@@ -463,7 +463,7 @@ def test_four_concurrent_writers_yield_one_consistent_tree(fake, settings):
     assert sorted(event for _, event in entries) == sorted(
         ConsentEvent.objects.values_list("id", flat=True)
     )
-    result = ledger.verify_ledger()
+    result = ledger_verify.verify_ledger()
     assert result.events == 60 and result.checkpoints == Checkpoint.objects.count()
 
 
@@ -527,7 +527,7 @@ def test_an_event_committing_after_a_higher_id_is_appended_by_the_next_run(fake,
     assert ledger.checkpoint().appended == 1
     order = list(LedgerEntry.objects.order_by("leaf_index").values_list("event_id", flat=True))
     assert order == [fast.pk, slow[0]]
-    assert ledger.verify_ledger().events == 2
+    assert ledger_verify.verify_ledger().events == 2
 
 
 # -- admin -----------------------------------------------------------------------------------
@@ -622,4 +622,4 @@ def test_the_checkpointer_searches_only_above_its_commit_horizon_and_verify_name
     straggler = event_with_id(top.pk - 50)
     assert ledger.checkpoint(now=t0 + timedelta(seconds=800)).appended == 0
     with pytest.raises(LedgerMismatch, match=f"Event {straggler.pk} is not in the ledger"):
-        ledger.verify_ledger()
+        ledger_verify.verify_ledger()

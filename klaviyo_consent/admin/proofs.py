@@ -1,7 +1,8 @@
 """Admin for the proofs (issue 10): consent texts, checkpoints, verification, receipts.
 
 Imported by ``admin.py``. The event and profile pages get their proof state and receipt
-downloads from the mixins here; every view is a few lines around services.checkpoints.
+downloads from the mixins here; every view is a few lines around services.proofs and
+services.ledger_verify.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from klaviyo_consent.models import (
     Profile,
     VerificationRun,
 )
-from klaviyo_consent.services import checkpoints as ledger
+from klaviyo_consent.services import ledger_verify, proofs
 
 
 def _download(data: Any, filename: str) -> HttpResponse:
@@ -86,7 +87,7 @@ class EventProofMixin:
             pk=pk,
         )
         try:
-            return _download(ledger.receipt(event), f"consent-receipt-{event.pk}.json")
+            return _download(proofs.receipt(event), f"consent-receipt-{event.pk}.json")
         except NotYetCheckpointed as exc:
             self.message_user(request, str(exc), messages.WARNING)  # type: ignore[attr-defined]
             return HttpResponseRedirect(
@@ -116,7 +117,7 @@ class ProfileReceiptsMixin:
         if not self.has_view_permission(request):  # type: ignore[attr-defined]
             raise PermissionDenied
         profile = get_object_or_404(Profile, pk=pk)
-        return _download(ledger.profile_receipts(profile), f"consent-receipts-{profile.pk}.json")
+        return _download(proofs.profile_receipts(profile), f"consent-receipts-{profile.pk}.json")
 
 
 @admin.register(ConsentText)
@@ -182,7 +183,7 @@ class VerificationRunAdmin(admin.ModelAdmin):
         if request.method != "POST" or not self.has_view_permission(request):
             raise PermissionDenied
         try:
-            result = ledger.verify_ledger()
+            result = ledger_verify.verify_ledger()
         except (LedgerMismatch, ConfigurationError) as exc:
             self.message_user(request, f"Verification failed: {exc}", messages.ERROR)
         else:

@@ -1,4 +1,4 @@
-"""Checkpoints and receipts (issue 10): thin views over services.checkpoints.
+"""Checkpoints and receipts (issue 10): thin views over services.proofs.
 
 Checkpoints hold no personal data (sizes, roots, signatures), so anyone may read them: a
 verifier that keeps the heads it saw holds the site to them. Receipts need the view
@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from klaviyo_consent.api.permissions import CanViewConsent
 from klaviyo_consent.exceptions import NotYetCheckpointed
 from klaviyo_consent.models import Checkpoint, ConsentEvent, Profile, parse_row_id
-from klaviyo_consent.services import checkpoints as ledger
+from klaviyo_consent.services import proofs
 
 
 class LatestCheckpointView(APIView):
@@ -31,7 +31,7 @@ class LatestCheckpointView(APIView):
         latest = Checkpoint.objects.order_by("-tree_size").first()
         if latest is None:
             return Response({"detail": "No checkpoint has been made yet."}, status=404)
-        return Response(ledger.checkpoint_data(latest))
+        return Response(proofs.checkpoint_data(latest))
 
 
 class CheckpointListView(APIView):
@@ -44,7 +44,7 @@ class CheckpointListView(APIView):
         since = parse_row_id(raw)
         if since is None:
             raise ValidationError({"since": ["Give a tree size: a whole number ≥ 0."]})
-        return Response({"checkpoints": ledger.checkpoints_since(since)})
+        return Response({"checkpoints": proofs.checkpoints_since(since)})
 
 
 class EventReceiptView(APIView):
@@ -58,7 +58,7 @@ class EventReceiptView(APIView):
     def get(self, request: Request, pk: int) -> Response:
         event = get_object_or_404(self.get_queryset(), pk=pk)
         try:
-            return Response(ledger.receipt(event))
+            return Response(proofs.receipt(event))
         except NotYetCheckpointed as exc:
             return Response({"detail": str(exc)}, status=409)
 
@@ -73,4 +73,4 @@ class ProfileReceiptsView(APIView):
 
     def get(self, request: Request, pk: int) -> Response:
         profile = get_object_or_404(Profile, pk=pk)
-        return Response(ledger.profile_receipts(profile))
+        return Response(proofs.profile_receipts(profile))

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from klaviyo_consent.exceptions import ConfigurationError
-from klaviyo_consent.services import checkpoints as ledger
+from klaviyo_consent.services import checkpoints, signing
 
 
 class Command(BaseCommand):
@@ -20,10 +20,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["generate_key"]:
-            self.stdout.write(ledger.generate_signing_key())
+            self.stdout.write(signing.generate_signing_key())
             return
         try:
-            result = ledger.checkpoint()
+            result = checkpoints.checkpoint()
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None
         if result.busy:

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from klaviyo_consent.exceptions import ConfigurationError, LedgerMismatch
-from klaviyo_consent.services import checkpoints as ledger
+from klaviyo_consent.services import ledger_verify
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            result = ledger.verify_ledger()
+            result = ledger_verify.verify_ledger()
         except (LedgerMismatch, ConfigurationError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"OK: {result.events} events, {result.checkpoints} checkpoints")
