@@ -291,3 +291,38 @@ def test_rows_a_killed_worker_never_sent_are_sent(fake):
 
     assert fake.counts["bulk_subscribe_profiles"] == 1
     assert report.recovered == 0 and report.pushed == 3
+
+
+def test_sync_does_not_sleep_for_a_retry_that_falls_due_after_its_wait(fake, settings, monkeypatch):
+    # A request Klaviyo keeps refusing (a list that does not exist) is retried with a growing
+    # backoff, forever: `klaviyo_consent_sync` must return, not sleep out its whole budget.
+    from klaviyo_consent.services import sync as sync_service
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    record("ada@example.com", list_id="Nope12")
+    Delivery.objects.update(next_attempt_at=timezone.now() + timedelta(hours=1))
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"sync slept {seconds} s for a retry due after its wait")
+
+    monkeypatch.setattr(sync_service.time, "sleep", no_sleep)
+    sync_service.sync(wait=True, max_wait=300)
+    assert Delivery.objects.get().status == "pending"  # kept for the next run, not dropped
+
+
+def test_sync_waits_for_a_retry_that_falls_due_within_its_wait(fake, settings, monkeypatch):
+    from klaviyo_consent.services import sync as sync_service
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    record("ada@example.com")
+    Delivery.objects.update(next_attempt_at=timezone.now() + timedelta(seconds=2))
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the retry falls due while sync sleeps
+        slept.append(seconds)
+        Delivery.objects.update(next_attempt_at=timezone.now())
+
+    monkeypatch.setattr(sync_service.time, "sleep", sleep)
+    sync_service.sync(wait=True, max_wait=300)
+    assert len(slept) == 1 and 0 < slept[0] <= 5.0
+    assert Delivery.objects.get().status == "applied"

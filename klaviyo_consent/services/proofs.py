@@ -103,7 +103,11 @@ def receipt(event: ConsentEvent, checkpoint: Checkpoint | None = None) -> dict[s
     """
     entry = LedgerEntry.objects.filter(event=event).first()
     if entry is None:
-        raise NotYetCheckpointed(f"Event {event.pk} is not in the ledger yet.")
+        raise NotYetCheckpointed(
+            f"Event {event.pk} is not in the ledger yet: no checkpoint covers it. The sync "
+            "worker makes one every CHECKPOINT_INTERVAL seconds; run `manage.py "
+            "klaviyo_consent_checkpoint` to make one now."
+        )
     cp = _covering(entry, checkpoint)
     path = merkle.inclusion_proof(entry.leaf_index, cp.tree_size, DatabaseTree().subtree)
     text = event.consent_text_version

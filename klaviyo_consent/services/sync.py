@@ -26,7 +26,12 @@ logger = logging.getLogger("klaviyo_consent.sync")
 
 
 def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) -> SyncReport:
-    """Push what is pending, then verify what is due; with ``wait``, until nothing is pending."""
+    """Push what is pending, then verify what is due.
+
+    With ``wait``, keep going while pending rows fall due within ``max_wait`` seconds; a row
+    whose next try lies beyond that (a long backoff, a request Klaviyo keeps refusing) is left
+    to the next run, so the command returns instead of sleeping out its budget.
+    """
     report = SyncReport()
     deadline = time.monotonic() + max_wait
     while True:
@@ -49,7 +54,8 @@ def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) ->
             .values_list("next_attempt_at", flat=True)
             .first()
         )
-        if upcoming is None or time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if upcoming is None or (upcoming - timezone.now()).total_seconds() > left:
             return report
         time.sleep(min(max((upcoming - timezone.now()).total_seconds(), 0.05), 5.0))
 
