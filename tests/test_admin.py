@@ -103,3 +103,40 @@ def test_the_profile_list_costs_the_same_queries_for_5_rows_as_for_50(admin_clie
     for_fifty = _changelist_queries(admin_client)
     assert Profile.objects.count() == 50
     assert for_fifty == for_five
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "suppress_action",
+        "unsuppress_action",
+        "push_pending_action",
+        "refresh_action",
+        "replace_phone_number_action",
+        "merge_action",
+    ],
+)
+def test_staff_who_may_only_view_cannot_run_an_action_that_writes(
+    client, django_user_model, fake, action
+):
+    # Viewing the ledger is not operating on it: the API asks change_profile for the identity
+    # operations, and so does every admin action that records or calls Klaviyo.
+    from django.contrib.auth.models import Permission
+
+    profile = record_consent(
+        ConsentRequest(
+            consent="SUBSCRIBED", subscriptions={"email": {"marketing": True}}, email="a@b.org"
+        )
+    ).profile
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_profile"))
+    client.force_login(viewer)
+    before = (ConsentEvent.objects.count(), len(fake.request_log))
+    response = client.post(
+        "/admin/klaviyo_consent/profile/",
+        {"action": action, "_selected_action": [profile.pk]},
+    )
+    assert response.status_code in (200, 302)
+    assert (ConsentEvent.objects.count(), len(fake.request_log)) == before
+    page = client.get("/admin/klaviyo_consent/profile/").content.decode()
+    assert f'value="{action}"' not in page

@@ -140,6 +140,12 @@ class ReadOnlyMixin:
             return None
         return super().response_action(request, queryset, **kwargs)  # Django 6: action_location
 
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Actions that record in the ledger or call Klaviyo (``permissions=["operate"]``) need
+        ``klaviyo_consent.change_profile``, as the API's identity operations do: viewing the
+        ledger is not operating on it (docs/security.md)."""
+        return request.user.has_perm("klaviyo_consent.change_profile")
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 

@@ -113,7 +113,7 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
             rows,
         )
 
-    @admin.action(description="Retry failed / dead-letter events")
+    @admin.action(permissions=["operate"], description="Retry failed / dead-letter events")
     def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = retry_failed(event_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} event(s) queued again.")
@@ -126,7 +126,7 @@ class KlaviyoListAdmin(ReadOnlyMixin, admin.ModelAdmin):
     actions = ["refresh_lists"]
     readonly_fields = ["list_id", "name", "opt_in_process", "klaviyo_data", "mirrored_at"]
 
-    @admin.action(description="Refresh all lists from Klaviyo")
+    @admin.action(permissions=["operate"], description="Refresh all lists from Klaviyo")
     def refresh_lists(self, request: HttpRequest, queryset: QuerySet) -> None:
         self.message_user(request, f"Mirrored {len(mirror_lists())} list(s).")
 
@@ -153,7 +153,9 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "error",
     ]
 
-    @admin.action(description="Process again (deliveries not yet processed)")
+    @admin.action(
+        permissions=["operate"], description="Process again (deliveries not yet processed)"
+    )
     def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         reports = [handle_webhook(d) for d in queryset.filter(processed_at__isnull=True)]
         failed = sum(1 for r in reports if r.error)

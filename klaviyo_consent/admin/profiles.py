@@ -217,7 +217,7 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
             format_html_join("", "{}", ((r,) for r in rows)),
         )
 
-    @admin.action(description="Push pending consent to Klaviyo now")
+    @admin.action(permissions=["operate"], description="Push pending consent to Klaviyo now")
     def push_pending_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         report = push_pending(
             profile_ids=list(queryset.values_list("pk", flat=True)), include_scheduled=True
@@ -247,15 +247,21 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
             + (f"; {skipped} profile(s) skipped (no email)." if skipped else "."),
         )
 
-    @admin.action(description="Suppress email in Klaviyo (USER_SUPPRESSED)")
+    @admin.action(
+        permissions=["operate"], description="Suppress email in Klaviyo (USER_SUPPRESSED)"
+    )
     def suppress_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._suppression(request, queryset, Suppression.SUPPRESS)
 
-    @admin.action(description="Lift the USER_SUPPRESSED suppression in Klaviyo")
+    @admin.action(
+        permissions=["operate"], description="Lift the USER_SUPPRESSED suppression in Klaviyo"
+    )
     def unsuppress_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._suppression(request, queryset, Suppression.UNSUPPRESS)
 
-    @admin.action(description="Refresh from Klaviyo (read back and re-verify)")
+    @admin.action(
+        permissions=["operate"], description="Refresh from Klaviyo (read back and re-verify)"
+    )
     def refresh_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         report = pull_profiles(list(queryset))
         self.message_user(
@@ -295,7 +301,10 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
             return False
         return True
 
-    @admin.action(description="Replace the phone number (closes the old number's SMS consent)")
+    @admin.action(
+        permissions=["operate"],
+        description="Replace the phone number (closes the old number's SMS consent)",
+    )
     def replace_phone_number_action(
         self, request: HttpRequest, queryset: QuerySet
     ) -> TemplateResponse | None:
@@ -333,7 +342,7 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
             'replaced"; the new number starts never subscribed.',
         )
 
-    @admin.action(description="Merge two profiles of one person")
+    @admin.action(permissions=["operate"], description="Merge two profiles of one person")
     def merge_action(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
         profiles = list(queryset.order_by("pk"))
         if len(profiles) != 2:
