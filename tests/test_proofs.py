@@ -623,3 +623,28 @@ def test_the_checkpointer_searches_only_above_its_commit_horizon_and_verify_name
     assert ledger.checkpoint(now=t0 + timedelta(seconds=800)).appended == 0
     with pytest.raises(LedgerMismatch, match=f"Event {straggler.pk} is not in the ledger"):
         ledger_verify.verify_ledger()
+
+
+def test_a_receipt_of_an_event_recorded_without_consent_text_verifies(api, fake):
+    # Imports without text, suppressions and inbound events hold no words: their receipt
+    # carries an empty text and no hash, and must still verify.
+    [event] = subscribe("ada@example.com", text="")
+    ledger.checkpoint()
+    response = api.get(f"/api/consent/events/{event.pk}/receipt/")
+    assert response.status_code == 200, response.content
+    verify_receipt(response.json(), public_key())
+
+
+def test_the_offline_verifier_refuses_to_call_nothing_valid(tmp_path):
+    for content in ('{"receipts": []}', "[]", "[1, 2]", '"a string"'):
+        path = tmp_path / "receipt.json"
+        path.write_text(content)
+        result = subprocess.run(
+            [sys.executable, "-m", "klaviyo_consent.receipts", "verify", str(path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
+        assert result.returncode == 1 and result.stdout == "", (content, result.stderr)
+        assert result.stderr.startswith("invalid: content:"), (content, result.stderr)

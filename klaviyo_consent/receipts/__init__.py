@@ -111,10 +111,15 @@ def verify_receipt(receipt: Mapping[str, Any], public_key_b64: str | None = None
     if not isinstance(record, Mapping) or not isinstance(proof, Mapping):
         raise ReceiptError("content", "the receipt has no record or no proof")
     notice = receipt.get("notice") or {}
-    if "consent_text" in notice:
+    if not isinstance(notice, Mapping):
+        raise ReceiptError("content", "the receipt's notice is not an object")
+    if notice.get("consent_text"):
         wanted = (record.get("notice") or {}).get("consent_text_sha256")
         if text_sha256(str(notice["consent_text"])) != wanted:
             raise ReceiptError("content", "the consent text does not match its SHA-256")
+    elif "consent_text" in notice and (record.get("notice") or {}).get("consent_text_sha256"):
+        # No words shown, yet the record names a text's hash: the words were taken away.
+        raise ReceiptError("content", "the consent text is missing but its SHA-256 is recorded")
     leaf = record_leaf_hash(record)
     if leaf != proof.get("leaf_hash"):
         raise ReceiptError("content", "the record does not match the leaf hash")

@@ -30,16 +30,26 @@ def main(argv: list[str] | None = None) -> int:
     key = args.public_key
     if key and Path(key).is_file():
         key = Path(key).read_text("utf-8").strip()
-    receipts = receipt if isinstance(receipt, list) else receipt.get("receipts", [receipt])
+    if isinstance(receipt, list):
+        receipts = receipt
+    elif isinstance(receipt, dict):
+        receipts = receipt.get("receipts", [receipt])
+    else:
+        receipts = None
+    if not isinstance(receipts, list) or not receipts:
+        print("invalid: content: no receipt to verify (an object or a list of them)", file=sys.stderr)
+        return 1
     try:
-        for one in receipts:
+        for number, one in enumerate(receipts, 1):
+            if not isinstance(one, dict):
+                raise ReceiptError("content", f"receipt {number} is not an object")
             verify_receipt(one, key)
     except ReceiptError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
     if not key:
         print("note: signature checked against the receipt's own public key", file=sys.stderr)
-    print("valid")
+    print("valid" if len(receipts) == 1 else f"valid: {len(receipts)} receipts")
     return 0
 
 
