@@ -408,6 +408,27 @@ def test_all_of_a_persons_receipts_verify_against_one_checkpoint(api, fake):
         verify_receipt(one, public_key())
 
 
+def test_a_persons_receipts_include_the_events_of_a_profile_merged_into_theirs(api, fake):
+    from klaviyo_consent.models import Profile
+    from klaviyo_consent.services.identity import merge_profiles
+
+    [by_email] = subscribe("ada@example.com")
+    [by_phone] = record_consent(
+        ConsentRequest(
+            consent="SUBSCRIBED",
+            subscriptions={"sms": {"marketing": True}},
+            phone_number="+447400123456",
+            consent_text="Yes, text me offers.",
+        )
+    ).events
+    merge_profiles(
+        Profile.objects.get(pk=by_email.profile_id), Profile.objects.get(pk=by_phone.profile_id)
+    )
+    ledger.checkpoint()
+    body = api.get(f"/api/consent/profiles/{by_email.profile_id}/receipts/").json()
+    assert [r["record"]["record_id"] for r in body["receipts"]] == [by_email.pk, by_phone.pk]
+
+
 def test_receipts_of_a_large_tree_use_stored_subtrees_and_verify(api, fake, settings):
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
     events = [subscribe(f"p{i}@example.com")[0] for i in range(600)]

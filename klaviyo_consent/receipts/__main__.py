@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         receipts = None
     if not isinstance(receipts, list) or not receipts:
-        print("invalid: content: no receipt to verify (an object or a list of them)", file=sys.stderr)
+        print("invalid: content: no receipt to verify (give one or a list)", file=sys.stderr)
         return 1
     try:
         for number, one in enumerate(receipts, 1):

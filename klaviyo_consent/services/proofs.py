@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
+
 from klaviyo_consent import merkle
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import NotYetCheckpointed
@@ -154,14 +156,14 @@ def receipt(event: ConsentEvent, checkpoint: Checkpoint | None = None) -> dict[s
 def profile_receipts(profile: Profile) -> dict[str, Any]:
     """Every receipt of ``profile``'s events in a checkpoint, all against the latest one."""
     cp = Checkpoint.objects.order_by("-tree_size").first()
+    # The person's events, including those of profiles merged into this one (as their ledger).
+    persons = Q(profile=profile) | Q(profile__merged_into=profile)
     events = (
-        ConsentEvent.objects.filter(
-            profile=profile, ledger_entry__leaf_index__lt=cp.tree_size if cp else 0
-        )
+        ConsentEvent.objects.filter(persons, ledger_entry__leaf_index__lt=cp.tree_size if cp else 0)
         .select_related("consent_text_version", "delivery", "profile")
         .order_by("id")
     )
-    pending = ConsentEvent.objects.filter(profile=profile).count() - events.count()
+    pending = ConsentEvent.objects.filter(persons).count() - events.count()
     return {
         "checkpoint": checkpoint_data(cp) if cp else None,
         "receipts": [receipt(event, cp) for event in events],
