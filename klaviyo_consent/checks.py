@@ -13,7 +13,7 @@ from klaviyo_consent.backends.http import KlaviyoBackend
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
 from klaviyo_consent.models import ConsentEvent
-from klaviyo_consent.services.signing import signer
+from klaviyo_consent.services.signing import trusted_keys
 from klaviyo_consent.tasks import sync_task
 from klaviyo_consent.validators import KLAVIYO_ID
 
@@ -97,15 +97,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 
 def _check_ledger(*, is_production: bool) -> list[checks.CheckMessage]:
-    """The checkpoint signing key: required in production, valid whenever given.
+    """The checkpoint keys: a signing key required in production; it and every
+    LEDGER_VERIFY_KEYS entry valid whenever given.
 
     "Production" is DEBUG=False with the HTTP backend: a site really talking to Klaviyo.
     """
+    try:
+        trusted_keys()  # the signing key's and the old public keys'
+    except ConfigurationError as exc:
+        return [checks.Error(str(exc), id="klaviyo_consent.E011")]
     if consent_settings.LEDGER_SIGNING_KEY:
-        try:
-            signer()
-        except ConfigurationError as exc:
-            return [checks.Error(str(exc), id="klaviyo_consent.E011")]
         return []
     if is_production and not settings.DEBUG:
         return [

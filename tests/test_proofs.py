@@ -283,6 +283,23 @@ def test_production_without_a_signing_key_fails_the_system_check(settings):
     assert "klaviyo_consent.E011" in [m.id for m in checks.run_checks()]
 
 
+def test_a_bad_old_public_key_is_named_by_the_check_and_closes_the_verification_run(
+    fake, settings
+):
+    from klaviyo_consent.exceptions import ConfigurationError
+    from klaviyo_consent.models import VerificationRun
+
+    subscribe()
+    ledger.checkpoint()
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEDGER_VERIFY_KEYS": ["not a key!"]}
+    errors = [m for m in checks.run_checks() if m.id == "klaviyo_consent.E011"]
+    assert errors and "LEDGER_VERIFY_KEYS" in errors[0].msg and "entry 1" in errors[0].msg
+    with pytest.raises(ConfigurationError, match="LEDGER_VERIFY_KEYS"):
+        ledger_verify.verify_ledger()
+    run = VerificationRun.objects.get()
+    assert run.finished_at is not None and run.ok is False and "LEDGER_VERIFY_KEYS" in run.message
+
+
 # -- receipts --------------------------------------------------------------------------------
 
 

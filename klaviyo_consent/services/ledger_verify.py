@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from django.utils import timezone
 
 from klaviyo_consent import merkle
-from klaviyo_consent.exceptions import LedgerMismatch
+from klaviyo_consent.exceptions import ConfigurationError, LedgerMismatch
 from klaviyo_consent.models import (
     Checkpoint,
     ConsentEvent,
@@ -46,7 +46,8 @@ def verify_ledger(*, record_run: bool = True) -> Verification:
     run = VerificationRun.objects.create() if record_run else None
     try:
         result = _verify()
-    except LedgerMismatch as exc:
+    except (LedgerMismatch, ConfigurationError) as exc:
+        # Whatever stops it, the run is closed with why: never left "running".
         if run:
             VerificationRun.objects.filter(pk=run.pk).update(
                 finished_at=timezone.now(), ok=False, message=str(exc)

@@ -69,8 +69,23 @@ def signer() -> Signer:
 
 
 def trusted_keys() -> dict[str, str]:
-    """key id → base64 public key: the current signing key's and LEDGER_VERIFY_KEYS."""
-    keys = {key_id(public): public for public in consent_settings.LEDGER_VERIFY_KEYS or ()}
+    """key id → base64 public key: the current signing key's and LEDGER_VERIFY_KEYS.
+
+    Raises :class:`ConfigurationError` naming an entry of LEDGER_VERIFY_KEYS that is not the
+    base64 of a 32-byte Ed25519 public key.
+    """
+    keys: dict[str, str] = {}
+    for number, public in enumerate(consent_settings.LEDGER_VERIFY_KEYS or (), 1):
+        try:
+            raw = base64.b64decode(str(public), validate=True)
+        except (ValueError, TypeError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigurationError(
+                f'KLAVIYO_CONSENT["LEDGER_VERIFY_KEYS"] entry {number} is not the base64 of an '
+                "Ed25519 public key (32 bytes)."
+            )
+        keys[key_id(public)] = public
     if consent_settings.LEDGER_SIGNING_KEY:
         current = signer()
         keys[current.key_id] = current.public_key
