@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from django.utils import timezone
@@ -9,6 +10,8 @@ from django.utils import timezone
 from klaviyo_consent.backends import get_backend
 from klaviyo_consent.exceptions import KlaviyoClientError
 from klaviyo_consent.models import KlaviyoList
+
+logger = logging.getLogger("klaviyo_consent.lists")
 
 
 def mirror_list(list_id: str) -> KlaviyoList:
@@ -48,6 +51,8 @@ def opt_in_processes(list_ids: Iterable[str | None]) -> dict[str, str | None]:
     for list_id in sorted(wanted - set(known)):
         try:
             known[list_id] = mirror_list(list_id).opt_in_process or None
-        except KlaviyoClientError:
+        except KlaviyoClientError as error:
+            # Judged without knowing single or double opt-in; say so rather than guess quietly.
+            logger.warning("Could not read list %s's opt-in process: %s", list_id, error)
             known[list_id] = None
     return known

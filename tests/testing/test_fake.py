@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -412,7 +411,7 @@ def test_more_than_1000_profiles_is_rejected(fake: FakeKlaviyo) -> None:
     assert fake.profile_count == 0
 
 
-def test_exactly_1000_profiles_are_accepted_quickly(fake: FakeKlaviyo) -> None:
+def test_exactly_1000_profiles_are_accepted(fake: FakeKlaviyo) -> None:
     body = json.dumps(
         subscribe_body(
             [
@@ -423,16 +422,11 @@ def test_exactly_1000_profiles_are_accepted_quickly(fake: FakeKlaviyo) -> None:
     ).encode()
     fake.enforce_rate_limits = False
 
-    timings = []
-    for _ in range(3):
-        fake.reset()
-        started = time.perf_counter()
-        answer = fake.handle("POST", SUBSCRIBE, HEADERS, body)
-        timings.append(time.perf_counter() - started)
-        assert answer.status == 202
-
+    answer = fake.handle("POST", SUBSCRIBE, HEADERS, body)
+    assert answer.status == 202
     assert fake.profile_count == 1000
-    assert min(timings) < 0.25  # generous for shared CI; typically ~20-35 ms
+    # How fast the fake takes a full job is a benchmark's question (push_throughput.py), not
+    # a test's: no wall-clock threshold here.
 
 
 def test_unknown_list_is_a_404(fake: FakeKlaviyo) -> None:
