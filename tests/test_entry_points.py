@@ -20,14 +20,17 @@ EVIDENCE = Evidence(ip_address="192.0.2.1", user_agent="test", page_url="https:/
 
 def _unset(request: ConsentRequest) -> list[str]:
     """The request's fields still at their defaults."""
-    return [
-        f.name
-        for f in dataclasses.fields(request)
-        if f.default is not dataclasses.MISSING
-        and getattr(request, f.name) == f.default
-        or f.default_factory is not dataclasses.MISSING
-        and getattr(request, f.name) == f.default_factory()
-    ]
+    unset = []
+    for f in dataclasses.fields(request):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        if getattr(request, f.name) == default:
+            unset.append(f.name)
+    return unset
 
 
 def test_the_serializer_maps_every_field_of_the_body_to_the_request():
