@@ -1,4 +1,9 @@
+from typing import Any
+
 from django import forms
+
+from klaviyo_consent.choices import Consent, Method
+from klaviyo_consent.services.ledger import ConsentRequest, Evidence
 
 SMS_DISCLOSURE = (
     "By ticking this box you agree to receive recurring automated marketing text messages "
@@ -25,3 +30,25 @@ class SignupForm(forms.Form):
         if not (data.get("email_marketing") or data.get("sms_marketing")):
             raise forms.ValidationError("Tick at least one box to sign up.")
         return data
+
+    def to_request(self, *, evidence: Evidence, recorded_by: Any) -> ConsentRequest:
+        """The service request for the cleaned form: the boxes ticked and the words beside them."""
+        data = self.cleaned_data
+        texts = [EMAIL_DISCLOSURE] if data["email_marketing"] else []
+        if data["sms_marketing"]:
+            texts.append(SMS_DISCLOSURE)
+        return ConsentRequest(
+            consent=Consent.SUBSCRIBED,
+            subscriptions={
+                "email": {"marketing": data["email_marketing"]},
+                "sms": {"marketing": data["sms_marketing"]},
+            },
+            email=data["email"],
+            phone_number=data["phone_number"] or None,
+            method=Method.FORM,
+            method_detail="example signup page",
+            custom_source="Example signup page",
+            consent_text="\n".join(texts),
+            evidence=evidence,
+            recorded_by=recorded_by,
+        )

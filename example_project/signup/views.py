@@ -3,11 +3,10 @@
 from django.contrib import messages
 from django.shortcuts import redirect, render
 
-from example_project.signup.forms import EMAIL_DISCLOSURE, SMS_DISCLOSURE, SignupForm
-from klaviyo_consent.choices import Consent, Method
+from example_project.signup.forms import SignupForm
 from klaviyo_consent.evidence import evidence_from
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
-from klaviyo_consent.services.ledger import ConsentRequest, record_consent
+from klaviyo_consent.services.ledger import record_consent
 
 IDENTITY_CONFLICT_MESSAGE = (
     "We could not sign you up with these details. If you have signed up before, use the "
@@ -18,24 +17,9 @@ IDENTITY_CONFLICT_MESSAGE = (
 def signup(request):
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        texts = [EMAIL_DISCLOSURE] if data["email_marketing"] else []
-        if data["sms_marketing"]:
-            texts.append(SMS_DISCLOSURE)
         try:
             result = record_consent(
-                ConsentRequest(
-                    consent=Consent.SUBSCRIBED,
-                    subscriptions={
-                        "email": {"marketing": data["email_marketing"]},
-                        "sms": {"marketing": data["sms_marketing"]},
-                    },
-                    email=data["email"],
-                    phone_number=data["phone_number"] or None,
-                    method=Method.FORM,
-                    method_detail="example signup page",
-                    custom_source="Example signup page",
-                    consent_text="\n".join(texts),
+                form.to_request(
                     evidence=evidence_from(request, page_url=request.build_absolute_uri()),
                     recorded_by=request.user if request.user.is_authenticated else None,
                 )

@@ -19,7 +19,7 @@ from klaviyo_consent.models import (
     Profile,
 )
 from klaviyo_consent.receipts import text_sha256
-from klaviyo_consent.services.ledger import clean_email, ledger_for
+from klaviyo_consent.services.ledger import ConsentRequest, Evidence, clean_email, ledger_for
 from klaviyo_consent.validators import clean_klaviyo_id
 
 
@@ -164,6 +164,47 @@ class ConsentRequestSerializer(StrictSerializer):
     consent_text_id = RowIdField(required=False, allow_null=True, default=None)
     consented_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     historical_import = StrictBooleanField(required=False, default=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """An ``external_id`` alone names a profile only for a caller who may read profiles
+        (``context["can_read_profiles"]``); anyone else gets the same 400 whether or not a
+        profile holds it, so they can neither find one nor learn that it exists."""
+        sent = attrs["profile"]
+        alone = sent.get("external_id") and not (sent.get("email") or sent.get("phone_number"))
+        if alone and not self.context.get("can_read_profiles"):
+            raise serializers.ValidationError(
+                {"profile": {"external_id": ["Give an email or a phone_number with external_id."]}}
+            )
+        return attrs
+
+    def to_request(self, *, consent: str, evidence: Evidence, recorded_by: Any) -> ConsentRequest:
+        """The service request for the validated body: one place maps the API's fields to
+        :class:`~klaviyo_consent.services.ledger.ConsentRequest` (views, seeds, tests).
+
+        :param consent: ``Consent.SUBSCRIBED`` or ``Consent.UNSUBSCRIBED`` (the endpoint).
+        :param evidence: what the request carries, e.g. ``evidence_from(request)``.
+        :param recorded_by: the user recording it, or None.
+        """
+        data = self.validated_data
+        profile = data["profile"]
+        return ConsentRequest(
+            consent=consent,
+            subscriptions=data["subscriptions"],
+            email=profile.get("email"),
+            phone_number=profile.get("phone_number"),
+            external_id=profile.get("external_id") or None,
+            country=profile.get("country") or None,
+            list_id=data["list_id"],
+            method=data["method"],
+            method_detail=data["method_detail"],
+            custom_source=data["custom_source"],
+            consent_text=data["consent_text"],
+            consent_text_id=data["consent_text_id"],
+            consented_at=data["consented_at"],
+            historical_import=data["historical_import"],
+            evidence=evidence,
+            recorded_by=recorded_by,
+        )
 
 
 class SuppressionRequestSerializer(StrictSerializer):

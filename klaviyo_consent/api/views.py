@@ -43,11 +43,7 @@ from klaviyo_consent.services.identity import (
     merge_profiles,
     replace_phone_number,
 )
-from klaviyo_consent.services.ledger import (
-    ConsentRequest,
-    latest_events,
-    record_consent,
-)
+from klaviyo_consent.services.ledger import latest_events, record_consent
 from klaviyo_consent.services.suppressions import record_suppression
 
 
@@ -112,48 +108,23 @@ class _RecordView(ThrottledMixin, StrictBodyMixin, APIView):
         return write_permissions()
 
     def post(self, request: Request) -> Response:
-        serializer = ConsentRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        sent = data["profile"]
         reader = can_read_profiles(request)
-        if sent.get("external_id") and not (sent.get("email") or sent.get("phone_number")):
-            if not reader:
-                # The same answer whether or not a profile holds this external_id: a caller
-                # who may not read profiles cannot find one, nor learn that it exists.
-                raise ValidationError(
-                    {
-                        "profile": {
-                            "external_id": ["Give an email or a phone_number with external_id."]
-                        }
-                    }
-                )
+        serializer = ConsentRequestSerializer(
+            data=request.data, context={"can_read_profiles": reader}
+        )
+        serializer.is_valid(raise_exception=True)
         user = request.user if request.user and request.user.is_authenticated else None
         try:
             result = record_consent(
-                ConsentRequest(
-                    consent=self.consent,
-                    subscriptions=data["subscriptions"],
-                    email=data["profile"].get("email"),
-                    phone_number=data["profile"].get("phone_number"),
-                    external_id=data["profile"].get("external_id") or None,
-                    country=data["profile"].get("country") or None,
-                    list_id=data["list_id"],
-                    method=data["method"],
-                    method_detail=data["method_detail"],
-                    custom_source=data["custom_source"],
-                    consent_text=data["consent_text"],
-                    consent_text_id=data["consent_text_id"],
-                    consented_at=data["consented_at"],
-                    historical_import=data["historical_import"],
-                    evidence=evidence_from(request),
-                    recorded_by=user,
+                serializer.to_request(
+                    consent=self.consent, evidence=evidence_from(request), recorded_by=user
                 )
             )
         except IdentityConflict as error:
             return identity_conflict(error)
         except ConsentValidationError as error:
             raise field_error(error) from error
+        sent = serializer.validated_data["profile"]
         if not reader:
             return Response(
                 {

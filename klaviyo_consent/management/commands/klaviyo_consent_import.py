@@ -111,6 +111,48 @@ def parse_consented_at(raw: str, zone: tzinfo) -> datetime:
     return aware(moment, zone)
 
 
+def request_from_row(
+    row: dict[str, str],
+    *,
+    consent: str,
+    list_id: str = "",
+    custom_source: str = "",
+    historical_import: bool = False,
+    zone: tzinfo = UTC,
+    source: str = "",
+) -> ConsentRequest:
+    """One CSV row as the service request: the one place a row's columns become its fields.
+
+    Not the API's serializer: a CSV speaks yes/no flags and Klaviyo's CSV date formats
+    (:func:`parse_consented_at`), which a JSON body does not. ``source`` is the file's name,
+    kept as the evidence page (``file:<name>``) and the default ``method_detail``. Raises
+    :class:`ConsentValidationError` naming the column.
+    """
+    subscriptions: dict[str, dict[str, bool]] = {}
+    for column, (channel, purpose) in PURPOSE_COLUMNS.items():
+        if _flag(row.get(column, ""), column):
+            subscriptions.setdefault(channel, {})[purpose] = True
+    consented_at = None
+    if (row.get("consented_at") or "").strip():
+        consented_at = parse_consented_at(row["consented_at"], zone)
+    return ConsentRequest(
+        consent=consent,
+        subscriptions=subscriptions,
+        email=row.get("email") or None,
+        phone_number=row.get("phone_number") or None,
+        external_id=row.get("external_id") or None,
+        country=row.get("country") or None,
+        list_id=list_id,
+        method=Method.IMPORT,
+        method_detail=row.get("method_detail") or f"CSV {source}",
+        custom_source=custom_source,
+        consent_text=row.get("consent_text") or "",
+        consented_at=consented_at,
+        historical_import=historical_import,
+        evidence=Evidence(page_url=f"file:{source}"),
+    )
+
+
 #: The largest CSV field read (64 KiB): a consent text is a few hundred characters; a bigger
 #: field is a broken file (an unclosed quote swallowing the rest) or an attack.
 MAX_FIELD = 64 * 1024
@@ -224,7 +266,8 @@ class Command(BaseCommand):
             data = path.read_bytes()
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc.strerror}") from exc
-        options["zone"] = _zone(options["timezone"])
+        zone = _zone(options["timezone"])
+        consent = Consent.UNSUBSCRIBED if options["unsubscribe"] else Consent.SUBSCRIBED
         text = decode_csv(data, options["encoding"], path)
         count = 0
         line = 1
@@ -252,7 +295,17 @@ class Command(BaseCommand):
                             f"{len(row[None])} value(s) more than the header has columns.",
                             field="row",
                         )
-                    record_consent(self._request(row, options, path))
+                    record_consent(
+                        request_from_row(
+                            row,
+                            consent=consent,
+                            list_id=options["list_id"],
+                            custom_source=options["custom_source"],
+                            historical_import=options["historical_import"],
+                            zone=zone,
+                            source=path.name,
+                        )
+                    )
                     count += 1
         except ConsentValidationError as error:
             raise CommandError(
@@ -275,28 +328,3 @@ class Command(BaseCommand):
                 f"{path}, line {line}: {type(error).__name__}: {error} Nothing was imported."
             ) from error
         self.stdout.write(f"Recorded consent from {count} row(s) of {path}.")
-
-    def _request(self, row: dict[str, str], options: dict[str, Any], path: Path) -> ConsentRequest:
-        subscriptions: dict[str, dict[str, bool]] = {}
-        for column, (channel, purpose) in PURPOSE_COLUMNS.items():
-            if _flag(row.get(column, ""), column):
-                subscriptions.setdefault(channel, {})[purpose] = True
-        consented_at = None
-        if (row.get("consented_at") or "").strip():
-            consented_at = parse_consented_at(row["consented_at"], options["zone"])
-        return ConsentRequest(
-            consent=Consent.UNSUBSCRIBED if options["unsubscribe"] else Consent.SUBSCRIBED,
-            subscriptions=subscriptions,
-            email=row.get("email") or None,
-            phone_number=row.get("phone_number") or None,
-            external_id=row.get("external_id") or None,
-            country=row.get("country") or None,
-            list_id=options["list_id"],
-            method=Method.IMPORT,
-            method_detail=row.get("method_detail") or f"CSV {path.name}",
-            custom_source=options["custom_source"],
-            consent_text=row.get("consent_text") or "",
-            consented_at=consented_at,
-            historical_import=options["historical_import"],
-            evidence=Evidence(page_url=f"file:{path.name}"),
-        )

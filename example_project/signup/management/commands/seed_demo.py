@@ -7,32 +7,47 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from klaviyo_consent.api.serializers import ConsentRequestSerializer
 from klaviyo_consent.choices import Consent, Method, Suppression
 from klaviyo_consent.models import ConsentEvent, Profile
-from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
+from klaviyo_consent.services.ledger import Evidence, record_consent
 from klaviyo_consent.services.suppressions import record_suppression
 from klaviyo_consent.services.sync import sync
 
 USERNAME, PASSWORD = "admin", "admin"
 
+#: Each seed is a ``subscribe/`` body, built into the service request by the API's serializer.
 SEEDS = [
-    (
-        "ada@example.com",
-        "+447400900123",
-        {"email": {"marketing": True}, "sms": {"marketing": True}},
-        "DemoLs",
-        False,
-    ),
-    ("grace@example.com", None, {"email": {"marketing": True}}, "DblOpt", False),
-    (
-        "linus@example.com",
-        "+12025550143",
-        {"sms": {"marketing": True, "transactional": True}},
-        "DemoLs",
-        True,
-    ),
-    ("hedy@example.com", None, {"email": {"marketing": True}}, "DemoLs", False),
+    {
+        "profile": {"email": "ada@example.com", "phone_number": "+447400900123"},
+        "subscriptions": {"email": {"marketing": True}, "sms": {"marketing": True}},
+        "list_id": "DemoLs",
+    },
+    {
+        "profile": {"email": "grace@example.com"},
+        "subscriptions": {"email": {"marketing": True}},
+        "list_id": "DblOpt",
+    },
+    {
+        "profile": {"email": "linus@example.com", "phone_number": "+12025550143"},
+        "subscriptions": {"sms": {"marketing": True, "transactional": True}},
+        "list_id": "DemoLs",
+        "method": Method.IMPORT,
+        "historical_import": True,
+    },
+    {
+        "profile": {"email": "hedy@example.com"},
+        "subscriptions": {"email": {"marketing": True}},
+        "list_id": "DemoLs",
+    },
 ]
+#: What every seed says besides its own fields.
+SEED_DEFAULTS = {
+    "method": Method.ADMIN,
+    "method_detail": "demo seed",
+    "custom_source": "Demo seed",
+    "consent_text": "Seeded by make demo.",
+}
 
 #: Klaviyo's developer guide, "Suppressing a profile via API": one person subscribed, then
 #: suppressed from the site (a USER_SUPPRESSED suppression job), who can no longer receive email.
@@ -53,22 +68,17 @@ class Command(BaseCommand):
                 f"Demo admin: username {USERNAME!r}, password {PASSWORD!r}, API token {token.key}"
             )
         )
-        for email, phone, subscriptions, list_id, historical in SEEDS:
-            if Profile.objects.filter(email=email).exists():
+        for seed in SEEDS:
+            if Profile.objects.filter(email=seed["profile"]["email"]).exists():
                 continue
+            body = {**SEED_DEFAULTS, **seed}
+            if body.get("historical_import"):
+                body["consented_at"] = timezone.now() - timedelta(days=30)
+            serializer = ConsentRequestSerializer(data=body)
+            serializer.is_valid(raise_exception=True)
             record_consent(
-                ConsentRequest(
+                serializer.to_request(
                     consent=Consent.SUBSCRIBED,
-                    subscriptions=subscriptions,
-                    email=email,
-                    phone_number=phone,
-                    list_id=list_id,
-                    method=Method.IMPORT if historical else Method.ADMIN,
-                    method_detail="demo seed",
-                    custom_source="Demo seed",
-                    consent_text="Seeded by make demo.",
-                    historical_import=historical,
-                    consented_at=timezone.now() - timedelta(days=30) if historical else None,
                     evidence=Evidence(user_agent="seed_demo"),
                     recorded_by=user,
                 )
