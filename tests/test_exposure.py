@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -79,6 +80,10 @@ def test_a_write_answers_a_caller_without_the_view_permission_only_what_it_sent(
     assert event["channel"] == "email" and event["consent"] == "SUBSCRIBED"
     assert set(event["delivery"]) == {"status", "reason"}
     assert not {"email", "phone_number", "ip_address", "user_agent"} & set(event)
+    # The words agreed to are the caller's own, and every response carries them (issue 10).
+    sent_text = body()["consent_text"]
+    assert event["consent_text"] == sent_text
+    assert event["consent_text_sha256"] == hashlib.sha256(sent_text.encode()).hexdigest()
     assert _leaks(response) == []
 
 
@@ -233,20 +238,18 @@ def test_writes_past_the_default_rate_are_429_until_the_window_passes(writer, fa
 
 def test_a_site_raises_or_lowers_a_scope_in_drfs_throttle_rates(writer, fake, clock, settings):
     _rates(settings, klaviyo_consent_write="2/min")
-    statuses = [
-        writer.post(
-            "/api/consent/suppress/", {"emails": [f"s{n}@example.com"]}, format="json"
+    # (suppress/ needs change_profile besides the write permission; subscribe/ shares the scope)
+    def post(email: str) -> int:
+        return writer.post(
+            SUBSCRIBE,
+            body(profile={"email": email}, subscriptions={"email": {"marketing": True}}),
+            format="json",
         ).status_code
-        for n in range(3)
-    ]
+
+    statuses = [post(f"s{n}@example.com") for n in range(3)]
     assert statuses == [201, 201, 429]
     _rates(settings, klaviyo_consent_write=None)
-    assert (
-        writer.post(
-            "/api/consent/suppress/", {"emails": ["s9@example.com"]}, format="json"
-        ).status_code
-        == 201
-    )
+    assert post("s9@example.com") == 201
 
 
 def test_anonymous_writes_are_counted_per_client_ip(anyone, fake, clock, settings):

@@ -177,3 +177,18 @@ def test_the_fake_checks_suppression_jobs_with_the_sdk_models(fake):
         get_backend().bulk_unsuppress_profiles(wrong)
     assert refused.value.status == 400
     get_backend().bulk_unsuppress_profiles(payloads.unsuppress_job(["ada@example.com"]))
+
+
+@pytest.mark.parametrize("path", [SUPPRESS, "/api/consent/unsuppress/"])
+def test_a_public_form_setting_does_not_let_anyone_suppress_or_unsuppress(fake, settings, path):
+    # WRITE_PERMISSION_CLASSES = AllowAny is the natural setting for a public signup form; it
+    # must not let a stranger suppress anyone's email, or lift an operator's suppression.
+    from rest_framework.test import APIClient
+
+    settings.KLAVIYO_CONSENT = {
+        **settings.KLAVIYO_CONSENT,
+        "WRITE_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    }
+    response = APIClient().post(path, {"emails": ["a@example.org"]}, format="json")
+    assert response.status_code in (401, 403)
+    assert not ConsentEvent.objects.exists()

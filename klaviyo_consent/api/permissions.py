@@ -37,11 +37,14 @@ def can_read_profiles(request: Any) -> bool:
 
 
 class CanChangeProfile(BasePermission):
-    """An authenticated user holding ``klaviyo_consent.change_profile``: replacing a number or
-    merging two profiles changes who a consent belongs to, which the write permission (often
-    ``AllowAny`` for a public form) must not allow."""
+    """An authenticated user holding ``klaviyo_consent.change_profile``: replacing a number,
+    merging two profiles or suppressing an email acts on someone else's record, which the write
+    permission (often ``AllowAny`` for a public form) must not allow."""
 
-    message = "Changing a profile's identity needs the klaviyo_consent change_profile permission."
+    message = (
+        "Changing a profile's identity or suppressions needs the klaviyo_consent "
+        "change_profile permission."
+    )
 
     def has_permission(self, request: Any, view: Any) -> bool:
         user = request.user

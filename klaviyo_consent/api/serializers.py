@@ -349,12 +349,17 @@ class DeliveryVerdictSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ConsentReceiptSerializer(serializers.ModelSerializer):
-    """An event as a receipt for a caller without the view permission: its id, what it
-    records and its verdict; never the identifiers or evidence it holds (an SMS event named
-    by email holds the profile's number)."""
+class ConsentEventSummarySerializer(serializers.ModelSerializer):
+    """An event as a caller without the view permission sees it: its id, what it records, the
+    words agreed to and its verdict; never the identifiers or evidence it holds (an SMS event
+    named by email holds the profile's number). Not the signed receipt of
+    ``events/{id}/receipt/``, which needs the view permission."""
 
     delivery = DeliveryVerdictSerializer(read_only=True)
+    consent_text_sha256 = serializers.SerializerMethodField()
+
+    def get_consent_text_sha256(self, event: ConsentEvent) -> str | None:
+        return text_sha256(event.consent_text) if event.consent_text else None
 
     class Meta:
         model = ConsentEvent
@@ -366,6 +371,8 @@ class ConsentReceiptSerializer(serializers.ModelSerializer):
             "suppression",
             "method",
             "list_id",
+            "consent_text",
+            "consent_text_sha256",
             "recorded_at",
             "delivery",
         ]

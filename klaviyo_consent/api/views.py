@@ -22,7 +22,7 @@ from klaviyo_consent.api.permissions import (
 )
 from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
-    ConsentReceiptSerializer,
+    ConsentEventSummarySerializer,
     ConsentRequestSerializer,
     IdentityEventSerializer,
     MergeSerializer,
@@ -98,7 +98,7 @@ def events_answer(request: Request, events: list[ConsentEvent]) -> Any:
     (ids, what was recorded, verdicts)."""
     if can_read_profiles(request):
         return ConsentEventSerializer(events, many=True).data
-    return ConsentReceiptSerializer(events, many=True).data
+    return ConsentEventSummarySerializer(events, many=True).data
 
 
 class _RecordView(ThrottledMixin, StrictBodyMixin, APIView):
@@ -125,15 +125,15 @@ class _RecordView(ThrottledMixin, StrictBodyMixin, APIView):
         except ConsentValidationError as error:
             raise field_error(error) from error
         sent = serializer.validated_data["profile"]
+        result = as_committed(result)
         if not reader:
             return Response(
                 {
                     "profile": sent_profile(result.profile, sent),
-                    "events": ConsentReceiptSerializer(as_committed(result).events, many=True).data,
+                    "events": ConsentEventSummarySerializer(result.events, many=True).data,
                 },
                 status=status.HTTP_201_CREATED,
             )
-        result = as_committed(result)
         context = {"ledger_events": {result.profile.pk: result.latest}}
         return Response(
             {
@@ -160,7 +160,9 @@ class _SuppressionView(ThrottledMixin, StrictBodyMixin, APIView):
     action: str = ""
 
     def get_permissions(self) -> list[Any]:
-        return write_permissions()
+        # Suppressing (or lifting a suppression of) anyone's email is an operator's act, not a
+        # signup's: the write permission (maybe AllowAny) and change_profile.
+        return [*write_permissions(), CanChangeProfile()]
 
     def post(self, request: Request) -> Response:
         serializer = SuppressionRequestSerializer(data=request.data)
@@ -273,7 +275,7 @@ class _IdentityView(ThrottledMixin, StrictBodyMixin, APIView):
                 {
                     "profile": sent_profile(result.profile, serializer.validated_data),
                     "identity_event": {"id": result.identity_event.pk},
-                    "events": ConsentReceiptSerializer(result.events, many=True).data,
+                    "events": ConsentEventSummarySerializer(result.events, many=True).data,
                 }
             )
         return Response(
