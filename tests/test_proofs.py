@@ -171,6 +171,21 @@ def test_checkpoint_api_gives_the_latest_head_and_consistency_proofs(client, fak
     assert client.get("/api/consent/checkpoints/?since=-1").status_code == 400
 
 
+def test_the_public_checkpoint_list_is_paged_not_unbounded(client, fake):
+    # Anyone may read it and each head costs a consistency proof: at most 100 an answer.
+    for i in range(4):
+        subscribe(f"p{i}@example.com")
+        ledger.checkpoint()
+    page = client.get("/api/consent/checkpoints/?since=0&limit=2").json()["checkpoints"]
+    assert [c["tree_size"] for c in page] == [1, 2]
+    following = f"/api/consent/checkpoints/?since={page[-1]['tree_size'] + 1}&limit=2"
+    rest = client.get(following).json()["checkpoints"]
+    assert [(c["tree_size"], c["consistency_from"]) for c in rest] == [(3, 2), (4, 3)]
+    for limit in ("0", "101", "x"):
+        response = client.get(f"/api/consent/checkpoints/?limit={limit}")
+        assert response.status_code == 400 and "limit" in response.json()
+
+
 def test_checkpoint_command_signs_and_verify_command_reports_ok(fake, capsys):
     subscribe("a@example.com")
     call_command("klaviyo_consent_checkpoint")

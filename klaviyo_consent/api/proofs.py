@@ -35,16 +35,21 @@ class LatestCheckpointView(APIView):
 
 
 class CheckpointListView(APIView):
-    """``GET checkpoints/?since=N``: heads with tree_size ≥ N, with consistency proofs."""
+    """``GET checkpoints/?since=N&limit=M``: up to M (≤ 100) heads with tree_size ≥ N, with
+    consistency proofs; page on with ``since`` = the last tree_size listed + 1."""
 
     permission_classes = [AllowAny]
 
     def get(self, request: Request) -> Response:
-        raw = request.query_params.get("since", "0")
-        since = parse_row_id(raw)
+        since = parse_row_id(request.query_params.get("since", "0"))
         if since is None:
             raise ValidationError({"since": ["Give a tree size: a whole number ≥ 0."]})
-        return Response({"checkpoints": proofs.checkpoints_since(since)})
+        limit = parse_row_id(request.query_params.get("limit", str(proofs.MAX_CHECKPOINTS)))
+        if limit is None or not 1 <= limit <= proofs.MAX_CHECKPOINTS:
+            raise ValidationError(
+                {"limit": [f"Give a whole number from 1 to {proofs.MAX_CHECKPOINTS}."]}
+            )
+        return Response({"checkpoints": proofs.checkpoints_since(since, limit)})
 
 
 class EventReceiptView(APIView):

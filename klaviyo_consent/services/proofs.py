@@ -63,20 +63,26 @@ def checkpoint_data(checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
-def checkpoints_since(since: int = 0) -> list[dict[str, Any]]:
-    """Checkpoints with tree_size ≥ ``since``, oldest first, each with the consistency proof
-    from the one before it (``consistency_from``: that one's tree_size)."""
-    rows = list(Checkpoint.objects.order_by("tree_size"))
+#: The most checkpoints one ``checkpoints_since`` answer lists (each costs a consistency proof).
+MAX_CHECKPOINTS = 100
+
+
+def checkpoints_since(since: int = 0, limit: int = MAX_CHECKPOINTS) -> list[dict[str, Any]]:
+    """Up to ``limit`` checkpoints with tree_size ≥ ``since``, oldest first, each with the
+    consistency proof from the one before it (``consistency_from``: that one's tree_size).
+
+    A caller pages on by asking again ``since`` the last tree_size listed plus one.
+    """
+    limit = max(1, min(limit, MAX_CHECKPOINTS))
+    previous = Checkpoint.objects.filter(tree_size__lt=since).order_by("-tree_size").first()
     listed = []
-    previous: Checkpoint | None = None
-    for row in rows:
-        if row.tree_size >= since:
-            item = checkpoint_data(row)
-            item["consistency_from"] = previous.tree_size if previous else None
-            item["consistency_proof"] = (
-                consistency(previous.tree_size, row.tree_size) if previous else []
-            )
-            listed.append(item)
+    for row in Checkpoint.objects.filter(tree_size__gte=since).order_by("tree_size")[:limit]:
+        item = checkpoint_data(row)
+        item["consistency_from"] = previous.tree_size if previous else None
+        item["consistency_proof"] = (
+            consistency(previous.tree_size, row.tree_size) if previous else []
+        )
+        listed.append(item)
         previous = row
     return listed
 
