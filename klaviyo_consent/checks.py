@@ -106,10 +106,22 @@ def _check_ledger(*, is_production: bool) -> list[checks.CheckMessage]:
         trusted_keys()  # the signing key's and the old public keys'
     except ConfigurationError as exc:
         return [checks.Error(str(exc), id="klaviyo_consent.E011")]
+    messages: list[checks.CheckMessage] = []
+    if is_production and not settings.DEBUG and not consent_settings.LEDGER_SECRET:
+        messages.append(
+            checks.Warning(
+                'KLAVIYO_CONSENT["LEDGER_SECRET"] is not set: identifier digests are keyed '
+                "with a value derived from SECRET_KEY, so rotating SECRET_KEY makes every "
+                "digest look tampered to klaviyo_consent_verify.",
+                hint="Set LEDGER_SECRET once, keep it in your secrets store and never rotate it "
+                "(docs/receipts.md).",
+                id="klaviyo_consent.W011",
+            )
+        )
     if consent_settings.LEDGER_SIGNING_KEY:
-        return []
+        return messages
     if is_production and not settings.DEBUG:
-        return [
+        return messages + [
             checks.Error(
                 'KLAVIYO_CONSENT["LEDGER_SIGNING_KEY"] is not set: the consent ledger cannot '
                 "sign checkpoints, so no receipt can be proven.",
@@ -118,7 +130,7 @@ def _check_ledger(*, is_production: bool) -> list[checks.CheckMessage]:
                 id="klaviyo_consent.E010",
             )
         ]
-    return []
+    return messages
 
 
 def _check_sending_countries() -> list[checks.CheckMessage]:
@@ -164,11 +176,13 @@ def check_table_owner(app_configs: Any = None, databases: Any = None, **kwargs: 
         if connection.vendor != "postgresql":
             continue
         with connection.cursor() as cursor:
+            # Owning the table, or being a member of the role that owns it, is enough to
+            # drop its triggers; the table is looked up as the app's search path resolves it.
             cursor.execute(
-                "SELECT pg_get_userbyid(c.relowner) = current_user, "
+                "SELECT pg_has_role(current_user, c.relowner, 'USAGE'), "
                 "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
-                "FROM pg_class c WHERE c.relname = %s",
-                [ConsentEvent._meta.db_table],
+                "FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                [connection.ops.quote_name(ConsentEvent._meta.db_table)],
             )
             row = cursor.fetchone()
         if row and (row[0] or row[1]):

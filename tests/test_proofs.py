@@ -298,6 +298,17 @@ def test_production_without_a_signing_key_fails_the_system_check(settings):
     assert "klaviyo_consent.E011" in [m.id for m in checks.run_checks()]
 
 
+def test_production_without_a_ledger_secret_is_warned_about(settings):
+    # Digests keyed with a SECRET_KEY-derived value all look tampered once SECRET_KEY rotates.
+    settings.DEBUG = False
+    consent = {"API_KEY": "pk_abc123", "PUSH_ON_COMMIT": False}
+    consent["LEDGER_SIGNING_KEY"] = signing.generate_signing_key()
+    settings.KLAVIYO_CONSENT = consent
+    assert "klaviyo_consent.W011" in [m.id for m in checks.run_checks()]
+    settings.KLAVIYO_CONSENT = {**consent, "LEDGER_SECRET": "a long random ledger secret"}
+    assert "klaviyo_consent.W011" not in [m.id for m in checks.run_checks()]
+
+
 def test_a_bad_old_public_key_is_named_by_the_check_and_closes_the_verification_run(
     fake, settings
 ):
