@@ -160,45 +160,35 @@ def fetch(
     matched: dict[int, tuple[Profile, dict[str, Any]]] = {}
     lookups = _lookups(profiles)
     for name, values in lookups:
-        for page in backend.iter_profiles(
-            payloads.profiles_query(payloads.profile_filter(name, values))
-        ):
-            report.requests += 1
-            for data in page.get("data") or []:
-                report.profiles_read += 1
-                profile = matcher.match(data)
-                if profile is not None:
-                    matched[profile.pk] = (profile, data)
-            if on_page is not None:
-                on_page()
+        _read_pages(backend, matcher, name, values, matched, report, on_page)
     # Klaviyo may hold a profile only under its phone number (it refused the email part of an
     # entry, or a phone-only signup came first): look the unfound ones up by phone too.
     unfound = [p for p in profiles if p.pk not in matched and p.phone_number]
     if unfound and any(name != "phone_number" for name, _ in lookups):
-        by_phone = [p for p in unfound if p.klaviyo_id or p.email]
-        matched.update(_fetch_by_phone(backend, matcher, by_phone, report, on_page))
+        phones = [p.phone_number for p in unfound if p.klaviyo_id or p.email]
+        for i in range(0, len(phones), payloads.MAX_PAGE_SIZE):
+            chunk = phones[i : i + payloads.MAX_PAGE_SIZE]
+            _read_pages(backend, matcher, "phone_number", chunk, matched, report, on_page)
     return matched
 
 
-def _fetch_by_phone(
+def _read_pages(
     backend: Any,
     matcher: _Matcher,
-    profiles: Sequence[Profile],
+    name: str,
+    values: Sequence[str],
+    matched: dict[int, tuple[Profile, dict[str, Any]]],
     report: PullReport,
     on_page: Callable[[], None] | None,
-) -> dict[int, tuple[Profile, dict[str, Any]]]:
-    matched: dict[int, tuple[Profile, dict[str, Any]]] = {}
-    phones = [p.phone_number for p in profiles if p.phone_number]
-    for i in range(0, len(phones), payloads.MAX_PAGE_SIZE):
-        chunk = phones[i : i + payloads.MAX_PAGE_SIZE]
-        query = payloads.profiles_query(payloads.profile_filter("phone_number", chunk))
-        for page in backend.iter_profiles(query):
-            report.requests += 1
-            for data in page.get("data") or []:
-                report.profiles_read += 1
-                profile = matcher.match(data)
-                if profile is not None:
-                    matched[profile.pk] = (profile, data)
-            if on_page is not None:
-                on_page()
-    return matched
+) -> None:
+    """Read every page of ``GET /api/profiles?filter=any(name, values)`` into ``matched``."""
+    query = payloads.profiles_query(payloads.profile_filter(name, list(values)))
+    for page in backend.iter_profiles(query):
+        report.requests += 1
+        for data in page.get("data") or []:
+            report.profiles_read += 1
+            profile = matcher.match(data)
+            if profile is not None:
+                matched[profile.pk] = (profile, data)
+        if on_page is not None:
+            on_page()
