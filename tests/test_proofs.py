@@ -712,3 +712,17 @@ def test_the_offline_verifier_refuses_to_call_nothing_valid(tmp_path):
         )
         assert result.returncode == 1 and result.stdout == "", (content, result.stderr)
         assert result.stderr.startswith("invalid: content:"), (content, result.stderr)
+
+
+def test_the_external_id_named_at_the_event_enters_the_leaf_and_the_receipt(api, fake):
+    # Issue 10: external id is one of the identifiers the leaf holds as a keyed digest; the
+    # receipt names the one given at the event, whatever the profile holds later.
+    [event] = subscribe("ada@example.com", external_id="cust-42")
+    ledger.checkpoint()
+    response = api.get(f"/api/consent/events/{event.pk}/receipt/")
+    assert response.status_code == 200, response.content
+    receipt = response.json()
+    assert receipt["subject"]["external_id"] == "cust-42"
+    assert receipt["record"]["pii_principal_id"]["external_id"] == digest("external_id", "cust-42")
+    verify_receipt(receipt, public_key())
+    assert ledger_verify.verify_ledger().events == 1

@@ -102,6 +102,7 @@ EVENT_FIELDS = (
     "profile",
     "email",
     "phone_number",
+    "external_id",
     "channel",
     "purpose",
     "consent",
@@ -130,6 +131,9 @@ class ConsentEvent(RecordedBy):
     # The identifiers as they were when the person agreed: proof outlives a later change.
     email = models.EmailField(max_length=254, blank=True)
     phone_number = models.CharField(max_length=16, blank=True)
+    # The external id the request named, if any (null, no default: adding the column leaves
+    # SQLite's append-only trigger in place). A keyed digest of it enters the ledger's leaf.
+    external_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     channel = models.CharField(max_length=10, choices=Channel.choices)
     purpose = models.CharField(max_length=20, choices=Purpose.choices)
     consent = models.CharField(

@@ -20,7 +20,15 @@ from klaviyo_consent.models import ConsentEvent
 from klaviyo_consent.receipts import SCHEMA_VERSION, canonical, text_sha256
 
 #: The event's identifiers, which enter a leaf only as HMAC-SHA256 digests.
-IDENTIFIER_FIELDS = ("email", "phone_number", "ip_address", "user_agent", "page_url", "recorded_by")
+IDENTIFIER_FIELDS = (
+    "email",
+    "phone_number",
+    "external_id",
+    "ip_address",
+    "user_agent",
+    "page_url",
+    "recorded_by",
+)
 
 
 def ledger_secret() -> bytes:
@@ -44,6 +52,7 @@ def identifier_values(event: ConsentEvent) -> dict[str, str]:
     return {
         "email": event.email or "",
         "phone_number": event.phone_number or "",
+        "external_id": event.external_id or "",
         "ip_address": event.ip_address or "",
         "user_agent": event.user_agent or "",
         "page_url": event.page_url or "",
@@ -86,6 +95,7 @@ def build_record(event: ConsentEvent, digests: dict[str, str]) -> dict[str, Any]
             "profile_id": event.profile_id,
             "email": digests.get("email"),
             "phone_number": digests.get("phone_number"),
+            "external_id": digests.get("external_id"),
         },
         "purpose": {"channel": event.channel, "purpose": event.purpose, "list_id": event.list_id},
         "consent_state": event.consent,

@@ -397,6 +397,7 @@ def _record(
                 phone_number=phone
                 or (profile.phone_number if channel == Channel.SMS else None)
                 or "",
+                external_id=request.external_id or None,
                 channel=channel,
                 purpose=purpose,
                 consent=request.consent,

@@ -128,7 +128,7 @@ def receipt(event: ConsentEvent, checkpoint: Checkpoint | None = None) -> dict[s
             "profile_id": event.profile_id,
             "email": event.email or None,
             "phone_number": event.phone_number or None,
-            "external_id": event.profile.external_id,
+            "external_id": event.external_id or None,  # as named at the event, not today's
         },
         "notice": {
             "consent_text": consent_text_of(event),
