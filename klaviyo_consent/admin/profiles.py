@@ -26,6 +26,7 @@ from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Method, Suppression
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
+    IDENTITY_EVENT_FIELDS,
     ConsentEvent,
     IdentityEvent,
     Profile,
@@ -75,18 +76,7 @@ class IdentityEventInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ["-recorded_at", "-id"]
-    fields = [
-        "recorded_at",
-        "change",
-        "field",
-        "old_value",
-        "new_value",
-        "other_profile",
-        "moved",
-        "method",
-        "recorded_by",
-        "klaviyo",
-    ]
+    fields = [*IDENTITY_EVENT_FIELDS, "klaviyo"]
     readonly_fields = fields
     verbose_name_plural = "identity changes"
 

@@ -11,6 +11,7 @@ from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Method
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
     EVENT_FIELDS,
+    IDENTITY_EVENT_FIELDS,
     MAX_ROW_ID,
     ConsentEvent,
     Delivery,
@@ -293,20 +294,7 @@ class IdentityEventSerializer(_BuiltOnce, serializers.ModelSerializer):
 
     class Meta:
         model = IdentityEvent
-        fields = [
-            "id",
-            "profile",
-            "change",
-            "field",
-            "old_value",
-            "new_value",
-            "other_profile",
-            "moved",
-            "method",
-            "recorded_at",
-            "recorded_by",
-            "delivery",
-        ]
+        fields = ["id", "profile", *IDENTITY_EVENT_FIELDS, "delivery"]
         read_only_fields = fields
 
     def get_recorded_by(self, event: IdentityEvent) -> str | None:

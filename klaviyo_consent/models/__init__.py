@@ -13,6 +13,7 @@ Import models from here: ``from klaviyo_consent.models import ConsentEvent``.
 
 from klaviyo_consent.models.ledger import (
     EVENT_FIELDS,
+    IDENTITY_EVENT_FIELDS,
     ConsentEvent,
     ConsentEventQuerySet,
     IdentityChange,
@@ -41,6 +42,7 @@ from klaviyo_consent.models.webhooks import WebhookDelivery
 
 __all__ = [
     "EVENT_FIELDS",
+    "IDENTITY_EVENT_FIELDS",
     "MAX_ROW_ID",
     "AppendOnlyQuerySet",
     "Checkpoint",

@@ -124,6 +124,20 @@ EVENT_FIELDS = (
 )
 
 
+#: What an identity change records, in the order the API and the admin show them.
+IDENTITY_EVENT_FIELDS = (
+    "change",
+    "field",
+    "old_value",
+    "new_value",
+    "other_profile",
+    "moved",
+    "method",
+    "recorded_at",
+    "recorded_by",
+)
+
+
 class ConsentEvent(RecordedBy):
     """One consent given or withdrawn, with its proof. Append-only: never updated or deleted."""
 
