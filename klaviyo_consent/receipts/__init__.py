@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,9 +47,55 @@ def text_sha256(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+#: The largest integer JCS writes exactly (IEEE 754 double precision, RFC 8785 §3.2.2.3).
+_SAFE_INTEGER = 2**53 - 1
+
+
 def canonical(record: Mapping[str, Any]) -> bytes:
-    """The record's RFC 8785 (JCS) canonical bytes: what the leaf hashes."""
+    r"""The record's RFC 8785 (JCS) canonical bytes: what the leaf hashes.
+
+    A ledger record holds objects with ASCII keys, lists, strings, booleans, null and integers
+    within ±(2⁵³ − 1). For exactly those values JCS writes what the standard library's C
+    encoder writes with sorted keys, no whitespace and no ASCII escaping: keys sort the same
+    (ASCII code points are UTF-16 code units), strings escape the same (``\"``, ``\\``,
+    ``\b\f\n\r\t``, other controls as lower-case ``\u00xx``), integers print the same. That path
+    is several times faster (a full ledger verify hashes every record); anything else — a
+    float, a non-ASCII key, a larger integer, a lone surrogate — goes to the ``rfc8785``
+    package. ``tests/test_merkle.py`` checks that both agree on generated records.
+    """
+    if _plain(record):
+        try:
+            return json.dumps(
+                record, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+            ).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: rfc8785 refuses it, as JCS does
+            pass
     return rfc8785.dumps(record)
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` holds only the types for which JCS and ``json.dumps`` agree."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_SAFE_INTEGER <= item <= _SAFE_INTEGER:
+                continue
+            return False
+        if kind is dict:
+            for key, child in item.items():
+                if type(key) is not str or not key.isascii():
+                    return False
+                stack.append(child)
+            continue
+        if kind is list:
+            stack.extend(item)
+            continue
+        return False
+    return True
 
 
 def record_leaf_hash(record: Mapping[str, Any]) -> str:
