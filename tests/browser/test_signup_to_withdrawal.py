@@ -1,0 +1,230 @@
+"""A real browser, start to finish: sign up on the example site, find the person in the admin
+with verdicts, withdraw from the admin, and see Klaviyo's side change.
+
+Debian's Chromium through Playwright (tests/browser/conftest.py), headless; axe-core finds no
+serious or critical accessibility violation on the signup page or the admin profile page; the
+signup page at 390 px and the admin profile page at 1280 px are photographed into
+``.ci/artifacts/`` and every field and every grid column is checked to lie inside the viewport.
+Locators are roles and labels, as a person using a screen reader would find things.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip(
+    "playwright.sync_api",
+    reason="Playwright is not installed: `pip install -e '.[test,browser]'` (make test-browser)",
+)
+from playwright.sync_api import Locator, Page, expect  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+#: axe-core impacts that fail the test; moderate and minor ones are printed, not failed.
+FAILING_IMPACTS = ("serious", "critical")
+CHANNELS = ("email", "sms")
+
+
+# -- what every page check shares -----------------------------------------------------------
+
+
+def serious_accessibility_violations(page: Page, axe_script: Path) -> list[str]:
+    """axe-core's serious and critical violations of the page as it stands, one line each.
+
+    axe-core's default rule set (WCAG 2.0/2.1/2.2 A and AA plus best practices), run in the
+    page; each line names the rule, its help text and the elements it found.
+    """
+    page.add_script_tag(path=str(axe_script))
+    results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    lines = []
+    for violation in results["violations"]:
+        targets = ", ".join(" ".join(node["target"]) for node in violation["nodes"][:5])
+        line = f"{violation['impact']}: {violation['id']} ({violation['help']}) at {targets}"
+        if violation["impact"] in FAILING_IMPACTS:
+            lines.append(line)
+        else:
+            print(f"axe, not failing: {page.url}: {line}")
+    return lines
+
+
+def outside_viewport(page: Page, named: dict[str, Locator]) -> list[str]:
+    """What does not lie wholly inside the viewport's width, by name: each element must be
+    visible and inside, and the page must not scroll sideways (a column cut off, or reachable
+    only by scrolling right, is named here)."""
+    width = page.viewport_size["width"]
+    outside = []
+    for name, locator in named.items():
+        expect(locator, f"{name} is not visible").to_be_visible()
+        box = locator.bounding_box()
+        assert box is not None, f"{name} has no box"
+        if box["x"] < 0 or box["x"] + box["width"] > width + 0.5:
+            outside.append(f"{name}: x={box['x']:.0f}..{box['x'] + box['width']:.0f} px")
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    if scroll_width > width:
+        outside.append(f"the page scrolls sideways to {scroll_width} px")
+    return outside
+
+
+def screenshot(page: Page, artifacts: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+
+
+# -- the signup page (example_project/signup, the drop-in form) ------------------------------
+
+
+def signup_fields(page: Page) -> dict[str, Locator]:
+    """Every control of the signup form, found by its label."""
+    return {
+        "email address": page.get_by_role("textbox", name=re.compile("email", re.I)),
+        "email consent box": page.get_by_role("checkbox", name=re.compile("email", re.I)),
+        "mobile number": page.get_by_role("textbox", name=re.compile("mobile", re.I)),
+        "SMS consent box": page.get_by_role("checkbox", name=re.compile("text message|SMS", re.I)),
+        "sign up button": page.get_by_role("button", name=re.compile("sign up", re.I)),
+    }
+
+
+def sign_up(page: Page, email: str, mobile: str) -> None:
+    """Sign up for email and SMS marketing on the signup page, as a shopper would."""
+    page.goto("/")
+    fields = signup_fields(page)
+    fields["email address"].fill(email)
+    fields["email consent box"].check()
+    fields["mobile number"].fill(mobile)
+    fields["SMS consent box"].check()
+    fields["sign up button"].click()
+    expect(page.get_by_text(re.compile("thanks", re.I))).to_be_visible()
+
+
+# -- the admin -----------------------------------------------------------------------------
+
+
+def log_in(page: Page, server: Any) -> None:
+    page.goto("/admin/login/")
+    page.get_by_label("Username").fill(server.username)
+    page.get_by_label("Password").fill(server.password)
+    page.get_by_role("button", name="Log in").click()
+    expect(
+        page.get_by_role("link", name="Log out").or_(page.get_by_role("button", name="Log out"))
+    ).to_be_visible()
+
+
+def open_profile(page: Page, email: str) -> None:
+    """Find the person from the profile list's search box and open their page."""
+    page.goto("/admin/klaviyo_consent/profile/")
+    page.get_by_role("textbox", name="Search").fill(email)
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name=email).click()
+    expect(
+        page.get_by_role("heading", level=2).or_(page.get_by_role("heading", level=1)).first
+    ).to_be_visible()
+
+
+def consent_grid(page: Page) -> Locator:
+    """The profile page's grid: Klaviyo's state beside the ledger's, per channel and purpose."""
+    return page.get_by_role("table", name=re.compile("Klaviyo", re.I))
+
+
+def grid_columns(page: Page) -> dict[str, Locator]:
+    grid = consent_grid(page)
+    headers = grid.get_by_role("columnheader")
+    expect(headers.first).to_be_visible()
+    return {f"column {header.inner_text().strip()!r}": header for header in headers.all()}
+
+
+def withdraw_in_admin(page: Page, email: str, reason: str) -> None:
+    """Withdraw every consent of the open profile from the admin: the action, its confirmation
+    page, a reason (required), confirm. ADAPT AFTER MERGE: written against branch ``admin``'s
+    withdraw action (confirmation page with a required reason)."""
+    page.goto("/admin/klaviyo_consent/profile/")
+    page.get_by_role("textbox", name="Search").fill(email)
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("row", name=re.compile(re.escape(email))).get_by_role("checkbox").check()
+    page.get_by_role("combobox", name=re.compile("action", re.I)).select_option(
+        label=re.compile("withdraw", re.I)
+    )
+    page.get_by_role("button", name=re.compile("^(Go|Run)", re.I)).click()
+    page.get_by_role("textbox", name=re.compile("reason", re.I)).fill(reason)
+    page.get_by_role("button", name=re.compile("withdraw|confirm|yes", re.I)).click()
+
+
+def klaviyo_consent_of(server: Any, email: str) -> dict[str, str | None]:
+    """Klaviyo's consent per channel (marketing) for ``email``, read back from the fake."""
+    profile = server.klaviyo_profile(email)
+    assert profile is not None, f"Klaviyo has no profile for {email}"
+    return {
+        channel: profile["subscriptions"][channel]["marketing"].get("consent")
+        for channel in CHANNELS
+    }
+
+
+# -- the tests -----------------------------------------------------------------------------
+
+
+def test_signup_page_on_a_phone_shows_every_field_and_has_no_serious_axe_violation(
+    new_context: Any, axe_script: Path, artifacts: Path
+) -> None:
+    page = new_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    page.goto("/")
+
+    screenshot(page, artifacts, "signup-390")
+    outside = outside_viewport(page, signup_fields(page))
+    violations = serious_accessibility_violations(page, axe_script)
+    assert outside == [], f"outside the {PHONE['width']} px viewport"
+    assert violations == [], "axe-core"
+
+
+def test_admin_profile_page_at_1280_shows_every_column_and_has_no_serious_axe_violation(
+    new_context: Any, example_server: Any, axe_script: Path, artifacts: Path
+) -> None:
+    email = "grid@example.com"
+    shopper = new_context(viewport=PHONE).new_page()
+    sign_up(shopper, email, "+44 7400 123450")
+    page = new_context(viewport=DESKTOP).new_page()
+    log_in(page, example_server)
+
+    open_profile(page, email)
+
+    screenshot(page, artifacts, "admin-profile-1280")
+    outside = outside_viewport(page, grid_columns(page))
+    violations = serious_accessibility_violations(page, axe_script)
+    assert outside == [], f"outside the {DESKTOP['width']} px viewport"
+    assert violations == [], "axe-core"
+
+
+def test_signup_then_withdrawal_in_the_admin_changes_klaviyos_side(
+    new_context: Any, example_server: Any
+) -> None:
+    email = "flow@example.com"
+    shopper = new_context(viewport=PHONE).new_page()
+    staff = new_context(viewport=DESKTOP).new_page()
+
+    sign_up(shopper, email, "+44 7400 123451")
+    assert klaviyo_consent_of(example_server, email) == {
+        "email": "SUBSCRIBED",
+        "sms": "SUBSCRIBED",
+    }
+    log_in(staff, example_server)
+    open_profile(staff, email)
+    grid = consent_grid(staff)
+    for channel in CHANNELS:
+        expect(
+            grid.get_by_role("row", name=re.compile(rf"^{channel}\W", re.I)).first
+        ).to_contain_text("applied")
+
+    withdraw_in_admin(staff, email, reason="Asked by phone to stop all marketing")
+
+    assert klaviyo_consent_of(example_server, email) == {
+        "email": "UNSUBSCRIBED",
+        "sms": "UNSUBSCRIBED",
+    }
+    open_profile(staff, email)
+    for channel in CHANNELS:
+        expect(
+            consent_grid(staff).get_by_role("row", name=re.compile(rf"^{channel}\W", re.I)).first
+        ).to_contain_text("UNSUBSCRIBED")
