@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from klaviyo_consent.admin.accessible import BlankNamedValuesFilter
 from klaviyo_consent.admin.base import (
     ReadOnlyMixin,
     badge,
@@ -136,7 +137,10 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Verified Klaviyo webhook deliveries, for audit; unprocessed ones carry their error."""
 
     list_display = ["received_at", "webhook_id", "topics", "processed_at", "attempts", "error"]
-    list_filter = [("processed_at", admin.EmptyFieldListFilter), "webhook_id"]
+    list_filter = [
+        ("processed_at", admin.EmptyFieldListFilter),
+        ("webhook_id", BlankNamedValuesFilter),
+    ]
     actions = ["retry_action"]
     search_fields = ["webhook_id", "signature"]
     date_hierarchy = "received_at"
