@@ -20,8 +20,9 @@ class LabelledSplitDateTime(AdminSplitDateTime):
     """The admin's date and time inputs, each with a ``<label>`` (axe-core rule ``label``).
 
     Django 5.2 writes "Date:" and "Time:" as bare text beside the two inputs, so a screen
-    reader announces two unnamed text boxes. The field's own label names the pair (Django puts
-    the pair in a ``<fieldset>`` with the field's label as its ``<legend>``).
+    reader announces two unnamed text boxes; Django 6.1 makes them labels, and this is its
+    template, for 5.2. The field's own label names the pair (Django puts the pair in a
+    ``<fieldset>`` with the field's label as its ``<legend>``).
     """
 
     template_name = "admin/klaviyo_consent/widgets/split_datetime.html"
