@@ -27,8 +27,10 @@ pytestmark = pytest.mark.browser
 #: A phone (it honours ``<meta name="viewport">``) and a laptop, as browser context options.
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
-#: How long a click or a wait may take before the step fails (Playwright's default is 30 s).
+#: How long a click, or a wait for what a page shows, may take before the step fails: a
+#: signup's push and read-back run in the request, on a CI machine others share.
 STEP_TIMEOUT_MS = 15_000
+expect.set_options(timeout=STEP_TIMEOUT_MS)
 #: axe-core impacts that fail the test; moderate and minor ones are printed, not failed.
 FAILING_IMPACTS = ("serious", "critical")
 CHANNELS = ("email", "sms")
