@@ -118,6 +118,36 @@ def not_in_sight(page: Page, named: dict[str, Locator]) -> list[str]:
     return problems
 
 
+#: The words of an element's text that the layout broke across two lines ("SUBSCRIPTIO / N"):
+#: each word's line boxes, from a Range over it, lie on more than one line.
+BROKEN_WORDS = """(element) => {
+    const broken = [];
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const match of node.data.matchAll(/\\S+/g)) {
+            const range = document.createRange();
+            range.setStart(node, match.index);
+            range.setEnd(node, match.index + match[0].length);
+            const lines = new Set(
+                [...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top))
+            );
+            if (lines.size > 1) broken.push(match[0]);
+        }
+    }
+    return broken;
+}"""
+
+
+def broken_words(named: dict[str, Locator]) -> list[str]:
+    """Which of the elements have a word broken across lines, and which words (empty: none)."""
+    problems = []
+    for name, locator in named.items():
+        words = locator.evaluate(BROKEN_WORDS)
+        if words:
+            problems.append(f"{name}: {', '.join(words)}")
+    return problems
+
+
 def open_page(new_context: Any, device: dict[str, Any]) -> Page:
     """A page in a fresh browser context (its own cookies) emulating ``device``."""
     context = new_context(**device)
@@ -250,9 +280,15 @@ def test_admin_profile_page_at_1280_shows_every_column_and_has_no_serious_axe_vi
     open_profile(page, email)
 
     screenshot(page, artifacts, "admin-profile-1280")
-    outside = not_in_sight(page, column_headers(page))
+    columns = column_headers(page)
+    outside = not_in_sight(page, columns)
+    broken = broken_words(columns)
     violations = serious_accessibility_violations(page, axe_script)
-    problems = [f"not in sight: {o}" for o in outside] + [f"axe: {v}" for v in violations]
+    problems = (
+        [f"not in sight: {o}" for o in outside]
+        + [f"a word broken across lines: {b}" for b in broken]
+        + [f"axe: {v}" for v in violations]
+    )
     assert problems == [], "\n".join(problems)
 
 
