@@ -1,10 +1,9 @@
-"""Pure JSON:API bodies for list membership and Create Client Subscription.
+"""Pure JSON:API bodies for list membership.
 
 Spec revision 2026-07-15: ``bulk_import_profiles`` (``ProfileImportJobCreateQuery``),
 ``add_profiles_to_list`` / ``remove_profiles_from_list`` (``ListMembersAddQuery`` /
-``ListMembersDeleteQuery``), ``get_profile_ids_for_list`` (its ``filter``) and
-``create_client_subscription`` (``OnsiteSubscriptionCreateQuery``). The contract tests validate
-these with the klaviyo-api SDK models, as the fake does.
+``ListMembersDeleteQuery``) and ``get_profile_ids_for_list`` (its ``filter``). The contract
+tests validate these with the klaviyo-api SDK models, as the fake does.
 """
 
 from __future__ import annotations
@@ -65,25 +64,7 @@ def list_members_query(field: str, values: Sequence[str]) -> dict[str, str]:
         raise ValueError("list members are filtered by email or phone_number")
     if not 0 < len(values) <= MAX_PAGE_SIZE:
         raise ValueError(f"filter 1 to {MAX_PAGE_SIZE} values a page")
-    quoted = ",".join('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+    quoted = ",".join(
+        '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values
+    )
     return {"filter": f"any({field},[{quoted}])", "page[size]": str(MAX_PAGE_SIZE)}
-
-
-def client_subscription(
-    entry: dict[str, Any], *, list_id: str, custom_source: str | None = None
-) -> dict[str, Any]:
-    """``POST /client/subscriptions``: one profile entry of a subscribe job, as a browser sends.
-
-    ``entry`` is a bulk subscribe job's profile (``payloads.profile_entry``): its identifiers
-    and ``subscriptions`` carry over; a lookup ``id`` does not (a public key cannot know it).
-    ``relationships.list`` is required by this endpoint.
-    """
-    attributes = dict(entry.get("attributes") or {})
-    body: dict[str, Any] = {
-        "type": "subscription",
-        "attributes": {"profile": {"data": {"type": "profile", "attributes": attributes}}},
-        "relationships": {"list": {"data": {"type": "list", "id": list_id}}},
-    }
-    if custom_source:
-        body["attributes"]["custom_source"] = custom_source
-    return {"data": body}

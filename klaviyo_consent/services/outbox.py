@@ -188,15 +188,27 @@ def release(rows: QuerySet[Any]) -> int:
     return _transition(rows)
 
 
-def mark_pushed(rows: QuerySet[Delivery], *, reason: str = "", now: datetime | None = None) -> int:
-    """Klaviyo accepted the job (202): ``pushed``, read back after ``VERIFY_DELAY``."""
+def mark_pushed(
+    rows: QuerySet[Any],
+    *,
+    reason: str = "",
+    now: datetime | None = None,
+    read_back: bool = True,
+) -> int:
+    """Klaviyo accepted the job (202): ``pushed``, read back after ``VERIFY_DELAY``.
+
+    ``read_back=False``: nothing can read Klaviyo back (the client backend); the row stays
+    ``pushed`` with ``reason`` and no read-back is scheduled.
+    """
     now = now or timezone.now()
     return _transition(
         rows,
         now,
         status=DeliveryStatus.PUSHED,
         pushed_at=now,
-        next_attempt_at=now + timedelta(seconds=consent_settings.VERIFY_DELAY),
+        next_attempt_at=(
+            now + timedelta(seconds=consent_settings.VERIFY_DELAY) if read_back else None
+        ),
         reason=reason,
         errors=[],
     )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from django.utils import timezone
 
+from klaviyo_consent.backends import get_backend
 from klaviyo_consent.backends.base import waiting_allowed
 from klaviyo_consent.choices import DeliveryStatus
 from klaviyo_consent.exceptions import KlaviyoAPIError, PushDeferred
@@ -38,7 +39,7 @@ def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) ->
         report.merge(push_pending())
         if push_identity_changes(report):  # new numbers told: their SMS consent may go now
             report.merge(push_pending())
-        if verify:
+        if verify and get_backend().cannot_read is None:
             try:
                 report.merge(verify_pushed())
             except (KlaviyoAPIError, PushDeferred) as exc:

@@ -18,10 +18,10 @@ import hmac
 import json
 from typing import Any
 
-from pydantic import ValidationError
 from openapi_client.models.profile_subscription_create_query_resource_object import (
     ProfileSubscriptionCreateQueryResourceObject,
 )
+from pydantic import ValidationError
 
 from klaviyo_consent.testing.fake.errors import _Problem, _problem, error_object
 from klaviyo_consent.testing.fake.records import FakeResponse, _Call
@@ -52,8 +52,10 @@ class ClientSubscriptions(AccountState):
         if not isinstance(data, dict) or data.get("type") != CLIENT_SUBSCRIPTION:
             raise _problem(400, "data.type must be 'subscription'.", pointer="/data/type")
         list_data = ((data.get("relationships") or {}).get("list") or {}).get("data")
-        if not isinstance(list_data, dict) or list_data.get("type") != "list" or not list_data.get(
-            "id"
+        if (
+            not isinstance(list_data, dict)
+            or list_data.get("type") != "list"
+            or not list_data.get("id")
         ):
             raise _problem(
                 400, "relationships.list is required.", pointer="/data/relationships/list"

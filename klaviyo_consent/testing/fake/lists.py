@@ -101,7 +101,9 @@ class ListMemberships(AccountState):
             phone = attributes.phone_number or None
             pointer = f"/data/attributes/profiles/data/{index}/attributes"
             if email and not _EMAIL_RE.match(email):
-                import_errors.append(error_object(400, INVALID_EMAIL_DETAIL, pointer=f"{pointer}/email"))
+                import_errors.append(
+                    error_object(400, INVALID_EMAIL_DETAIL, pointer=f"{pointer}/email")
+                )
                 continue
             if phone and _phone_info(phone)[0] is None:
                 import_errors.append(

@@ -148,8 +148,6 @@ class Reads(AccountState):
                 f"Invalid additional-fields[list] value(s): {', '.join(sorted(requested))}.",
                 parameter="additional-fields[list]",
             )
-        resource = self._list_resource(
-            item, call.base, profile_count="profile_count" in requested
-        )
+        resource = self._list_resource(item, call.base, profile_count="profile_count" in requested)
         document = {"data": resource, "links": {"self": call.url}}
         return self._json_response(200, document, "GetListRetrieveResponseCompoundDocument")

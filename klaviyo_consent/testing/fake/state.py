@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from klaviyo_consent.testing.fake.errors import _Problem, _problem
 from klaviyo_consent.klaviyo import ADDITIONAL_FIELD_RATE_LIMITS
+from klaviyo_consent.testing.fake.errors import _Problem, _problem
 from klaviyo_consent.testing.fake.ratelimits import RATE_LIMITS, RateLimit
 from klaviyo_consent.testing.fake.records import (
     _B64_TO_CROCKFORD,
