@@ -168,3 +168,29 @@ def test_the_fake_refuses_a_client_subscription_without_a_list_or_company_id(cli
     # No subscriptions object: marketing for the identifiers given (spec).
     shown = client_site.get_profile(email="ada@example.com")["subscriptions"]
     assert shown["email"]["marketing"]["consent"] == "SUBSCRIBED"
+
+
+def _check_ids(settings, **overrides):
+    from klaviyo_consent.checks import check_settings
+
+    settings.KLAVIYO_CONSENT = {
+        **settings.KLAVIYO_CONSENT,
+        "BACKEND": "klaviyo_consent.backends.client.ClientBackend",
+        **overrides,
+    }
+    return {message.id: message.msg for message in check_settings()}
+
+
+def test_the_system_check_says_what_the_client_backend_cannot_do(settings):
+    found = _check_ids(settings, PUBLIC_API_KEY="PubKey1", DEFAULT_LIST_ID="Single")
+    assert "klaviyo_consent.W130" in found
+    assert "cannot be read" in found["klaviyo_consent.W130"]
+    assert "Withdrawals" in found["klaviyo_consent.W130"]
+    assert "klaviyo_consent.E002" not in found  # no private key is expected here
+    assert not {"klaviyo_consent.E130", "klaviyo_consent.W131"} & set(found)
+
+
+def test_the_system_check_wants_the_public_key_and_a_list(settings):
+    found = _check_ids(settings, PUBLIC_API_KEY=None, DEFAULT_LIST_ID=None)
+    assert "PUBLIC_API_KEY" in found["klaviyo_consent.E130"]
+    assert "requires a list" in found["klaviyo_consent.W131"]
