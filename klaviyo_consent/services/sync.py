@@ -19,6 +19,7 @@ from klaviyo_consent.exceptions import KlaviyoAPIError, PushDeferred
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services import outbox
 from klaviyo_consent.services.identity_push import push_identity_changes
+from klaviyo_consent.services.membership_push import push_memberships, verify_memberships
 from klaviyo_consent.services.push import push_pending
 from klaviyo_consent.services.reports import SyncReport
 from klaviyo_consent.services.verify import verify_pushed
@@ -39,9 +40,11 @@ def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) ->
         report.merge(push_pending())
         if push_identity_changes(report):  # new numbers told: their SMS consent may go now
             report.merge(push_pending())
+        push_memberships(report)  # list membership without consent, same limits and outbox
         if verify and get_backend().cannot_read is None:
             try:
                 report.merge(verify_pushed())
+                verify_memberships(report)
             except (KlaviyoAPIError, PushDeferred) as exc:
                 if waiting_allowed():
                     raise
