@@ -44,11 +44,6 @@ class ListMemberships(AccountState):
 
     # --- helpers for tests -----------------------------------------------------------------
 
-    def list_members(self, list_id: str) -> set[str]:
-        """Klaviyo profile ids on the list."""
-        with self._lock:
-            return set(self._lists[list_id].members)
-
     def is_member(
         self, list_id: str, *, email: str | None = None, phone_number: str | None = None
     ) -> bool:
@@ -56,6 +51,18 @@ class ListMemberships(AccountState):
         with self._lock:
             profile = self._lookup(email, phone_number)
             return profile is not None and profile.id in self._lists[list_id].members
+
+    def unsubscribe_from_list(self, email: str, list_id: str) -> None:
+        """The person leaves one list (its unsubscribe link): off the list, with a
+        ``list_suppressions`` entry for it; global consent is left as it was."""
+        with self._lock:
+            profile = self._require(email, None)
+            moment = self.now()
+            self._lists[list_id].members.pop(profile.id, None)
+            profile.email_marketing["list_suppressions"].append(
+                {"list_id": list_id, "reason": "UNSUBSCRIBE", "timestamp": _iso(moment)}
+            )
+            profile.updated = moment
 
     @property
     def import_jobs(self) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,268 @@
+"""List membership without consent: recorded as membership events, pushed by bulk import jobs
+or list relationships, judged by the list read-back, and never a change of consent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from klaviyo_consent.exceptions import ImmutableConsentEvent
+from klaviyo_consent.models import ConsentEvent, MembershipDelivery, MembershipEvent, Profile
+from klaviyo_consent.services.membership import record_membership
+from tests.helpers import ledger, subscribe
+
+pytestmark = pytest.mark.django_db
+
+MEMBERS = "/api/consent/lists/{}/members/"
+EMAIL_ONLY = {"email": {"marketing": True}}
+
+
+def add(api, on_commit, list_id="Single", **person):
+    with on_commit():
+        response = api.post(MEMBERS.format(list_id), {"profiles": [person]}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def remove(api, on_commit, list_id="Single", **person):
+    with on_commit():
+        response = api.delete(MEMBERS.format(list_id), {"profiles": [person]}, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+def consent(fake, email):
+    return fake.get_profile(email=email)["subscriptions"]["email"]["marketing"]["consent"]
+
+
+def test_adding_someone_new_imports_them_into_the_list_without_subscribing(api, fake, on_commit):
+    answer = add(api, on_commit, email="Ada@Example.com", external_id="cust-1")
+    [event] = answer["events"]
+    assert event["action"] == "add" and event["list_id"] == "Single"
+    assert fake.counts["bulk_import_profiles"] == 1
+    assert fake.counts["bulk_subscribe_profiles"] == 0
+    assert fake.is_member("Single", email="ada@example.com")
+    assert consent(fake, "ada@example.com") == "NEVER_SUBSCRIBED"
+    assert not ConsentEvent.objects.exists()  # a membership is not a consent
+    call_command("klaviyo_consent_sync")
+    delivery = MembershipDelivery.objects.get(pk=event["id"])
+    assert delivery.status == "applied"
+    assert delivery.reason == "on the list in Klaviyo"
+    assert Profile.objects.get(email="ada@example.com").klaviyo_id  # learnt by the read-back
+
+
+def test_someone_klaviyo_knows_is_added_by_id_with_the_list_relationship(api, fake, on_commit):
+    profile_id = subscribe(
+        api,
+        on_commit,
+        profile={"email": "ada@example.com"},
+        subscriptions=EMAIL_ONLY,
+        list_id="Double",
+    )
+    call_command("klaviyo_consent_pull", "--profile", str(profile_id))
+    add(api, on_commit, email="ada@example.com")
+    assert fake.counts["add_profiles_to_list"] == 1
+    assert fake.counts["bulk_import_profiles"] == 0
+    assert fake.is_member("Single", email="ada@example.com")
+
+
+def test_a_membership_never_changes_consent_or_the_ledger(api, fake, on_commit):
+    profile_id = subscribe(
+        api, on_commit, profile={"email": "ada@example.com"}, subscriptions=EMAIL_ONLY
+    )
+    call_command("klaviyo_consent_sync")
+    before = ledger(api, profile_id)
+    events_before = ConsentEvent.objects.count()
+    check = {"emails": ["ada@example.com"]}
+    answer = api.post("/api/consent/check/", check, format="json")
+    assert answer.status_code == 200, answer.content
+    check_before = answer.json()
+    add(api, on_commit, email="ada@example.com", list_id="Double")
+    remove(api, on_commit, email="ada@example.com", list_id="Single")
+    call_command("klaviyo_consent_sync")
+    assert ConsentEvent.objects.count() == events_before
+    assert ledger(api, profile_id) == before
+    assert api.post("/api/consent/check/", check, format="json").json() == check_before
+    assert consent(fake, "ada@example.com") == "SUBSCRIBED"
+    assert not fake.is_member("Single", email="ada@example.com")
+    assert fake.is_member("Double", email="ada@example.com")
+
+
+def test_removing_someone_takes_them_off_the_list_and_the_read_back_applies_it(
+    api, fake, on_commit
+):
+    add(api, on_commit, email="ada@example.com")
+    call_command("klaviyo_consent_sync")
+    [event] = remove(api, on_commit, email="ada@example.com")["events"]
+    assert fake.counts["remove_profiles_from_list"] == 1
+    call_command("klaviyo_consent_sync")
+    delivery = MembershipDelivery.objects.get(pk=event["id"])
+    assert (delivery.status, delivery.reason) == ("applied", "not on the list in Klaviyo")
+    assert not fake.is_member("Single", email="ada@example.com")
+
+
+def test_removing_someone_klaviyo_does_not_know_is_applied_without_a_call(api, fake, on_commit):
+    [event] = remove(api, on_commit, email="nobody@example.com")["events"]
+    delivery = MembershipDelivery.objects.get(pk=event["id"])
+    assert delivery.status == "applied"
+    assert "on no list" in delivery.reason
+    assert fake.counts["remove_profiles_from_list"] == 0
+
+
+def test_an_import_klaviyo_never_applies_is_not_applied_after_the_read_backs(
+    api, fake, on_commit, monkeypatch
+):
+    # Klaviyo accepts the job (202) but never adds the person: the list read-back says so.
+    monkeypatch.setattr(type(fake), "_op_bulk_import_profiles", _accept_and_drop)
+    [event] = add(api, on_commit, email="ada@example.com")["events"]
+    call_command("klaviyo_consent_sync")
+    delivery = MembershipDelivery.objects.get(pk=event["id"])
+    assert delivery.status == "not_applied"
+    assert "does not show the person" in delivery.reason
+
+
+def _accept_and_drop(self, call):
+    from klaviyo_consent.testing.fake import FakeResponse
+
+    job = {"type": "profile-bulk-import-job", "id": "JOB1", "attributes": {"status": "queued"}}
+    return FakeResponse(202, {}, json.dumps({"data": job}).encode())
+
+
+def test_a_rate_limited_push_waits_without_spending_attempts(api, fake, on_commit):
+    fake.fail_next(429, retry_after=30)
+    [event] = add(api, on_commit, email="ada@example.com")["events"]
+    delivery = MembershipDelivery.objects.get(pk=event["id"])
+    assert delivery.status == "pending"
+    assert (delivery.attempts, delivery.deferrals) == (0, 1)
+    assert "rate" in delivery.reason.lower() or "429" in delivery.reason
+
+
+def test_a_server_error_spends_an_attempt_and_is_retried(api, fake, on_commit):
+    fake.fail_next(503)
+    [event] = add(api, on_commit, email="ada@example.com")["events"]
+    delivery = MembershipDelivery.objects.get(pk=event["id"])
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    assert not fake.is_member("Single", email="ada@example.com")
+
+
+def test_a_list_klaviyo_does_not_have_fails_with_its_error(api, fake, on_commit):
+    [event] = add(api, on_commit, list_id="Missing1", email="ada@example.com")["events"]
+    delivery = MembershipDelivery.objects.get(pk=event["id"])
+    assert delivery.status == "failed"
+    assert "Missing1 does not exist" in delivery.reason
+
+
+def test_many_people_go_in_one_import_job(api, fake, on_commit):
+    people = [{"email": f"p{i}@example.com"} for i in range(30)]
+    with on_commit():
+        response = api.post(MEMBERS.format("Single"), {"profiles": people}, format="json")
+    assert response.status_code == 201
+    assert fake.counts["bulk_import_profiles"] == 1
+    assert fake.import_jobs.popitem()[1]["attributes"]["total_count"] == 30
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "field"),
+    [
+        (MEMBERS.format("Single"), {"profiles": [{"email": "not-an-email"}]}, "profiles"),
+        (MEMBERS.format("Single"), {"profiles": [{"phone_number": "12"}]}, "profiles"),
+        (MEMBERS.format("Single"), {"profiles": []}, "profiles"),
+        (MEMBERS.format("Single"), {"profiles": [{}]}, "profiles"),
+        (MEMBERS.format("Single"), {"profiles": [{"email": "a@example.com", "x": 1}]}, "profiles"),
+        (MEMBERS.format("Single"), {"profiles": [{"email": "a@example.com"}], "y": 1}, "y"),
+        (MEMBERS.format("Bad-Id"), {"profiles": [{"email": "a@example.com"}]}, "list_id"),
+    ],
+)
+def test_bad_requests_are_400s_naming_the_field_and_record_nothing(api, fake, path, data, field):
+    response = api.post(path, data, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert not MembershipEvent.objects.exists()
+    assert not Profile.objects.exists()
+
+
+def test_the_field_named_is_the_entrys(api, fake):
+    response = api.post(
+        MEMBERS.format("Single"),
+        {"profiles": [{"email": "a@example.com"}, {"email": "nope"}]},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "profiles": {"1": {"email": [response.json()["profiles"]["1"]["email"][0]]}}
+    }
+
+
+def test_writing_needs_the_write_permission(fake):
+    from rest_framework.test import APIClient
+
+    response = APIClient().post(
+        MEMBERS.format("Single"), {"profiles": [{"email": "a@example.com"}]}, format="json"
+    )
+    assert response.status_code in (401, 403)
+    assert not MembershipEvent.objects.exists()
+
+
+def test_membership_events_are_append_only(fake):
+    result = record_membership("Single", [{"email": "a@example.com"}], action="add")
+    [event] = result.events
+    with pytest.raises(ImmutableConsentEvent):
+        event.save()
+    with pytest.raises(ImmutableConsentEvent):
+        MembershipEvent.objects.filter(pk=event.pk).update(list_id="Other")
+    with pytest.raises(ImmutableConsentEvent):
+        event.delete()
+    with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE klaviyo_consent_membershipevent SET list_id = 'Other' WHERE id = %s",
+            [event.pk],
+        )
+
+
+def test_membership_rows_hold_no_raw_identifier():
+    names = {f.name for f in MembershipEvent._meta.get_fields()}
+    names |= {f.name for f in MembershipDelivery._meta.get_fields()}
+    assert not names & {"email", "phone_number", "external_id", "ip_address", "user_agent"}
+
+
+def test_a_bulk_import_in_the_fake_never_subscribes_even_if_asked(fake):
+    entry = {
+        "type": "profile",
+        "attributes": {
+            "email": "ada@example.com",
+            "subscriptions": {"email": {"marketing": {"consent": "SUBSCRIBED"}}},
+        },
+    }
+    document = {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {"profiles": {"data": [entry]}},
+            "relationships": {"lists": {"data": [{"type": "list", "id": "Single"}]}},
+        }
+    }
+    headers = {"Authorization": "Klaviyo-API-Key pk_test", "revision": "2026-07-15"}
+    answer = fake.handle(
+        "POST", "/api/profile-bulk-import-jobs", headers, json.dumps(document).encode()
+    )
+    assert answer.status == 202
+    assert fake.is_member("Single", email="ada@example.com")
+    assert consent(fake, "ada@example.com") == "NEVER_SUBSCRIBED"
+
+
+def test_the_fake_validates_list_membership_bodies_with_the_sdk(fake):
+    headers = {"Authorization": "Klaviyo-API-Key pk_test", "revision": "2026-07-15"}
+    for body in ({"data": [{"type": "list", "id": "X"}]}, {"data": "nope"}, {}):
+        answer = fake.handle(
+            "POST", "/api/lists/Single/relationships/profiles", headers, json.dumps(body).encode()
+        )
+        assert answer.status == 400, body
+    answer = fake.handle(
+        "POST",
+        "/api/profile-bulk-import-jobs",
+        headers,
+        json.dumps({"data": {"type": "profile-subscription-bulk-create-job"}}).encode(),
+    )
+    assert answer.status == 400
