@@ -266,3 +266,49 @@ def test_the_fake_validates_list_membership_bodies_with_the_sdk(fake):
         json.dumps({"data": {"type": "profile-subscription-bulk-create-job"}}).encode(),
     )
     assert answer.status == 400
+
+
+def test_the_admin_action_adds_the_selected_profiles_to_a_list_without_consent(
+    admin_client, fake, on_commit
+):
+    ada = Profile.objects.create(email="ada@example.com")
+    bob = Profile.objects.create(phone_number="+447400123456")
+    changelist = "/admin/klaviyo_consent/profile/"
+    form = admin_client.post(
+        changelist, {"action": "add_to_list_action", "_selected_action": [ada.pk, bob.pk]}
+    )
+    assert form.status_code == 200 and b"list_id" in form.content
+    assert not MembershipEvent.objects.exists()
+    with on_commit():
+        admin_client.post(
+            changelist,
+            {
+                "action": "add_to_list_action",
+                "_selected_action": [ada.pk, bob.pk],
+                "apply": "1",
+                "list_id": "Single",
+            },
+        )
+    events = MembershipEvent.objects.order_by("profile_id")
+    assert [(e.profile_id, e.action, e.method) for e in events] == [
+        (ada.pk, "add", "admin"),
+        (bob.pk, "add", "admin"),
+    ]
+    assert fake.is_member("Single", email="ada@example.com")
+    assert fake.is_member("Single", phone_number="+447400123456")
+    assert not ConsentEvent.objects.exists()
+
+
+def test_the_admin_action_refuses_a_bad_list_id(admin_client, fake):
+    ada = Profile.objects.create(email="ada@example.com")
+    page = admin_client.post(
+        "/admin/klaviyo_consent/profile/",
+        {
+            "action": "remove_from_list_action",
+            "_selected_action": [ada.pk],
+            "apply": "1",
+            "list_id": "../x",
+        },
+    )
+    assert b"letters and digits" in page.content
+    assert not MembershipEvent.objects.exists()
