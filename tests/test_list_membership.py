@@ -312,3 +312,50 @@ def test_the_admin_action_refuses_a_bad_list_id(admin_client, fake):
     )
     assert b"letters and digits" in page.content
     assert not MembershipEvent.objects.exists()
+
+
+def _csv(tmp_path, text):
+    path = tmp_path / "members.csv"
+    path.write_text(text)
+    return str(path)
+
+
+def test_import_members_only_adds_every_row_to_the_list_without_consent(tmp_path, fake, on_commit):
+    path = _csv(
+        tmp_path,
+        "email,phone_number,external_id,country\nada@example.com,,c-1,\n,07400 123456,,GB\n",
+    )
+    with on_commit():
+        call_command("klaviyo_consent_import", path, "--members-only", "--list-id", "Single")
+    events = MembershipEvent.objects.order_by("id")
+    assert [(e.action, e.method, e.list_id) for e in events] == [("add", "import", "Single")] * 2
+    assert Profile.objects.filter(phone_number="+447400123456").exists()
+    assert not ConsentEvent.objects.exists()
+    assert fake.is_member("Single", email="ada@example.com")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("email,email_marketing\nada@example.com,yes\n", "line 2: email_marketing"),
+        ("email\nada@example.com\nnope\n", "line 3: email"),
+        ("email\n\n,\n", "line 3"),
+    ],
+)
+def test_import_members_only_names_the_bad_line_and_records_nothing(tmp_path, fake, text, expected):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match=expected):
+        call_command(
+            "klaviyo_consent_import", _csv(tmp_path, text), "--members-only", "--list-id", "Single"
+        )
+    assert not MembershipEvent.objects.exists()
+
+
+def test_import_members_only_needs_a_list(tmp_path, fake):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="--list-id"):
+        call_command(
+            "klaviyo_consent_import", _csv(tmp_path, "email\na@example.com\n"), "--members-only"
+        )
