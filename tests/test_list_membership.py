@@ -359,3 +359,18 @@ def test_import_members_only_needs_a_list(tmp_path, fake):
         call_command(
             "klaviyo_consent_import", _csv(tmp_path, "email\na@example.com\n"), "--members-only"
         )
+
+
+def test_a_failed_read_back_waits_and_says_why_without_a_verdict(api, fake, on_commit, settings):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
+    record_membership("Single", [{"email": "ada@example.com"}], action="add")
+    from klaviyo_consent.services.membership_push import push_memberships, verify_memberships
+
+    push_memberships()
+    fake.fail_next(400)  # not retried by the read itself: no sleeping in the test
+    verify_memberships()
+    delivery = MembershipDelivery.objects.get()
+    assert delivery.status == "pushed"
+    assert delivery.verify_attempts == 1
+    assert delivery.reason.startswith("Read-back failed")
+    assert delivery.next_attempt_at is not None

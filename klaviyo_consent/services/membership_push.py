@@ -274,15 +274,31 @@ def verify_memberships(report: SyncReport | None = None) -> SyncReport:
         for list_id, group in by_list.items():
             try:
                 members = _members(backend, list_id, group, report)
-            except (KlaviyoAPIError, PushDeferred) as error:
-                outbox.release(_owned(group))
-                if isinstance(error, PushDeferred):
-                    return report
+            except PushDeferred:
+                outbox.release(_owned(group))  # a push that must not wait: read next run
+                return report
+            except KlaviyoAPIError as error:
                 logger.warning("Could not read list %s back: %s", list_id, error)
+                _read_back_failed(group, error)
+                report.retried += len(group)
                 continue
             _judge(group, members, report)
         if len(rows) < 1000:
             return report
+
+
+def _read_back_failed(rows: list[MembershipDelivery], error: KlaviyoAPIError) -> None:
+    """Klaviyo did not answer the read-back: each row counts the read, says why and is due
+    again after a backoff (no verdict is guessed)."""
+    now = timezone.now()
+    for row in rows:
+        attempts = row.verify_attempts + 1
+        outbox.reschedule(
+            _owned([row]),
+            verify_attempts=attempts,
+            reason=f"Read-back failed: {error}"[:2000],
+            next_attempt_at=now + timedelta(seconds=outbox.backoff(attempts, error.retry_after)),
+        )
 
 
 def _members(
