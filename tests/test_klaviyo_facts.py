@@ -172,9 +172,10 @@ def test_suppression_reasons_and_opt_in_processes_are_the_specs_enums():
 
 def test_list_membership_and_client_sizes_are_the_specs():
     assert klaviyo.MAX_IMPORT_PROFILES == 10000
-    assert "Accepts up to 10,000 profiles per request" in operation("bulk_import_profiles")[2][
-        "description"
-    ]
+    assert (
+        "Accepts up to 10,000 profiles per request"
+        in operation("bulk_import_profiles")[2]["description"]
+    )
     for operation_id in ("add_profiles_to_list", "remove_profiles_from_list"):
         assert (
             f"accepts a maximum of {klaviyo.MAX_LIST_MEMBERS} profiles per call"

@@ -374,3 +374,49 @@ def test_a_failed_read_back_waits_and_says_why_without_a_verdict(api, fake, on_c
     assert delivery.verify_attempts == 1
     assert delivery.reason.startswith("Read-back failed")
     assert delivery.next_attempt_at is not None
+
+
+def test_the_list_bodies_the_app_sends_are_valid_for_the_sdk():
+    from openapi_client.models.list_members_add_query import ListMembersAddQuery
+    from openapi_client.models.list_members_delete_query import ListMembersDeleteQuery
+    from openapi_client.models.profile_import_job_create_query import ProfileImportJobCreateQuery
+    from openapi_client.models.profile_subscription_create_query_resource_object import (
+        ProfileSubscriptionCreateQueryResourceObject,
+    )
+
+    from klaviyo_consent.backends.client import client_subscription
+    from klaviyo_consent.services import list_payloads, payloads
+
+    entry = list_payloads.import_entry(
+        email="ada@example.com", phone_number="+447400123456", external_id="c-1"
+    )
+    assert "subscriptions" not in entry["attributes"]
+    job = list_payloads.import_job([entry], list_id="Single")
+    parsed = ProfileImportJobCreateQuery.from_dict(job)
+    assert parsed.data.relationships.lists.data[0].id == "Single"
+    assert (
+        ListMembersAddQuery.from_dict(list_payloads.list_members(["01ABC"])).data[0].id == "01ABC"
+    )
+    assert ListMembersDeleteQuery.from_dict(list_payloads.list_members(["01ABC"])) is not None
+    with pytest.raises(ValueError):
+        list_payloads.list_members([str(i) for i in range(1001)])
+    with pytest.raises(ValueError):
+        list_payloads.import_job([], list_id="Single")
+    subscription = client_subscription(
+        payloads.profile_entry(
+            email="ada@example.com",
+            phone_number=None,
+            consents=[("email", "marketing", "SUBSCRIBED", None)],
+            klaviyo_id="01ABC",
+        ),
+        list_id="Single",
+        custom_source="Footer",
+    )
+    data = subscription["data"]
+    assert (
+        data["type"] == "subscription" and data["relationships"]["list"]["data"]["id"] == "Single"
+    )
+    assert data["attributes"]["custom_source"] == "Footer"
+    profile = data["attributes"]["profile"]["data"]
+    assert "id" not in profile  # a public key cannot name a Klaviyo id
+    assert ProfileSubscriptionCreateQueryResourceObject.from_dict(profile) is not None
