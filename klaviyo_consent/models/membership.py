@@ -33,9 +33,7 @@ class MembershipEventQuerySet(models.QuerySet):
 class MembershipEvent(RecordedBy):
     """One request to add a person to a Klaviyo list, or remove them, without consent."""
 
-    profile = models.ForeignKey(
-        Profile, on_delete=models.PROTECT, related_name="membership_events"
-    )
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="membership_events")
     list_id = models.CharField(max_length=64, db_index=True)
     action = models.CharField(max_length=10, choices=Membership.choices)
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.API)
