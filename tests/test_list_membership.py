@@ -420,3 +420,31 @@ def test_the_list_bodies_the_app_sends_are_valid_for_the_sdk():
     profile = data["attributes"]["profile"]["data"]
     assert "id" not in profile  # a public key cannot name a Klaviyo id
     assert ProfileSubscriptionCreateQueryResourceObject.from_dict(profile) is not None
+
+
+def test_an_id_klaviyo_no_longer_has_is_added_by_its_identifiers_instead(api, fake, on_commit):
+    known_id = fake.add_profile(email="bob@example.com")
+    Profile.objects.create(email="bob@example.com", klaviyo_id=known_id)
+    Profile.objects.create(email="ada@example.com", klaviyo_id="01GONE")  # deleted in Klaviyo
+    with on_commit():
+        response = api.post(
+            MEMBERS.format("Single"),
+            {"profiles": [{"email": "ada@example.com"}, {"email": "bob@example.com"}]},
+            format="json",
+        )
+    assert response.status_code == 201
+    assert fake.is_member("Single", email="ada@example.com")
+    assert fake.is_member("Single", email="bob@example.com")
+    assert fake.counts["bulk_import_profiles"] == 1  # ada, by her email
+    assert Profile.objects.get(email="ada@example.com").klaviyo_id != "01GONE"
+    assert not MembershipDelivery.objects.filter(status="failed").exists()
+
+
+def test_removing_an_id_klaviyo_no_longer_has_is_done(api, fake, on_commit):
+    Profile.objects.create(email="ada@example.com", klaviyo_id="01GONE")
+    [event] = remove(api, on_commit, email="ada@example.com")["events"]
+    delivery = MembershipDelivery.objects.get(pk=event["id"])
+    assert (delivery.status, delivery.reason) == (
+        "applied",
+        "Klaviyo has no profile with this id: it is on no list",
+    )

@@ -86,9 +86,7 @@ class MembershipPusher:
                     else self.backend.remove_profiles_from_list
                 )
                 for chunk in _chunks(known, MAX_LIST_MEMBERS):
-                    ids = [row.profile.klaviyo_id for row in chunk]
-                    body = list_payloads.list_members(ids)
-                    self._send(chunk, lambda c=call, i=list_id, b=body: c(i, b))
+                    self._relationship(list_id, action, chunk, call)
                     done.update(row.pk for row in chunk)
                 if action == Membership.ADD:
                     for chunk in _chunks(unknown, MAX_IMPORT_PROFILES):
@@ -127,6 +125,39 @@ class MembershipPusher:
             self.report.memberships_verified += len(absent)
         return [row for row in rows if row.profile.klaviyo_id]
 
+    def _relationship(
+        self,
+        list_id: str,
+        action: str,
+        rows: Sequence[MembershipDelivery],
+        call: Callable[[str, dict[str, Any]], Any],
+    ) -> None:
+        """Add or remove by Klaviyo id. Ids Klaviyo refuses by pointer (``/data/<i>/id``: it
+        has no such profile any more, deleted or merged there) are forgotten: an add sends
+        those people by identifiers in an import job, a removal is done (on no list); the
+        others go again."""
+        body = list_payloads.list_members([row.profile.klaviyo_id for row in rows])
+        answer = self._send(rows, lambda: call(list_id, body), pointers="/data/", fail_named=False)
+        if not (isinstance(answer, _Refused) and answer.entries):
+            return
+        stale = [row for index, row in enumerate(rows) if index in answer.entries]
+        rest = [row for index, row in enumerate(rows) if index not in answer.entries]
+        Profile.objects.filter(pk__in=[row.profile_id for row in stale]).update(klaviyo_id="")
+        for row in stale:
+            row.profile.klaviyo_id = ""
+        if action == Membership.ADD:
+            self._import(list_id, stale)
+        else:
+            outbox.record_verdict(
+                _owned(stale),
+                DeliveryStatus.APPLIED,
+                "Klaviyo has no profile with this id: it is on no list",
+                next_attempt_at=None,
+            )
+            self.report.memberships_verified += len(stale)
+        if rest:
+            self._relationship(list_id, action, rest, call)
+
     def _import(self, list_id: str, rows: Sequence[MembershipDelivery]) -> None:
         entries = [
             list_payloads.import_entry(
@@ -144,8 +175,20 @@ class MembershipPusher:
             if rest and named:
                 self._import(list_id, rest)
 
-    def _send(self, rows: Sequence[MembershipDelivery], call: Callable[[], Any]) -> Any:
-        """One request for ``rows``; Klaviyo's answer decides each row's next state."""
+    def _send(
+        self,
+        rows: Sequence[MembershipDelivery],
+        call: Callable[[], Any],
+        *,
+        pointers: str = _ENTRY,
+        fail_named: bool = True,
+    ) -> Any:
+        """One request for ``rows``; Klaviyo's answer decides each row's next state.
+
+        A 4xx whose pointers (``<pointers><index>``) name rows fails those rows, or with
+        ``fail_named=False`` leaves them to the caller; either way a :class:`_Refused` naming
+        them is returned, and the caller sends the others again.
+        """
         try:
             answer = call()
         except PushDeferred as exc:
@@ -156,7 +199,7 @@ class MembershipPusher:
             return None
         except KlaviyoAPIError as error:
             self.report.requests += 1
-            return self._failed_request(rows, error)
+            return self._failed_request(rows, error, pointers=pointers, fail_named=fail_named)
         self.report.requests += 1
         self.report.jobs += 1
         job_id = ((answer or {}).get("data") or {}).get("id") if isinstance(answer, dict) else None
@@ -165,7 +208,14 @@ class MembershipPusher:
         self.report.memberships_pushed += len(rows)
         return answer
 
-    def _failed_request(self, rows: Sequence[MembershipDelivery], error: KlaviyoAPIError) -> Any:
+    def _failed_request(
+        self,
+        rows: Sequence[MembershipDelivery],
+        error: KlaviyoAPIError,
+        *,
+        pointers: str = _ENTRY,
+        fail_named: bool = True,
+    ) -> Any:
         now = timezone.now()
         if isinstance(error, KlaviyoRateLimited) or isinstance(error, KlaviyoAuthenticationError):
             # About the account or the key, not these people: wait, never spend attempts.
@@ -202,7 +252,9 @@ class MembershipPusher:
                     )
                     self.report.retried += 1
             return None
-        named = _named_entries(error, len(rows))
+        named = _named_entries(error, len(rows), pointers)
+        if named and not fail_named:
+            return _Refused(named)
         failed = [row for index, row in enumerate(rows) if index in named] if named else rows
         outbox.mark_failed(_owned(failed), str(error)[:2000], error.errors)
         self.report.failed += len(failed)
@@ -216,12 +268,13 @@ class _Refused:
         self.entries = entries
 
 
-def _named_entries(error: KlaviyoAPIError, count: int) -> set[int]:
+def _named_entries(error: KlaviyoAPIError, count: int, prefix: str = _ENTRY) -> set[int]:
+    """Indexes of the entries Klaviyo's pointers name (``<prefix><index>[/...]``)."""
     named = set()
     for err in error.errors:
         pointer = ((err.get("source") or {}) if isinstance(err, dict) else {}).get("pointer") or ""
-        if pointer.startswith(_ENTRY):
-            index = pointer[len(_ENTRY) :].split("/", 1)[0]
+        if pointer.startswith(prefix):
+            index = pointer[len(prefix) :].split("/", 1)[0]
             if index.isdigit() and int(index) < count:
                 named.add(int(index))
     return named
