@@ -6,7 +6,9 @@ Spec revision 2026-07-15: ``bulk_import_profiles`` (≤ 10,000 profiles, 202 wit
 Bodies are validated with the SDK's ``ProfileImportJobCreateQuery``, ``ListMembersAddQuery`` and
 ``ListMembersDeleteQuery``. Membership never changes consent: an import sets identifiers only
 (its schema has no ``subscriptions``; a stray one is ignored, as the SDK drops unknown keys),
-and removing someone from a list "will not impact the profile's consent" (spec).
+and removing someone from a list "will not impact the profile's consent" (spec). A profile id
+the account does not have is a 404 pointing at ``/data/<i>/id`` (unconfirmed: the spec documents
+only "4XX" for these calls).
 """
 
 from __future__ import annotations
