@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from klaviyo_consent.backends import get_backend
@@ -219,38 +220,40 @@ class MembershipPusher:
         now = timezone.now()
         if isinstance(error, KlaviyoRateLimited) or isinstance(error, KlaviyoAuthenticationError):
             # About the account or the key, not these people: wait, never spend attempts.
-            for row in rows:
-                outbox.reschedule(
-                    _owned([row]),
-                    deferrals=row.deferrals + 1,
-                    reason=f"Will retry: {error}",
-                    errors=error.errors,
-                    next_attempt_at=now
-                    + timedelta(seconds=outbox.backoff(row.deferrals + 1, error.retry_after)),
-                )
-            self.report.retried += len(rows)
-            return None
-        if error.retryable:
-            for row in rows:
-                attempts = row.attempts + 1
-                if attempts >= consent_settings.MAX_ATTEMPTS:
-                    outbox.dead_letter(
-                        _owned([row]),
-                        attempts=attempts,
-                        reason=f"Gave up after {attempts} attempts: {error}",
-                        errors=error.errors,
-                    )
-                    self.report.failed += 1
-                else:
+            with transaction.atomic():
+                for row in rows:
                     outbox.reschedule(
                         _owned([row]),
-                        attempts=attempts,
+                        deferrals=row.deferrals + 1,
                         reason=f"Will retry: {error}",
                         errors=error.errors,
                         next_attempt_at=now
-                        + timedelta(seconds=outbox.backoff(attempts, error.retry_after)),
+                        + timedelta(seconds=outbox.backoff(row.deferrals + 1, error.retry_after)),
                     )
-                    self.report.retried += 1
+            self.report.retried += len(rows)
+            return None
+        if error.retryable:
+            with transaction.atomic():
+                for row in rows:
+                    attempts = row.attempts + 1
+                    if attempts >= consent_settings.MAX_ATTEMPTS:
+                        outbox.dead_letter(
+                            _owned([row]),
+                            attempts=attempts,
+                            reason=f"Gave up after {attempts} attempts: {error}",
+                            errors=error.errors,
+                        )
+                        self.report.failed += 1
+                    else:
+                        outbox.reschedule(
+                            _owned([row]),
+                            attempts=attempts,
+                            reason=f"Will retry: {error}",
+                            errors=error.errors,
+                            next_attempt_at=now
+                            + timedelta(seconds=outbox.backoff(attempts, error.retry_after)),
+                        )
+                        self.report.retried += 1
             return None
         named = _named_entries(error, len(rows), pointers)
         if named and not fail_named:
@@ -344,14 +347,16 @@ def _read_back_failed(rows: list[MembershipDelivery], error: KlaviyoAPIError) ->
     """Klaviyo did not answer the read-back: each row counts the read, says why and is due
     again after a backoff (no verdict is guessed)."""
     now = timezone.now()
-    for row in rows:
-        attempts = row.verify_attempts + 1
-        outbox.reschedule(
-            _owned([row]),
-            verify_attempts=attempts,
-            reason=f"Read-back failed: {error}"[:2000],
-            next_attempt_at=now + timedelta(seconds=outbox.backoff(attempts, error.retry_after)),
-        )
+    with transaction.atomic():
+        for row in rows:
+            attempts = row.verify_attempts + 1
+            outbox.reschedule(
+                _owned([row]),
+                verify_attempts=attempts,
+                reason=f"Read-back failed: {error}"[:2000],
+                next_attempt_at=now
+                + timedelta(seconds=outbox.backoff(attempts, error.retry_after)),
+            )
 
 
 def _members(
@@ -381,7 +386,9 @@ def _members(
 
 
 def _judge(rows: list[MembershipDelivery], members: set[str], report: SyncReport) -> None:
+    """Each row's verdict; rows with the same outcome share one UPDATE, all in one commit."""
     now = timezone.now()
+    outcomes: dict[tuple[str, str, Any, int], list[MembershipDelivery]] = defaultdict(list)
     for row in rows:
         on_list = bool(row.profile.klaviyo_id) and row.profile.klaviyo_id in members
         wanted = row.action == Membership.ADD
@@ -403,8 +410,11 @@ def _judge(rows: list[MembershipDelivery], members: set[str], report: SyncReport
                 else "Klaviyo's list still shows the person"
             )
             next_at = None
-        outbox.record_verdict(
-            _owned([row]), status, reason, next_attempt_at=next_at, verify_attempts=attempts
-        )
-        if status != DeliveryStatus.PUSHED:
-            report.memberships_verified += 1
+        outcomes[(status, reason, next_at, attempts)].append(row)
+    with transaction.atomic():
+        for (status, reason, next_at, attempts), group in outcomes.items():
+            outbox.record_verdict(
+                _owned(group), status, reason, next_attempt_at=next_at, verify_attempts=attempts
+            )
+            if status != DeliveryStatus.PUSHED:
+                report.memberships_verified += len(group)
