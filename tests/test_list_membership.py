@@ -448,3 +448,22 @@ def test_removing_an_id_klaviyo_no_longer_has_is_done(api, fake, on_commit):
         "applied",
         "Klaviyo has no profile with this id: it is on no list",
     )
+
+
+def test_a_failed_membership_is_shown_in_the_admin_and_can_be_retried(
+    admin_client, fake, on_commit
+):
+    with on_commit():
+        record_membership("Missing1", [{"email": "ada@example.com"}], action="add")
+    event = MembershipEvent.objects.get()
+    page = admin_client.get("/admin/klaviyo_consent/membershipevent/").content.decode()
+    assert "Missing1" in page and "failed" in page
+    fake.add_list("Missing1", "Late", "single_opt_in")
+    admin_client.post(
+        "/admin/klaviyo_consent/membershipevent/",
+        {"action": "retry_action", "_selected_action": [event.pk]},
+    )
+    assert MembershipDelivery.objects.get().status == "pending"
+    call_command("klaviyo_consent_sync")
+    assert MembershipDelivery.objects.get().status == "applied"
+    assert fake.is_member("Missing1", email="ada@example.com")

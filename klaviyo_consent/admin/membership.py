@@ -15,10 +15,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from klaviyo_consent.admin.base import ReadOnlyMixin
 from klaviyo_consent.choices import Membership, Method
 from klaviyo_consent.exceptions import ConsentValidationError
-from klaviyo_consent.models import KlaviyoList
+from klaviyo_consent.models import KlaviyoList, MembershipDelivery, MembershipEvent
 from klaviyo_consent.services.membership import MAX_PROFILES, record_membership
+from klaviyo_consent.services.outbox import requeue
 from klaviyo_consent.validators import KLAVIYO_ID
 
 
@@ -98,3 +100,25 @@ def remove_from_list_action(
     modeladmin: Any, request: HttpRequest, queryset: QuerySet
 ) -> TemplateResponse | None:
     return _membership(modeladmin, request, queryset, Membership.REMOVE, "remove_from_list_action")
+
+
+@admin.register(MembershipEvent)
+class MembershipEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """List membership without consent, read-only, with each event's verdict; failed ones can
+    be sent again."""
+
+    list_display = ["id", "profile", "list_id", "action", "verdict", "method", "recorded_at"]
+    list_filter = ["action", "delivery__status", "method"]
+    search_fields = ["list_id", "profile__email", "profile__phone_number"]
+    list_select_related = ["profile", "delivery"]
+    actions = ["retry_action"]
+
+    @admin.display(description="verdict")
+    def verdict(self, event: MembershipEvent) -> str:
+        delivery = event.delivery
+        return f"{delivery.status}: {delivery.reason}" if delivery.reason else delivery.status
+
+    @admin.action(permissions=["operate"], description="Retry failed membership pushes")
+    def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = requeue(MembershipDelivery.objects.filter(event__in=queryset))
+        self.message_user(request, f"{count} membership push(es) queued again.")

@@ -16,7 +16,7 @@ from klaviyo_consent.backends import get_backend
 from klaviyo_consent.backends.base import waiting_allowed
 from klaviyo_consent.choices import DeliveryStatus
 from klaviyo_consent.exceptions import KlaviyoAPIError, PushDeferred
-from klaviyo_consent.models import Delivery
+from klaviyo_consent.models import Delivery, MembershipDelivery
 from klaviyo_consent.services import outbox
 from klaviyo_consent.services.identity_push import push_identity_changes
 from klaviyo_consent.services.membership_push import push_memberships, verify_memberships
@@ -65,8 +65,11 @@ def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) ->
 
 
 def retry_failed(*, event_ids: Sequence[int] | None = None) -> int:
-    """Put failed (and dead-lettered) events back in the outbox for another round of attempts."""
+    """Put failed (and dead-lettered) events back in the outbox for another round of attempts.
+
+    Without ``event_ids``, failed list memberships too (``MembershipDelivery``)."""
     rows = Delivery.objects.filter(status=DeliveryStatus.FAILED)
     if event_ids is not None:
-        rows = rows.filter(event_id__in=list(event_ids))
-    return outbox.requeue(rows)
+        return outbox.requeue(rows.filter(event_id__in=list(event_ids)))
+    memberships = MembershipDelivery.objects.filter(status=DeliveryStatus.FAILED)
+    return outbox.requeue(rows) + outbox.requeue(memberships)
