@@ -165,6 +165,13 @@ class ConsentForm(forms.Form):
         self.fields["country"].initial = default_region()
         self.e164: str | None = None
 
+    def phone_display(self) -> str | None:
+        """The number read, written as people read it internationally (+44 7400 123457)."""
+        if not self.e164:
+            return None
+        number = phonenumbers.parse(self.e164, None)
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
     # --- what the shopper sees ------------------------------------------------------------
 
     @property

@@ -54,7 +54,7 @@ def submit(request: HttpRequest) -> HttpResponseRedirect:
     request.session[DONE_KEY] = confirmation(
         outcome,
         email=form.cleaned_data["email"] or None,
-        phone=form.e164 if form.cleaned_data["sms_marketing"] else None,
+        phone=form.phone_display() if form.cleaned_data["sms_marketing"] else None,
     )
     return back
 
