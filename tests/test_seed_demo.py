@@ -86,7 +86,11 @@ def test_the_admin_verdict_filters_each_find_someone_after_the_seed(seeded):
 
 
 def test_seed_demo_says_who_is_who_and_runs_again_without_adding_anyone(seeded):
-    assert "ana@example.si: email marketing: applied, sms marketing: not_applied" in seeded
+    assert (
+        "ana@example.si: email marketing: applied; sms marketing: not_applied (SMS is not "
+        "available in Slovenia (SI))" in seeded
+    )
+    assert "linus@example.com: sms transactional: applied; sms marketing: UNSUBSCRIBED in " in seeded
     before = (Profile.objects.count(), ConsentEvent.objects.count())
     call_command("seed_demo", stdout=io.StringIO())
     assert (Profile.objects.count(), ConsentEvent.objects.count()) == before

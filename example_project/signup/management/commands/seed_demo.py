@@ -24,7 +24,7 @@ hedy@example.com            suppressed: subscribed, then suppressed from the sit
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -40,8 +40,8 @@ from klaviyo_consent.api.serializers import ConsentRequestSerializer
 from klaviyo_consent.backends import get_backend
 from klaviyo_consent.choices import Consent, Method, Suppression
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.models import ConsentEvent, Delivery, Profile
-from klaviyo_consent.services.ledger import Evidence, record_consent
+from klaviyo_consent.models import ConsentEvent, Profile
+from klaviyo_consent.services.ledger import Evidence, latest_events, record_consent
 from klaviyo_consent.services.suppressions import record_suppression
 from klaviyo_consent.services.sync import sync
 from klaviyo_consent.services.verify import pull_profiles
@@ -131,7 +131,15 @@ def sms_countries_listing(region: str) -> Iterator[None]:
 class Command(BaseCommand):
     help = "Seed the demo: an admin user and one person in each consent state (idempotent)."
 
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--base-url",
+            default="http://127.0.0.1:8000",
+            help="Where the demo is served, for the example it prints.",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        self.base_url = options["base_url"].rstrip("/")
         user = self.admin_user()
         fake = getattr(get_backend(), "fake", None)
         if fake is None:
@@ -200,7 +208,7 @@ class Command(BaseCommand):
         linus = Profile.objects.filter(email=STOP_REPLY).first()
         if linus is None or ConsentEvent.objects.filter(profile=linus, method=Method.KLAVIYO):
             return
-        with fake.editing() if hasattr(fake, "editing") else nullcontext():
+        with fake.editing():
             fake.reply_stop(linus.phone_number)
         pull_profiles([linus])
 
@@ -220,22 +228,27 @@ class Command(BaseCommand):
         )
 
     def report(self) -> None:
+        """Who is who: each person's latest event per channel and purpose, and its verdict."""
         self.stdout.write(f"{Profile.objects.count()} profiles, pushed to Klaviyo and read back:")
         for profile in Profile.objects.order_by("pk"):
-            verdicts = ", ".join(
-                f"{d.event.channel} {d.event.purpose}"
-                f"{' ' + d.event.suppression if d.event.suppression else ''}: {d.status}"
-                f"{f' ({d.reason})' if d.reason else ''}"
-                for d in Delivery.objects.filter(profile=profile)
-                .select_related("event")
-                .order_by("event_id")
-            )
-            self.stdout.write(f"  {profile.email or profile.phone_number}: {verdicts}")
+            said = []
+            for event in latest_events([profile.pk])[profile.pk]:
+                key = f"{event.channel} {event.purpose}"
+                if event.method == Method.KLAVIYO:
+                    said.append(f"{key}: {event.consent} in Klaviyo ({event.method_detail})")
+                    continue
+                if event.suppression:
+                    key += f" {event.suppression}"
+                delivery = getattr(event, "delivery", None)
+                verdict = delivery.status if delivery else "no delivery"
+                reason = f" ({delivery.reason})" if delivery and delivery.reason else ""
+                said.append(f"{key}: {verdict}{reason}")
+            self.stdout.write(f"  {profile.email or profile.phone_number}: {'; '.join(said)}")
         self.stdout.write(
             "Try the API:\n"
             f"  curl -H 'Authorization: Token {self.token}' -H 'Content-Type: application/json' \\\n"
             """    -d '{"profile": {"email": "you@example.com", "phone_number": "+447400123456"},"""
             """ "subscriptions": {"email": {"marketing": true}, "sms": {"marketing": true}},"""
             """ "consent_text": "Yes, send me offers."}' \\\n"""
-            "    http://127.0.0.1:8000/api/consent/subscribe/"
+            f"    {self.base_url}/api/consent/subscribe/"
         )
