@@ -1,4 +1,5 @@
-"""The drop-in consent form: ``{% consent_form %}`` renders it, ``public/subscribe/`` shares its rules.
+"""The drop-in consent form: ``{% consent_form %}`` renders it, ``public/subscribe/`` shares
+its rules.
 
 Every message here is for a shopper: plain words, never a setting name or a format's name.
 The form only checks what was typed; :func:`klaviyo_consent.services.signup.record_signup`
@@ -227,8 +228,11 @@ class ConsentForm(forms.Form):
         if phone and "country" not in self.errors:
             self._clean_phone(phone, data.get("country") or None)
         shown = texts_by_id({"email": data.get("email_text"), "sms": data.get("sms_text")})
-        if any(shown[c] is None for c, wanted in (("email", email_wanted), ("sms", sms_wanted))
-               if wanted):
+        if any(
+            shown[c] is None
+            for c, wanted in (("email", email_wanted), ("sms", sms_wanted))
+            if wanted
+        ):
             self.texts = signup_texts()  # show the current words again
             raise forms.ValidationError(MESSAGES["text_changed"], code="text_changed")
         self.shown = shown
@@ -307,7 +311,6 @@ def confirmation(
         )
     elif parts and outcome.sms == Outcome.NOT_A_MOBILE:
         said += (
-            " The number you gave can't receive text messages, so it was not signed up for "
-            "texts."
+            " The number you gave can't receive text messages, so it was not signed up for texts."
         )
     return said

@@ -76,9 +76,27 @@ def test_the_tag_renders_the_active_texts_unticked_boxes_labels_and_csrf(fake):
 
 def test_the_country_selector_offers_the_texted_countries_first_then_every_other():
     [(texted_label, texted), (other_label, others)] = country_choices()
-    assert {code for code, _ in texted} == {"US", "CA", "GB", "IE", "DE", "NL", "FR", "BE", "AT",
-                                            "ES", "CH", "DK", "SE", "NO", "FI", "IT", "PT", "AU",
-                                            "NZ"}
+    assert {code for code, _ in texted} == {
+        "US",
+        "CA",
+        "GB",
+        "IE",
+        "DE",
+        "NL",
+        "FR",
+        "BE",
+        "AT",
+        "ES",
+        "CH",
+        "DK",
+        "SE",
+        "NO",
+        "FI",
+        "IT",
+        "PT",
+        "AU",
+        "NZ",
+    }
     names = dict(others)
     assert names["SI"] == "Slovenia" and "GB" not in names
     assert all(name != code for code, name in others)
@@ -109,8 +127,12 @@ def test_the_hint_number_is_one_the_form_accepts(fake, country):
     form = ConsentForm({"country": country})
     assert form.phone_hint() == f"For example {example_number(country)}"
     accepted = ConsentForm(
-        {"country": country, "phone_number": example_number(country), "email": "a@example.com",
-         "email_marketing": "on"}
+        {
+            "country": country,
+            "phone_number": example_number(country),
+            "email": "a@example.com",
+            "email_marketing": "on",
+        }
     )
     assert accepted.is_valid(), accepted.errors
     assert accepted.e164.startswith("+")
@@ -190,8 +212,14 @@ def test_each_error_is_in_plain_words_on_its_field_and_nothing_is_recorded(
 
 
 def test_what_was_typed_is_shown_again_with_the_errors(client, fake):
-    html = post(client, email="ada@example.com", country="GB", phone_number="0740",
-                sms_marketing="on", email_marketing="on")
+    html = post(
+        client,
+        email="ada@example.com",
+        country="GB",
+        phone_number="0740",
+        sms_marketing="on",
+        email_marketing="on",
+    )
     assert 'value="ada@example.com"' in html and 'value="0740"' in html
     assert re.search(r'<option value="GB"[^>]*selected', html)
 
@@ -285,21 +313,29 @@ def test_the_form_is_throttled_per_ip_with_a_plain_message(client, fake, setting
         "DEFAULT_THROTTLE_RATES": {"klaviyo_consent_public": "2/min"},
     }
     for n in range(2):
-        assert "You're signed up" in post(
-            client, email=f"p{n}@example.com", email_marketing="on"
-        )
+        assert "You're signed up" in post(client, email=f"p{n}@example.com", email_marketing="on")
     html = post(client, email="p2@example.com", email_marketing="on")
     assert "too many sign-ups from your connection just now" in html
     assert ConsentEvent.objects.count() == 2
 
 
-def test_a_known_email_with_a_new_number_is_recorded_apart_and_the_page_says_the_same(
-    client, fake
-):
-    post(client, email="ada@example.com", email_marketing="on", country="GB",
-         phone_number="07400 123456", sms_marketing="on")
-    html = post(client, email="ada@example.com", email_marketing="on", country="GB",
-                phone_number="07400 654321", sms_marketing="on")
+def test_a_known_email_with_a_new_number_is_recorded_apart_and_the_page_says_the_same(client, fake):
+    post(
+        client,
+        email="ada@example.com",
+        email_marketing="on",
+        country="GB",
+        phone_number="07400 123456",
+        sms_marketing="on",
+    )
+    html = post(
+        client,
+        email="ada@example.com",
+        email_marketing="on",
+        country="GB",
+        phone_number="07400 654321",
+        sms_marketing="on",
+    )
     assert (
         "Thank you! You're signed up for our marketing emails at ada@example.com and our text "
         "messages at +44 7400 654321." in html

@@ -58,9 +58,7 @@ def response_text(response) -> str:
 
 
 def test_the_email_is_kept_when_only_the_sms_part_is_refused(anonymous, fake):
-    response = anonymous.post(
-        PUBLIC, signup(phone="+386 40 123 456", country=None), format="json"
-    )
+    response = anonymous.post(PUBLIC, signup(phone="+386 40 123 456", country=None), format="json")
     assert response.status_code == 201, response.content
     assert response.json()["email"] == "subscribed"
     assert response.json()["sms"] == "country_unsupported"
@@ -74,9 +72,7 @@ def test_an_sms_only_signup_that_cannot_be_texted_is_a_400_in_plain_words(anonym
     )
     assert response.status_code == 400
     assert response.json() == {
-        "profile": {
-            "phone_number": ["We can't send text messages to numbers in Slovenia yet."]
-        }
+        "profile": {"phone_number": ["We can't send text messages to numbers in Slovenia yet."]}
     }
     assert not ConsentEvent.objects.exists()
 
@@ -170,8 +166,9 @@ def test_the_public_endpoint_is_throttled_per_ip_and_shares_the_forms_budget(
         "DEFAULT_THROTTLE_RATES": {"klaviyo_consent_public": "3/min"},
     }
     for n in range(2):
-        response = anonymous.post(PUBLIC, signup(email=f"p{n}@example.com", sms=False),
-                                  format="json")
+        response = anonymous.post(
+            PUBLIC, signup(email=f"p{n}@example.com", sms=False), format="json"
+        )
         assert response.status_code == 201
     client.post("/consent/signup/", {"email": "form@example.com", "email_marketing": "on"})
     refused = anonymous.post(PUBLIC, signup(email="p9@example.com", sms=False), format="json")
@@ -191,8 +188,6 @@ def test_a_logged_in_staff_member_is_throttled_and_answered_like_anyone(api, fak
 
 def test_a_text_version_given_must_be_one_of_the_channels_key(anonymous, fake):
     other = ConsentText.objects.create(key="terms", version=1, body="Terms.")
-    response = anonymous.post(
-        PUBLIC, signup(consent_text_ids={"email": other.pk}), format="json"
-    )
+    response = anonymous.post(PUBLIC, signup(consent_text_ids={"email": other.pk}), format="json")
     assert response.status_code == 400
     assert "wording of this form has changed" in str(response.json())

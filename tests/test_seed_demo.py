@@ -58,8 +58,9 @@ def test_seed_demo_leaves_one_person_in_each_state(seeded, fake):
     assert status == "failed" and "Invalid email address" in reason
 
     linus = Profile.objects.get(email="linus@example.com")
-    [stop] = ConsentEvent.objects.filter(profile=linus, method="klaviyo", channel="sms",
-                                         purpose="marketing")
+    [stop] = ConsentEvent.objects.filter(
+        profile=linus, method="klaviyo", channel="sms", purpose="marketing"
+    )
     assert stop.consent == "UNSUBSCRIBED" and "STOP" in stop.method_detail
     assert linus.subscriptions["sms"]["marketing"]["consent"] == "UNSUBSCRIBED"
 
@@ -90,7 +91,9 @@ def test_seed_demo_says_who_is_who_and_runs_again_without_adding_anyone(seeded):
         "ana@example.si: email marketing: applied; sms marketing: not_applied (SMS is not "
         "available in Slovenia (SI))" in seeded
     )
-    assert "linus@example.com: sms transactional: applied; sms marketing: UNSUBSCRIBED in " in seeded
+    assert (
+        "linus@example.com: sms transactional: applied; sms marketing: UNSUBSCRIBED in " in seeded
+    )
     before = (Profile.objects.count(), ConsentEvent.objects.count())
     call_command("seed_demo", stdout=io.StringIO())
     assert (Profile.objects.count(), ConsentEvent.objects.count()) == before

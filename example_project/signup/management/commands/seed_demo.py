@@ -246,7 +246,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  {profile.email or profile.phone_number}: {'; '.join(said)}")
         self.stdout.write(
             "Try the API:\n"
-            f"  curl -H 'Authorization: Token {self.token}' -H 'Content-Type: application/json' \\\n"
+            f"  curl -H 'Authorization: Token {self.token}' "
+            "-H 'Content-Type: application/json' \\\n"
             """    -d '{"profile": {"email": "you@example.com", "phone_number": "+447400123456"},"""
             """ "subscriptions": {"email": {"marketing": true}, "sms": {"marketing": true}},"""
             """ "consent_text": "Yes, send me offers."}' \\\n"""
