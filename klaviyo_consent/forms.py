@@ -59,6 +59,7 @@ MESSAGES = {
     ),
     "sms_country": "We can't send text messages to numbers in {country} yet.",
     "sms_not_mobile": "This number can't receive text messages. Give a mobile number.",
+    "failed": "We couldn't sign you up just now. Please try again in a moment.",
     "throttled": (
         "There have been too many sign-ups from your connection just now. Please wait a "
         "minute and try again."
@@ -135,7 +136,7 @@ class ConsentForm(forms.Form):
     country = forms.ChoiceField(
         label="Country",
         required=False,
-        widget=CountrySelect(attrs={"autocomplete": "tel-country-code"}),
+        widget=CountrySelect(attrs={"autocomplete": "country"}),
         error_messages={"invalid_choice": MESSAGES["country_invalid"]},
     )
     phone_number = forms.CharField(

@@ -7,6 +7,7 @@ session. Mount with ``path("consent/", include("klaviyo_consent.urls"))``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.http import HttpRequest, HttpResponseRedirect
@@ -15,8 +16,11 @@ from django.views.decorators.http import require_POST
 
 from klaviyo_consent.api.throttling import PublicSignupThrottle
 from klaviyo_consent.evidence import evidence_from
+from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.forms import MESSAGES, ConsentForm, confirmation, refusal
 from klaviyo_consent.services.signup import record_signup
+
+logger = logging.getLogger("klaviyo_consent.signup")
 
 #: Session keys: the outcome to confirm, or the submitted form and its errors to show again.
 DONE_KEY = "klaviyo_consent_form_done"
@@ -48,7 +52,13 @@ def submit(request: HttpRequest) -> HttpResponseRedirect:
         request.session[DONE_KEY] = "Thank you!"
         return back
     evidence = evidence_from(request, page_url=request.build_absolute_uri(page))
-    outcome = record_signup(form.to_signup(evidence=evidence))
+    try:
+        outcome = record_signup(form.to_signup(evidence=evidence))
+    except ConsentValidationError:
+        # Input the form accepted and the ledger refused (a DEFAULT_LIST_ID that is no list
+        # id, a request that kept losing races): the shopper gets plain words, staff the log.
+        logger.exception("The drop-in form could not record a signup")
+        return _again(request, back, {"__all__": [MESSAGES["failed"]]})
     if not outcome.recorded:
         return _again(request, back, {"phone_number": [refusal(outcome)]})
     request.session[DONE_KEY] = confirmation(

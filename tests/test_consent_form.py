@@ -349,3 +349,18 @@ def test_a_known_email_with_a_new_number_is_recorded_apart_and_the_page_says_the
 def test_the_template_tag_works_without_a_request_in_the_context(fake):
     html = Template("{% load klaviyo_consent %}{% consent_form %}").render(Context({}))
     assert 'name="email"' in html
+
+
+def test_a_signup_the_ledger_refuses_after_the_form_accepted_it_is_plain_words_not_a_500(
+    client, fake, monkeypatch
+):
+    from klaviyo_consent import views
+    from klaviyo_consent.exceptions import IdentityConflict
+
+    def refuse(request):
+        raise IdentityConflict("Other requests kept changing ...", fields=["profile.email"])
+
+    monkeypatch.setattr(views, "record_signup", refuse)
+    html = post(client, email="ada@example.com", email_marketing="on")
+    assert "We couldn't sign you up just now. Please try again in a moment." in html
+    assert "profile.email" not in html and "Other requests" not in html

@@ -191,3 +191,18 @@ def test_a_text_version_given_must_be_one_of_the_channels_key(anonymous, fake):
     response = anonymous.post(PUBLIC, signup(consent_text_ids={"email": other.pk}), format="json")
     assert response.status_code == 400
     assert "wording of this form has changed" in str(response.json())
+
+
+def test_a_signup_the_ledger_refuses_is_plain_words_naming_nobody(anonymous, fake, monkeypatch):
+    from klaviyo_consent.api import public
+    from klaviyo_consent.exceptions import IdentityConflict
+
+    def refuse(request):
+        raise IdentityConflict("Other requests kept changing ...", fields=["profile.email"])
+
+    monkeypatch.setattr(public, "record_signup", refuse)
+    response = anonymous.post(PUBLIC, signup(), format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "non_field_errors": ["We couldn't sign you up just now. Please try again in a moment."]
+    }

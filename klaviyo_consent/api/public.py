@@ -9,6 +9,7 @@ profile, an event or a verdict, and the same answer whether the person was known
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rest_framework import serializers, status
@@ -23,8 +24,11 @@ from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.serializers import RowIdField, StrictBooleanField, StrictSerializer
 from klaviyo_consent.api.throttling import PUBLIC, ThrottledMixin
 from klaviyo_consent.evidence import evidence_from
-from klaviyo_consent.forms import ConsentForm, confirmation, refusal
+from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.forms import MESSAGES, ConsentForm, confirmation, refusal
 from klaviyo_consent.services.signup import record_signup
+
+logger = logging.getLogger("klaviyo_consent.signup")
 
 
 class _PublicProfile(StrictSerializer):
@@ -115,9 +119,14 @@ class PublicSubscribeView(ThrottledMixin, StrictBodyMixin, APIView):
         form = ConsentForm(serializer.as_form_data())
         if not form.is_valid():
             raise ValidationError(_body_errors(form.errors))
-        outcome = record_signup(
-            form.to_signup(evidence=evidence_from(request), method_detail="public API")
-        )
+        try:
+            outcome = record_signup(
+                form.to_signup(evidence=evidence_from(request), method_detail="public API")
+            )
+        except ConsentValidationError as error:
+            # Never the ledger's words (nor a 409 naming identifiers) to an anonymous caller.
+            logger.exception("public/subscribe/ could not record a signup: %s", error.field)
+            raise ValidationError({"non_field_errors": [MESSAGES["failed"]]}) from error
         if not outcome.recorded:
             raise ValidationError({"profile": {"phone_number": [refusal(outcome)]}})
         return Response(
