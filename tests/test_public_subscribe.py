@@ -206,3 +206,17 @@ def test_a_signup_the_ledger_refuses_is_plain_words_naming_nobody(anonymous, fak
     assert response.json() == {
         "non_field_errors": ["We couldn't sign you up just now. Please try again in a moment."]
     }
+
+
+def test_allow_any_on_the_staff_writes_is_warned_about(settings):
+    from django.core import checks
+
+    def ids():
+        return [m.id for m in checks.run_checks(tags=["klaviyo_consent"])]
+
+    assert "klaviyo_consent.W020" not in ids()
+    settings.KLAVIYO_CONSENT = {
+        **settings.KLAVIYO_CONSENT,
+        "WRITE_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    }
+    assert "klaviyo_consent.W020" in ids()
