@@ -314,4 +314,8 @@ def confirmation(
         said += (
             " The number you gave can't receive text messages, so it was not signed up for texts."
         )
+    if outcome.double_opt_in and outcome.email == Outcome.SUBSCRIBED:
+        said += " Please confirm with the link in the email we are sending you."
+    if outcome.double_opt_in and outcome.sms == Outcome.SUBSCRIBED:
+        said += " Please reply to the text message we are sending you to confirm."
     return said

@@ -220,3 +220,20 @@ def test_allow_any_on_the_staff_writes_is_warned_about(settings):
         "WRITE_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     }
     assert "klaviyo_consent.W020" in ids()
+
+
+def test_a_double_opt_in_signup_list_asks_the_person_to_confirm(
+    anonymous, fake, settings, on_commit
+):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "DEFAULT_LIST_ID": "Double"}
+    with on_commit():
+        first = anonymous.post(PUBLIC, signup(email="a@example.com", sms=False), format="json")
+    # The first push read the list's opt-in process; from then on the answer says what it means.
+    with on_commit():
+        second = anonymous.post(PUBLIC, signup(email="b@example.com", sms=False), format="json")
+    assert first.status_code == second.status_code == 201
+    assert second.json()["message"] == (
+        "Thank you! You're signed up for our marketing emails. Please confirm with the link in "
+        "the email we are sending you."
+    )
+    assert ConsentEvent.objects.filter(delivery__status="pending_confirmation").count() == 2

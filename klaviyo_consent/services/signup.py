@@ -24,14 +24,14 @@ from typing import Any
 
 from django.db import transaction
 
-from klaviyo_consent.choices import Channel, Consent, Method, Purpose
+from klaviyo_consent.choices import Channel, Consent, Method, OptInProcess, Purpose
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import (
     IdentityConflict,
     UnsupportedSMSCountry,
     UnsupportedSMSNumber,
 )
-from klaviyo_consent.models import ConsentEvent, ConsentText
+from klaviyo_consent.models import ConsentEvent, ConsentText, KlaviyoList
 from klaviyo_consent.phone import normalize_phone_number, phone_region
 from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
 from klaviyo_consent.services.texts import active_text
@@ -93,6 +93,8 @@ class SignupOutcome:
     sms: str = Outcome.NOT_REQUESTED
     sms_region: str | None = None
     events: list[ConsentEvent] = field(default_factory=list)
+    #: The signup list is double opt-in (as last mirrored): Klaviyo asks the person to confirm.
+    double_opt_in: bool = False
 
     @property
     def recorded(self) -> bool:
@@ -127,6 +129,11 @@ def record_signup(request: SignupRequest) -> SignupOutcome:
             else:
                 outcome.events += events
                 setattr(outcome, channel, Outcome.SUBSCRIBED)
+    list_id = consent_settings.DEFAULT_LIST_ID
+    if outcome.recorded and list_id:
+        outcome.double_opt_in = KlaviyoList.objects.filter(
+            list_id=list_id, opt_in_process=OptInProcess.DOUBLE_OPT_IN
+        ).exists()
     if request.phone_number:
         outcome.sms_region = phone_region(
             normalize_phone_number(request.phone_number, country=request.country)
