@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as markup
 import re
+from pathlib import Path
 
 import pytest
 from django.template import Context, RequestContext, Template
@@ -364,3 +365,23 @@ def test_a_signup_the_ledger_refuses_after_the_form_accepted_it_is_plain_words_n
     html = post(client, email="ada@example.com", email_marketing="on")
     assert "We couldn't sign you up just now. Please try again in a moment." in html
     assert "profile.email" not in html and "Other requests" not in html
+
+
+def test_the_example_signup_page_is_the_drop_in_form_and_mobile_ready(client, fake, settings):
+    settings.ROOT_URLCONF = "example_project.urls"
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "example_project.signup"]
+    page = client.get("/").content.decode()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert 'id="kc-consent-form"' in page and 'action="/consent/signup/"' in page
+    css = (
+        Path(__file__).parent.parent / "klaviyo_consent/static/klaviyo_consent/consent-form.css"
+    ).read_text()
+    assert "@media" in css and "font-size: max(1rem, 16px)" in css and "width: 100%" in css
+
+
+def test_each_label_names_one_field_only(fake):
+    # Browser tests find the fields by label text; no consent text may contain another label.
+    form = ConsentForm()
+    labels = ["Email address", "Mobile number", "Country"]
+    texts = [form.texts["email"].body.lower(), form.texts["sms"].body.lower()]
+    assert not [label for label in labels for text in texts if label.lower() in text]

@@ -45,7 +45,7 @@ TEXT_KEYS: dict[str, str] = {Channel.EMAIL: "email-marketing", Channel.SMS: "sms
 DEFAULT_TEXTS: dict[str, str] = {
     Channel.EMAIL: "Email me news and offers. I can unsubscribe at any time.",
     Channel.SMS: (
-        "Text me marketing messages at the mobile number above. Consent is not a condition "
+        "Text me marketing messages at the number provided. Consent is not a condition "
         "of purchase. Msg & data rates may apply. Msg frequency varies. Reply HELP for help "
         "and STOP to cancel."
     ),
