@@ -13,6 +13,7 @@ from typing import Any
 
 import phonenumbers
 from django import forms
+from django.conf import settings
 
 from klaviyo_consent.choices import Channel
 from klaviyo_consent.conf import consent_settings
@@ -102,10 +103,18 @@ def country_choices() -> list[Any]:
     return [("We send texts to", first), ("Other countries", others)]
 
 
-def default_region() -> str:
-    region = consent_settings.DEFAULT_PHONE_REGION
-    textable = textable_regions()
-    return region or (textable[0] if textable else "US")
+def default_region(accept_language: str = "") -> str:
+    """The country the form starts on: ``DEFAULT_PHONE_REGION``; else the first region of the
+    visitor's ``Accept-Language`` (``en-GB`` → GB); else of ``LANGUAGE_CODE``; else the first
+    texted country in alphabetical order."""
+    if consent_settings.DEFAULT_PHONE_REGION:
+        return str(consent_settings.DEFAULT_PHONE_REGION)
+    for tag in [*accept_language.split(","), settings.LANGUAGE_CODE]:
+        parts = tag.split(";")[0].strip().replace("_", "-").split("-")
+        if len(parts) > 1 and parts[-1].upper() in phonenumbers.SUPPORTED_REGIONS:
+            return parts[-1].upper()
+    textable = sorted(textable_regions())
+    return textable[0] if textable else "US"
 
 
 class CountrySelect(forms.Select):
@@ -155,7 +164,7 @@ class ConsentForm(forms.Form):
         widget=forms.TextInput(attrs={"tabindex": "-1", "autocomplete": "off"}),
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, accept_language: str = "", **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", "kc-%s")
         super().__init__(*args, **kwargs)
         self.texts: dict[str, ConsentText] = signup_texts()
@@ -164,7 +173,7 @@ class ConsentForm(forms.Form):
         self.fields["email_text"].initial = self.texts[Channel.EMAIL].pk
         self.fields["sms_text"].initial = self.texts[Channel.SMS].pk
         self.fields["country"].choices = country_choices()
-        self.fields["country"].initial = default_region()
+        self.fields["country"].initial = default_region(accept_language)
         self.e164: str | None = None
 
     def phone_display(self) -> str | None:

@@ -385,3 +385,25 @@ def test_each_label_names_one_field_only(fake):
     labels = ["Email address", "Mobile number", "Country"]
     texts = [form.texts["email"].body.lower(), form.texts["sms"].body.lower()]
     assert not [label for label in labels for text in texts if label.lower() in text]
+
+
+@pytest.mark.parametrize(
+    "accept_language, setting, expected",
+    [
+        ("en-GB,en;q=0.9", None, "GB"),
+        ("sl-SI", None, "SI"),
+        ("en", None, "US"),  # LANGUAGE_CODE en-us
+        ("en-GB", "IE", "IE"),  # DEFAULT_PHONE_REGION wins
+    ],
+)
+def test_the_country_starts_on_the_visitors_region(
+    fake, settings, accept_language, setting, expected
+):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "DEFAULT_PHONE_REGION": setting}
+    request = RequestFactory().get("/shop/", HTTP_ACCEPT_LANGUAGE=accept_language)
+    request.session = Client().session
+    html = Template("{% load klaviyo_consent %}{% consent_form %}").render(
+        RequestContext(request, {})
+    )
+    assert re.search(rf'<option value="{expected}" selected', html)
+    assert f"For example {example_number(expected)}" in markup.unescape(html)

@@ -26,11 +26,12 @@ def consent_form(context: Any, styles: bool = True, heading: str = "") -> dict[s
     ``heading`` is an optional ``<h2>`` above the form.
     """
     request = context.get("request")
+    languages = request.META.get("HTTP_ACCEPT_LANGUAGE", "") if request is not None else ""
     session = getattr(request, "session", None)
     done = session.pop(DONE_KEY, None) if session is not None else None
     shown = session.pop(FORM_KEY, None) if session is not None else None
     if shown:
-        form = ConsentForm(shown["data"])
+        form = ConsentForm(shown["data"], accept_language=languages)
         data = form.data.copy()
         data["email_text"] = form.texts[Channel.EMAIL].pk
         data["sms_text"] = form.texts[Channel.SMS].pk
@@ -41,7 +42,7 @@ def consent_form(context: Any, styles: bool = True, heading: str = "") -> dict[s
             visible = field in form.fields and not form.fields[field].widget.is_hidden
             form.add_error(field if visible else None, messages)
     else:
-        form = ConsentForm()
+        form = ConsentForm(accept_language=languages)
     form.describe()
     return {
         "form": form,
