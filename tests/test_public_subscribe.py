@@ -237,3 +237,26 @@ def test_a_double_opt_in_signup_list_asks_the_person_to_confirm(
         "the email we are sending you."
     )
     assert ConsentEvent.objects.filter(delivery__status="pending_confirmation").count() == 2
+
+
+def test_a_stranger_cannot_attach_a_number_to_a_known_person(anonymous, fake):
+    anonymous.post(PUBLIC, signup(email="ada@example.com", phone=None, sms=False), format="json")
+    stranger = anonymous.post(
+        PUBLIC, signup(email="new@example.net", phone="07400 111111"), format="json"
+    )
+    attaching = anonymous.post(
+        PUBLIC, signup(email="ada@example.com", phone="07400 999999"), format="json"
+    )
+    assert (attaching.status_code, attaching.json()) == (stranger.status_code, stranger.json())
+    ada = Profile.objects.get(email="ada@example.com")
+    assert ada.phone_number is None  # nothing joined to her profile
+    sms = ConsentEvent.objects.get(phone_number="+447400999999", channel="sms")
+    assert sms.profile.email is None and RECORDED_APART in sms.method_detail
+
+
+def test_a_new_person_s_email_and_number_stay_one_profile(anonymous, fake):
+    anonymous.post(PUBLIC, signup(), format="json")
+    anonymous.post(PUBLIC, signup(), format="json")  # the same person again
+    [profile] = Profile.objects.all()
+    assert (profile.email, profile.phone_number) == ("ada@example.com", "+447400123457")
+    assert not ConsentEvent.objects.filter(method_detail__contains=RECORDED_APART).exists()

@@ -8,12 +8,15 @@ page needs and the staff API does not:
 * **The email part is kept when only the SMS part is refused.** A number Klaviyo cannot text
   (a country it does not text, one this account has no sending number for, a landline) refuses
   the SMS consent only; the outcome says so, and the email consent stands.
-* **A stranger learns nothing about who is on file.** Identifiers that belong to different
-  profiles (a known email with a new number, a known number with a new email) would be a 409
-  ``identity_conflict`` on the staff API. Here each consent is then recorded for its own
-  channel's identifier alone (the email consent for the email, the SMS consent for the number),
-  so the answer is the one a new person gets and nothing is overwritten or misattributed; the
-  event's ``method_detail`` says so, for staff to join the profiles if they are one person.
+* **A stranger neither learns who is on file nor joins anything to a known person.** An email
+  and a number are recorded together only when they are both new or already one profile's.
+  Otherwise (a known email with a new number, a known number with a new email, identifiers of
+  two profiles: a 409 ``identity_conflict`` on the staff API, or a number silently added to a
+  known person's profile) each consent is recorded for its own channel's identifier alone:
+  the email consent for the email, the SMS consent for the number. The answer is the one a new
+  person gets, nothing is overwritten, no unverified identifier is attached to someone's
+  profile; the event's ``method_detail`` says "recorded apart", for staff to merge the
+  profiles if they are one person.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 
 from klaviyo_consent.choices import Channel, Consent, Method, OptInProcess, Purpose
 from klaviyo_consent.conf import consent_settings
@@ -31,9 +35,9 @@ from klaviyo_consent.exceptions import (
     UnsupportedSMSCountry,
     UnsupportedSMSNumber,
 )
-from klaviyo_consent.models import ConsentEvent, ConsentText, KlaviyoList
+from klaviyo_consent.models import ConsentEvent, ConsentText, KlaviyoList, Profile
 from klaviyo_consent.phone import normalize_phone_number, phone_region
-from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
+from klaviyo_consent.services.ledger import ConsentRequest, Evidence, clean_email, record_consent
 from klaviyo_consent.services.texts import active_text
 
 logger = logging.getLogger("klaviyo_consent.signup")
@@ -52,7 +56,7 @@ DEFAULT_TEXTS: dict[str, str] = {
 }
 
 #: ``method_detail`` of the consents recorded apart (see the module docstring).
-RECORDED_APART = "recorded apart: the email and the number belong to different profiles"
+RECORDED_APART = "recorded apart: a public signup never joins identifiers to a known profile"
 
 
 class Outcome:
@@ -117,11 +121,12 @@ def record_signup(request: SignupRequest) -> SignupOutcome:
     """
     outcome = SignupOutcome()
     with transaction.atomic():
+        together = _may_join(request)
         for channel in (Channel.EMAIL, Channel.SMS):
             if channel not in request.channels:
                 continue
             try:
-                events = _record_channel(request, channel)
+                events = _record_channel(request, channel, together=together)
             except UnsupportedSMSCountry:
                 outcome.sms = Outcome.COUNTRY_UNSUPPORTED
             except UnsupportedSMSNumber:
@@ -141,7 +146,19 @@ def record_signup(request: SignupRequest) -> SignupOutcome:
     return outcome
 
 
-def _record_channel(request: SignupRequest, channel: str) -> list[ConsentEvent]:
+def _may_join(request: SignupRequest) -> bool:
+    """Whether the email and the number may go on one profile: both new, or one profile's."""
+    if not (request.email and request.phone_number):
+        return True
+    email = clean_email(request.email, field="email")
+    phone = normalize_phone_number(
+        request.phone_number, field="phone_number", country=request.country
+    )
+    known = list(Profile.objects.filter(Q(email=email) | Q(phone_number=phone)))
+    return not known or any(p.email == email and p.phone_number == phone for p in known)
+
+
+def _record_channel(request: SignupRequest, channel: str, *, together: bool) -> list[ConsentEvent]:
     base = dict(
         consent=Consent.SUBSCRIBED,
         subscriptions={channel: {Purpose.MARKETING: True}},
@@ -153,12 +170,13 @@ def _record_channel(request: SignupRequest, channel: str) -> list[ConsentEvent]:
         consent_text_id=request.texts[channel].pk,
         evidence=request.evidence,
     )
-    try:
-        return record_consent(
-            ConsentRequest(email=request.email, phone_number=request.phone_number, **base)
-        ).events
-    except IdentityConflict as error:
-        logger.info("Signup recorded apart: %s conflict with other profiles", error.fields)
+    if together:
+        try:
+            return record_consent(
+                ConsentRequest(email=request.email, phone_number=request.phone_number, **base)
+            ).events
+        except IdentityConflict as error:  # a concurrent signup took one of them meanwhile
+            logger.info("Signup recorded apart: %s conflict with other profiles", error.fields)
     own = (
         {"email": request.email}
         if channel == Channel.EMAIL
