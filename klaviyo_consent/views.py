@@ -46,11 +46,11 @@ def submit(request: HttpRequest) -> HttpResponseRedirect:
     if not PublicSignupThrottle().allow_request(request, None):
         return _again(request, back, {"__all__": [MESSAGES["throttled"]]})
     form = ConsentForm(request.POST)
-    if not form.is_valid():
-        return _again(request, back, form.errors.get_json_data())
-    if form.is_bot:
+    if form.is_bot:  # thanked whatever it typed, so it learns nothing; nothing recorded
         request.session[DONE_KEY] = "Thank you!"
         return back
+    if not form.is_valid():
+        return _again(request, back, form.errors.get_json_data())
     evidence = evidence_from(request, page_url=request.build_absolute_uri(page))
     try:
         outcome = record_signup(form.to_signup(evidence=evidence))

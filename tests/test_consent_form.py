@@ -298,6 +298,8 @@ def test_a_text_version_of_another_key_is_refused(client, fake):
 def test_the_honeypot_answers_like_a_signup_and_records_nothing(client, fake):
     html = post(client, email="bot@example.com", email_marketing="on", website="http://spam")
     assert "Thank you!" in html
+    junk = post(client, email="not an email", phone_number="x", website="http://spam")
+    assert "Thank you!" in junk and "kc-error" not in junk
     assert not ConsentEvent.objects.exists() and not Profile.objects.exists()
 
 
