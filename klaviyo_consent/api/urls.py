@@ -4,6 +4,7 @@ from django.urls import path
 
 from klaviyo_consent.api import proofs, views
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
+from klaviyo_consent.api.public import PublicSubscribeView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
 
 app_name = "klaviyo_consent"
@@ -34,4 +35,5 @@ urlpatterns = [
         name="profile-receipts",
     ),
     path("webhooks/klaviyo/", KlaviyoWebhookView.as_view(), name="klaviyo-webhook"),
+    path("public/subscribe/", PublicSubscribeView.as_view(), name="public-subscribe"),
 ]
