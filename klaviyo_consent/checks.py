@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.db import connections
+from rest_framework.permissions import AllowAny
 
 from klaviyo_consent.backends.client import ClientBackend
 from klaviyo_consent.backends.http import KlaviyoBackend
@@ -96,6 +97,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     messages += _check_sending_countries()
+    messages += _check_public_writes()
     messages += _check_ledger(is_production=issubclass(backend, KlaviyoBackend) and not is_fake)
     return messages
 
@@ -131,6 +133,28 @@ def _check_client_backend() -> list[checks.CheckMessage]:
             )
         )
     return messages
+
+
+def _check_public_writes() -> list[checks.CheckMessage]:
+    """``AllowAny`` on the staff writes lets strangers learn who is on file (a 409
+    ``identity_conflict`` says an identifier they sent is someone else's) and store words of
+    their choosing as consent texts; the public signup paths never do either."""
+    try:
+        classes = consent_settings.WRITE_PERMISSION_CLASSES
+    except ConfigurationError:
+        return []
+    if not any(isinstance(c, type) and issubclass(c, AllowAny) for c in classes):
+        return []
+    return [
+        checks.Warning(
+            'KLAVIYO_CONSENT["WRITE_PERMISSION_CLASSES"] lets anyone call subscribe/ and '
+            "unsubscribe/: their 409 identity_conflict tells a stranger that an email or a "
+            "number is on file.",
+            hint="For a public signup use the drop-in {% consent_form %} or POST "
+            "public/subscribe/, which answer a stranger as they answer a new person.",
+            id="klaviyo_consent.W020",
+        )
+    ]
 
 
 def _check_ledger(*, is_production: bool) -> list[checks.CheckMessage]:

@@ -4,6 +4,7 @@ from django.urls import path
 
 from klaviyo_consent.api import lists, proofs, views
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
+from klaviyo_consent.api.public import PublicSubscribeView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
 
 app_name = "klaviyo_consent"
@@ -35,4 +36,5 @@ urlpatterns = [
     path("lists/", lists.ListIndex.as_view(), name="list-list"),
     path("lists/<str:list_id>/", lists.ListDetail.as_view(), name="list-detail"),
     path("lists/<str:list_id>/members/", lists.ListMembersView.as_view(), name="list-members"),
+    path("public/subscribe/", PublicSubscribeView.as_view(), name="public-subscribe"),
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from klaviyo_consent.testing.fake.client import ClientSubscriptions
 from klaviyo_consent.testing.fake.lists import ListMemberships
@@ -41,6 +43,13 @@ class FakeKlaviyo(
     ``rejected_emails`` (fill it to make Klaviyo refuse addresses). ``clock`` (default
     ``time.monotonic``) can be replaced to drive the rate-limit windows by hand.
     """
+
+    @contextmanager
+    def editing(self) -> Iterator[FakeKlaviyo]:
+        """Change the account outside the API (confirm, STOP, bounce, ``rejected_emails``) as
+        one step; a file-backed fake reads its file first and saves it after."""
+        with self._lock:
+            yield self
 
 
 _default_fake: FakeKlaviyo | None = None
