@@ -20,6 +20,8 @@ _PERSISTED = (
     "_lists",
     "_pending",
     "_suppression_jobs",
+    "_import_jobs",
+    "_import_errors",
     "_seq",
     "_id_prefix",
     "jobs",
