@@ -11,9 +11,10 @@ from typing import Any
 import idna
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from klaviyo_consent.choices import OptInProcess
+from klaviyo_consent.choices import CHANNEL_PURPOSES, OptInProcess
 
 
 def normalize_email(value: str) -> str:
@@ -55,6 +56,11 @@ def parse_row_id(value: str) -> int | None:
     return number if number <= MAX_ROW_ID else None
 
 
+def consent_path(channel: str, purpose: str) -> str:
+    """The lookup path of Klaviyo's mirrored ``subscriptions.<channel>.<purpose>.consent``."""
+    return f"subscriptions__{channel}__{purpose}__consent"
+
+
 class Profile(models.Model):
     """A person the site knows, and Klaviyo's ``subscriptions`` object for them, as last read."""
 
@@ -80,6 +86,13 @@ class Profile(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # The admin's consent filter: one expression index per Klaviyo subscription's consent
+        # (``consent_path``), the same expression the filter queries.
+        indexes = [
+            models.Index(KT(consent_path(channel, purpose)), name=f"kc_profile_{channel}_{purpose}")
+            for channel, purposes in CHANNEL_PURPOSES.items()
+            for purpose in purposes
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["email"], condition=Q(email__isnull=False), name="kc_profile_unique_email"
