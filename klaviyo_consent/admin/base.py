@@ -9,7 +9,6 @@ from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Exists, OuterRef, QuerySet
-from django.db.models.fields.json import KT
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -22,7 +21,7 @@ from klaviyo_consent.models import (
     Delivery,
     parse_row_id,
 )
-from klaviyo_consent.models.profiles import consent_path
+from klaviyo_consent.models.profiles import mirrored_consent
 
 def badge(status: str | None, title: str = "", label: str = "") -> SafeString:
     """A verdict as a coloured badge (class ``kc-badge kc-<status>``, colours in
@@ -65,9 +64,7 @@ class ConsentFilter(admin.SimpleListFilter):
             return queryset
         channel, purpose, consent = value.split(".")
         # The expression of the kc_profile_<channel>_<purpose> index, so the index serves it.
-        return queryset.alias(mirrored_consent=KT(consent_path(channel, purpose))).filter(
-            mirrored_consent=consent
-        )
+        return queryset.alias(mirrored=mirrored_consent(channel, purpose)).filter(mirrored=consent)
 
 
 class VerdictFilter(admin.SimpleListFilter):

@@ -12,6 +12,7 @@ import idna
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, OptInProcess
@@ -56,9 +57,13 @@ def parse_row_id(value: str) -> int | None:
     return number if number <= MAX_ROW_ID else None
 
 
-def consent_path(channel: str, purpose: str) -> str:
-    """The lookup path of Klaviyo's mirrored ``subscriptions.<channel>.<purpose>.consent``."""
-    return f"subscriptions__{channel}__{purpose}__consent"
+def mirrored_consent(channel: str, purpose: str) -> Cast:
+    """Klaviyo's mirrored ``subscriptions.<channel>.<purpose>.consent`` as text: the expression
+    of the ``kc_profile_<channel>_<purpose>`` index, for filters that want the index.
+
+    (A bare ``KT`` compares as JSON on SQLite, where ``= 'SUBSCRIBED'`` is malformed JSON.)
+    """
+    return Cast(KT(f"subscriptions__{channel}__{purpose}__consent"), models.TextField())
 
 
 class Profile(models.Model):
@@ -87,9 +92,9 @@ class Profile(models.Model):
     class Meta:
         ordering = ["-id"]
         # The admin's consent filter: one expression index per Klaviyo subscription's consent
-        # (``consent_path``), the same expression the filter queries.
+        # (``mirrored_consent``), the same expression the filter queries.
         indexes = [
-            models.Index(KT(consent_path(channel, purpose)), name=f"kc_profile_{channel}_{purpose}")
+            models.Index(mirrored_consent(channel, purpose), name=f"kc_profile_{channel}_{purpose}")
             for channel, purposes in CHANNEL_PURPOSES.items()
             for purpose in purposes
         ]
