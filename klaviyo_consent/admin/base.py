@@ -23,6 +23,7 @@ from klaviyo_consent.models import (
 )
 from klaviyo_consent.models.profiles import mirrored_consent
 
+
 def badge(status: str | None, title: str = "", label: str = "") -> SafeString:
     """A verdict as a coloured badge (class ``kc-badge kc-<status>``, colours in
     ``klaviyo_consent/admin.css``); ``label`` names the subscription ("Email marketing:

@@ -96,9 +96,7 @@ def confirmed_action(
                 else:
                     reason = form.cleaned_data["reason"]
                     for obj in objects[:MAX_SHOWN]:
-                        modeladmin.log_change(
-                            request, obj, f"{description}. Reason: {reason}"
-                        )
+                        modeladmin.log_change(request, obj, f"{description}. Reason: {reason}")
                     modeladmin.message_user(request, message, messages.SUCCESS)
                     if len(objects) == 1:
                         opts = modeladmin.model._meta

@@ -16,8 +16,10 @@ from django.utils.formats import date_format
 
 from klaviyo_consent.choices import Channel, Consent, DeliveryStatus, Method, Purpose, Suppression
 
+
 def subscription_label(channel: str, purpose: str) -> str:
-    """``email``/``marketing`` → "Email marketing" (Klaviyo's ``subscriptions.<channel>.<purpose>``)."""
+    """``email``, ``marketing`` → "Email marketing": Klaviyo's
+    ``subscriptions.<channel>.<purpose>`` as staff say it."""
     channel_label = Channel(channel).label if channel in Channel.values else channel
     purpose_label = Purpose(purpose).label if purpose in Purpose.values else purpose
     return f"{channel_label} {purpose_label.lower()}"
@@ -38,6 +40,8 @@ MIRROR_LABELS = {
 
 #: What Klaviyo writes as a code (``PREFERENCE_PAGE``, ``TEXT``), not as a sentence.
 _CODE = re.compile(r"[A-Z][A-Z0-9_]*")
+#: Codes that are acronyms, kept upper-case ("API", "SMS").
+_ACRONYMS = frozenset({"API", "SMS", "URL", "CSV", "STOP"})
 
 CONSENT_LABELS = dict(Consent.choices)
 VERDICT_LABELS = dict(DeliveryStatus.choices)
@@ -52,8 +56,11 @@ def humanize_code(value: Any) -> str:
     text = str(value)
     if text in CONSENT_LABELS:
         return CONSENT_LABELS[text]
+    if text in _ACRONYMS:
+        return text
     if _CODE.fullmatch(text):
-        return text.replace("_", " ").capitalize()
+        words = [w if w in _ACRONYMS else w.lower() for w in text.split("_")]
+        return " ".join(words)[:1].upper() + " ".join(words)[1:]
     return text
 
 
@@ -80,8 +87,7 @@ def suppression_text(entries: Any) -> str:
             continue
         since = entry.get("timestamp")
         parts.append(
-            humanize_code(entry.get("reason"))
-            + (f" (since {local_time(since)})" if since else "")
+            humanize_code(entry.get("reason")) + (f" (since {local_time(since)})" if since else "")
         )
     return ", ".join(parts) or "None"
 

@@ -42,13 +42,6 @@ class SubscriptionsForm(ReasonForm):
         help_text="Tick each subscription this applies to.",
     )
 
-    def subscriptions_map(self) -> dict[str, dict[str, bool]]:
-        chosen: dict[str, dict[str, bool]] = {}
-        for key in self.cleaned_data["subscriptions"]:
-            channel, purpose = key.split(".")
-            chosen.setdefault(channel, {})[purpose] = True
-        return chosen
-
 
 class RecordConsentForm(SubscriptionsForm):
     consent_text_version = forms.ModelChoiceField(
@@ -155,7 +148,9 @@ class ProfileActionsMixin:
         )
         return f"Withdrew {_labels(result.events)}; Klaviyo is being told."
 
-    def _suppression(self, request: HttpRequest, queryset: QuerySet, reason: str, action: str) -> str:
+    def _suppression(
+        self, request: HttpRequest, queryset: QuerySet, reason: str, action: str
+    ) -> str:
         emails = [e for e in queryset.values_list("email", flat=True) if e]
         if not emails:
             raise ConsentValidationError("None of these profiles has an email.", field="emails")
@@ -211,7 +206,10 @@ class ProfileActionsMixin:
             recorded_by=_user(request),
             reason=data["reason"],
         )
-        return f"The phone number is now {result.profile.phone_number}; the old number's SMS consent ended."
+        return (
+            f"The phone number is now {result.profile.phone_number}; the old number's SMS "
+            "consent ended."
+        )
 
     @confirmed_action(
         description="Re-verify with Klaviyo",

@@ -103,12 +103,12 @@ class ProfileAdmin(
         "merged_into",
         "klaviyo_id",
         "read_back",
-        "created_at",
+        "created",
         "receipts_download",
     ]
     fieldsets = [
         (None, {"fields": ["email", "phone_number", "external_id", "merged_into", "klaviyo_id"]}),
-        ("Klaviyo and proof", {"fields": ["read_back", "created_at", "receipts_download"]}),
+        ("Klaviyo and proof", {"fields": ["read_back", "created", "receipts_download"]}),
     ]
     inlines = [IdentityEventInline]
     actions = [
@@ -137,6 +137,10 @@ class ProfileAdmin(
     @admin.display(description="Read back from Klaviyo", ordering="mirrored_at")
     def read_back(self, profile: Profile) -> str:
         return local_time(profile.mirrored_at) if profile.mirrored_at else "never"
+
+    @admin.display(description="Created")
+    def created(self, profile: Profile) -> str:
+        return local_time(profile.created_at)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ProfileChangeList
@@ -180,9 +184,7 @@ class ProfileAdmin(
             "kc_events_url": reverse("admin:klaviyo_consent_consentevent_changelist")
             + f"?profile={profile.pk}",
             "kc_klaviyo_url": klaviyo_profile_url(profile.klaviyo_id),
-            "kc_actions": [
-                (name, allowed[name][2]) for name in PAGE_ACTIONS if name in allowed
-            ],
+            "kc_actions": [(name, allowed[name][2]) for name in PAGE_ACTIONS if name in allowed],
             "kc_may_operate": self.has_operate_permission(request),
             "kc_changelist_url": reverse("admin:klaviyo_consent_profile_changelist"),
         }

@@ -115,9 +115,10 @@ def dashboard(*, now: datetime | None = None) -> Dashboard:
     """
     now = now or timezone.now()
     counts = dict(
-        Delivery.objects.order_by().values_list("status").annotate(n=Count("pk")).values_list(
-            "status", "n"
-        )
+        Delivery.objects.order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .values_list("status", "n")
     )
     oldest = (
         Delivery.objects.filter(status=DeliveryStatus.PENDING)
