@@ -11,7 +11,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from klaviyo_consent.admin.labels import CONSENT_LABELS, VERDICT_LABELS, subscription_label
 from klaviyo_consent.admin.pagination import EstimatedCountPaginator
@@ -116,6 +116,18 @@ class ReadOnlyMixin:
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return SafeChangeList
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj: Any) -> SafeString:
+        """Django's row checkbox, written directly: rendering a widget template per row was a
+        third of a 100-row changelist's time (benchmarks/admin_pages.py)."""
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select this object for an action - {}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            obj.pk,
+            obj,
+        )
 
     def response_action(self, request: HttpRequest, queryset: QuerySet, **kwargs: Any) -> Any:
         # Django filters ``pk__in`` with the posted ids as they are: "abc", "²" or 20 digits
