@@ -247,3 +247,24 @@ def test_the_consent_filter_uses_the_indexed_expression(admin_client, person):
     assert "ada@example.com" in page.content.decode()
     none = admin_client.get(CHANGELIST, {"consent": "email.marketing.UNSUBSCRIBED"})
     assert "ada@example.com" not in none.content.decode()
+
+
+@pytest.mark.parametrize(
+    "term", ["Ada@Example.com", "+44 7400 123456", "ada@", "example.com", "7400123456"]
+)
+def test_profile_search_finds_by_whole_identifier_or_by_part(admin_client, person, term):
+    page = admin_client.get(CHANGELIST, {"q": term}).content.decode()
+    assert "ada@example.com" in page
+
+
+def test_a_whole_identifier_search_uses_the_unique_index_not_a_substring_scan(admin_client, person):
+    with CaptureQueriesContext(connection) as captured:
+        admin_client.get(CHANGELIST, {"q": "Ada@Example.com"})
+    profile_queries = [q["sql"] for q in captured if 'FROM "klaviyo_consent_profile"' in q["sql"]]
+    assert profile_queries and not any("LIKE" in sql.upper() for sql in profile_queries)
+
+
+def test_the_event_list_titles_events_and_names_the_verdicts_subscription(admin_client, person):
+    page = text_of(admin_client.get("/admin/klaviyo_consent/consentevent/").content.decode())
+    assert "SMS marketing: Subscribed (event" in page
+    assert "SMS marketing: not applied" in page and SLOVENIA in page

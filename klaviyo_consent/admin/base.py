@@ -107,6 +107,14 @@ class SafeChangeList(ChangeList):
         except OverflowError as exc:
             raise IncorrectLookupParameters(exc) from exc
 
+    def get_results(self, request: HttpRequest) -> None:
+        # A lookup on a date part (``recorded_at__year=<20 digits>``) overflows only when the
+        # query runs: refused like any other bad filter value.
+        try:
+            super().get_results(request)
+        except OverflowError as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
 
 class ReadOnlyMixin:
     """Read-only pages over big tables: never a full ``COUNT(*)`` (admin/pagination.py)."""

@@ -12,6 +12,7 @@ from klaviyo_consent.admin.base import (
     ReadOnlyMixin,
     badge,
 )
+from klaviyo_consent.admin.labels import VERDICT_LABELS, local_time, subscription_label
 from klaviyo_consent.admin.proofs import EventProofMixin
 from klaviyo_consent.models import (
     EVENT_FIELDS,
@@ -26,17 +27,10 @@ from klaviyo_consent.services.webhooks import handle_webhook
 
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
-    list_display = [
-        "id",
-        "recorded_at",
-        "profile",
-        "channel",
-        "purpose",
-        "consent",
-        "method",
-        "verdict",
-    ]
+    # Five columns that fit 1280 px: the event in words, when, who, how, and the verdict.
+    list_display = ["__str__", "when", "profile", "method", "verdict"]
     list_filter = [
+        ("recorded_at", admin.DateFieldListFilter),  # no date_hierarchy: it scans for dates
         "channel",
         "purpose",
         "consent",
@@ -52,7 +46,6 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
         "custom_source",
     ]
     list_select_related = ["profile", "delivery"]
-    date_hierarchy = "recorded_at"
     actions = ["retry_action"]
     readonly_fields = [
         *(name if name != "recorded_by" else "recorded_by_user" for name in EVENT_FIELDS),
@@ -66,9 +59,18 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
         # The username kept on the event: the user may have been deleted since.
         return event.recorded_by_name or "—"
 
+    @admin.display(description="recorded", ordering="recorded_at")
+    def when(self, event: ConsentEvent) -> str:
+        return local_time(event.recorded_at)
+
     @admin.display(description="verdict", ordering="delivery__status")
     def verdict(self, event: ConsentEvent) -> SafeString:
-        return badge(event.delivery.status, event.delivery.reason)
+        label = subscription_label(event.channel, event.purpose)
+        return format_html(
+            "{}<br><small>{}</small>",
+            badge(event.delivery.status, event.delivery.reason, label),
+            event.delivery.reason,
+        )
 
     @admin.display(description="delivery")
     def delivery_state(self, event: ConsentEvent) -> SafeString:
@@ -80,10 +82,10 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
             d.reason,
             d.attempts,
             d.deferrals,
-            d.next_attempt_at or "—",
-            d.pushed_at or "—",
-            d.verified_at or "—",
-            d.dead_lettered_at or "—",
+            local_time(d.next_attempt_at),
+            local_time(d.pushed_at),
+            local_time(d.verified_at),
+            local_time(d.dead_lettered_at),
             d.errors or "",
         )
 
@@ -98,8 +100,8 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    h.get("at"),
-                    h.get("from"),
+                    local_time(h.get("at")),
+                    VERDICT_LABELS.get(h.get("from"), h.get("from") or "—"),
                     badge(h.get("status")),
                     h.get("reason"),
                     h.get("source"),
@@ -136,10 +138,13 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Verified Klaviyo webhook deliveries, for audit; unprocessed ones carry their error."""
 
     list_display = ["received_at", "webhook_id", "topics", "processed_at", "attempts", "error"]
-    list_filter = [("processed_at", admin.EmptyFieldListFilter), "webhook_id"]
+    list_filter = [
+        ("processed_at", admin.EmptyFieldListFilter),
+        ("received_at", admin.DateFieldListFilter),
+        "webhook_id",
+    ]
     actions = ["retry_action"]
     search_fields = ["webhook_id", "signature"]
-    date_hierarchy = "received_at"
     readonly_fields = [
         "webhook_id",
         "signature",

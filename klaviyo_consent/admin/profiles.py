@@ -3,6 +3,7 @@ beside the ledger), event timeline and confirmed actions (admin/profile_actions.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib import admin, messages
@@ -25,7 +26,15 @@ from klaviyo_consent.admin.grid import klaviyo_profile_url, profile_grid, timeli
 from klaviyo_consent.admin.labels import CONSENT_LABELS, local_time, subscription_label
 from klaviyo_consent.admin.profile_actions import ProfileActionsMixin
 from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
-from klaviyo_consent.models import IDENTITY_EVENT_FIELDS, ConsentEvent, IdentityEvent, Profile
+from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.models import (
+    IDENTITY_EVENT_FIELDS,
+    ConsentEvent,
+    IdentityEvent,
+    Profile,
+    normalize_email,
+)
+from klaviyo_consent.phone import normalize_phone_number
 from klaviyo_consent.services.ledger import latest_events, ledger_for
 from klaviyo_consent.services.push import push_pending
 
@@ -65,6 +74,26 @@ class IdentityEventInline(ReadOnlyMixin, admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("delivery", "other_profile")
+
+
+def exact_identifier(term: str) -> Q | None:
+    """The lookup for a term that is one whole identifier, or None for any other term."""
+    term = term.strip()
+    if "@" in term and " " not in term:
+        email = normalize_email(term)
+        return Q(email=email) if "." in email.rpartition("@")[2] else None
+    if term.startswith("+"):
+        try:
+            return Q(phone_number=normalize_phone_number(term))
+        except ConsentValidationError:
+            return None
+    if _KLAVIYO_ID.fullmatch(term):
+        return Q(klaviyo_id=term) | Q(external_id=term)
+    return None
+
+
+#: Klaviyo's profile ids: a ULID, 26 characters of Crockford base32.
+_KLAVIYO_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
 
 class ProfileChangeList(SafeChangeList):
@@ -144,6 +173,17 @@ class ProfileAdmin(
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ProfileChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """A whole email, phone number or Klaviyo id is looked up by its unique index (in its
+        stored form: ``Ada@Example.com`` and ``+44 7400 123456`` find the person); any other
+        term is a substring search, which reads every row."""
+        exact = exact_identifier(search_term)
+        if exact is not None:
+            return queryset.filter(exact), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="Verdicts (ledger)")
     def verdicts(self, profile: Profile) -> SafeString:
