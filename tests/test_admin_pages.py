@@ -268,3 +268,17 @@ def test_the_event_list_titles_events_and_names_the_verdicts_subscription(admin_
     page = text_of(admin_client.get("/admin/klaviyo_consent/consentevent/").content.decode())
     assert "SMS marketing: Subscribed (event" in page
     assert "SMS marketing: not applied" in page and SLOVENIA in page
+
+
+def test_a_filtered_changelist_counts_only_up_to_the_cap(monkeypatch, fake):
+    from klaviyo_consent.admin import pagination
+
+    monkeypatch.setattr(pagination, "COUNT_CAP", 3)
+    for index in range(5):
+        subscribe(f"cap{index}@example.com")
+    filtered = pagination.EstimatedCountPaginator(
+        Profile.objects.filter(email__startswith="cap"), 2
+    )
+    assert filtered.count == 4 and filtered.capped
+    small = pagination.EstimatedCountPaginator(Profile.objects.all(), 2)
+    assert small.count == 5 and not small.capped and not small.estimated

@@ -121,6 +121,9 @@ class ReadOnlyMixin:
 
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+    #: Rows a page renders: support staff search for a person; 50 rows render in half the time
+    #: of Django's 100 (benchmarks/admin_pages.py).
+    list_per_page = 50
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return SafeChangeList

@@ -12,28 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db import connections
 from django.utils.functional import cached_property
 
-#: Above this many rows an unfiltered count is the planner's estimate.
-ESTIMATE_ABOVE = 10_000
+from klaviyo_consent.services.reports import ESTIMATE_ABOVE, estimated_rows
+
 #: A filtered changelist counts at most this many rows, then says "at least".
 COUNT_CAP = 10_000
-
-
-def estimated_rows(queryset: Any) -> int | None:
-    """PostgreSQL's estimate of the rows in ``queryset``'s table (None: not PostgreSQL, or the
-    table was never analysed)."""
-    connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-            [queryset.model._meta.db_table],
-        )
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
 
 
 def is_unfiltered(queryset: Any) -> bool:

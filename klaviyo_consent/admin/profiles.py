@@ -209,9 +209,14 @@ class ProfileAdmin(
 
     def _page_context(self, request: HttpRequest, profile: Profile) -> dict[str, Any]:
         """The grid, the timeline, the Klaviyo link and the actions this user may run."""
-        owners = Q(profile=profile) | Q(profile__merged_into=profile)
+        # The profile's events and those of profiles merged into it, by profile id: an OR
+        # across a join would walk the whole ledger newest-first.
+        owners = [
+            profile.pk,
+            *Profile.objects.filter(merged_into=profile).values_list("pk", flat=True),
+        ]
         events = list(
-            ConsentEvent.objects.filter(owners)
+            ConsentEvent.objects.filter(profile_id__in=owners)
             .select_related("delivery", "consent_text_version")
             .order_by("-recorded_at", "-id")[: TIMELINE_LENGTH + 1]
         )

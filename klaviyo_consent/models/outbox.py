@@ -67,6 +67,11 @@ class Delivery(models.Model):
             # and the outbox's oldest pending event (events are recorded in id order).
             models.Index(fields=["status", "profile"], name="kc_delivery_status_profile"),
             models.Index(fields=["status", "event"], name="kc_delivery_status_event"),
+            models.Index(
+                fields=["status"],
+                condition=models.Q(dead_lettered_at__isnull=False),
+                name="kc_delivery_dead",
+            ),
         ]
 
     def __str__(self) -> str:
