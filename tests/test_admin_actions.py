@@ -263,3 +263,12 @@ def test_the_profile_page_offers_each_action_as_a_button(admin_client, person):
     page = admin_client.get(f"{CHANGELIST}{person.pk}/change/").content.decode()
     for action in [*ACTIONS, "replace_phone_number_action", "reverify_action"]:
         assert f'name="action" value="{action}"' in page
+
+
+def test_the_confirmation_page_labels_every_field(admin_client, person, text):
+    html = run(admin_client, "record_consent_action", [person.pk]).content.decode()
+    assert '<label for="id_reason"' in html and '<label for="id_consent_text_version"' in html
+    assert "<legend" in html and "Subscriptions" in html
+    for index in range(3):  # each checkbox inside its own label
+        assert f'<label for="id_subscriptions_{index}">' in html
+    assert 'aria-describedby="id_reason_helptext"' in html

@@ -282,3 +282,14 @@ def test_a_filtered_changelist_counts_only_up_to_the_cap(monkeypatch, fake):
     assert filtered.count == 4 and filtered.capped
     small = pagination.EstimatedCountPaginator(Profile.objects.all(), 2)
     assert small.count == 5 and not small.capped and not small.estimated
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["profile/", "consentevent/", "profile/{profile}/change/", "consentevent/{event}/change/"],
+)
+def test_every_page_with_verdict_badges_loads_their_styles(admin_client, person, path):
+    event = ConsentEvent.objects.filter(profile=person).first()
+    url = "/admin/klaviyo_consent/" + path.format(profile=person.pk, event=event.pk)
+    html = admin_client.get(url).content.decode()
+    assert html.count("klaviyo_consent/admin.css") == 1

@@ -121,6 +121,11 @@ class ReadOnlyMixin:
 
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    class Media:
+        # Verdict badges, the profile grid and timeline (lists, change pages).
+        css = {"all": ["klaviyo_consent/admin.css"]}
+
     #: Rows a page renders: support staff search for a person; 50 rows render in half the time
     #: of Django's 100 (benchmarks/admin_pages.py).
     list_per_page = 50
