@@ -181,6 +181,9 @@ def test_changing_the_phone_number_records_who_and_why(admin_client, admin_user,
     assert change.reason == REASON and change.recorded_by_id == admin_user.pk
     [closing] = new_events(before)  # the old number's SMS marketing consent ends
     assert closing.consent == "UNSUBSCRIBED" and closing.recorded_by_id == admin_user.pk
+    page = admin_client.get(f"{CHANGELIST}{person.pk}/change/").content.decode()
+    assert "Phone number replaced" in page and REASON in page
+    assert "+447400123456 → +447400999888" in page
 
 
 def test_a_refused_phone_number_is_shown_on_the_form_not_a_500(admin_client, person):

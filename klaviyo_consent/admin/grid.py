@@ -145,3 +145,46 @@ def timeline(events: Iterable[Any]) -> list[TimelineEntry]:
             )
         )
     return entries
+
+
+@dataclass(frozen=True)
+class IdentityEntry:
+    """One identity change (a number replaced, an identifier added, a merge) as shown."""
+
+    title: str
+    when: str
+    old_value: str
+    new_value: str
+    other_profile: str
+    moved: str
+    method: str
+    reason: str
+    recorded_by: str
+    klaviyo_status: str | None
+    klaviyo_label: str
+    klaviyo_reason: str
+
+
+def identity_entries(events: Iterable[Any]) -> list[IdentityEntry]:
+    """Identity events (with ``delivery`` and ``other_profile`` selected), as shown."""
+    entries = []
+    for event in events:
+        delivery = getattr(event, "delivery", None)
+        status = delivery.status if delivery else None
+        entries.append(
+            IdentityEntry(
+                title=event.get_change_display(),
+                when=local_time(event.recorded_at),
+                old_value=event.old_value,
+                new_value=event.new_value,
+                other_profile=str(event.other_profile) if event.other_profile_id else "",
+                moved=", ".join(f"{k}: {v}" for k, v in (event.moved or {}).items()),
+                method=METHOD_LABELS.get(event.method, event.method),
+                reason=event.reason or "",
+                recorded_by=event.recorded_by_name or "",
+                klaviyo_status=status,
+                klaviyo_label=VERDICT_LABELS.get(status, "—") if status else "not needed",
+                klaviyo_reason=delivery.reason if delivery else "",
+            )
+        )
+    return entries

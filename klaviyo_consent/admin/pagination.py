@@ -17,7 +17,7 @@ from django.utils.functional import cached_property
 from klaviyo_consent.services.reports import ESTIMATE_ABOVE, estimated_rows
 
 #: A filtered changelist counts at most this many rows, then says "at least".
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 
 
 def is_unfiltered(queryset: Any) -> bool:

@@ -22,13 +22,17 @@ from klaviyo_consent.admin.base import (
     badge,
 )
 from klaviyo_consent.admin.confirm import ConfirmedActionsMixin
-from klaviyo_consent.admin.grid import klaviyo_profile_url, profile_grid, timeline
+from klaviyo_consent.admin.grid import (
+    identity_entries,
+    klaviyo_profile_url,
+    profile_grid,
+    timeline,
+)
 from klaviyo_consent.admin.labels import CONSENT_LABELS, local_time, subscription_label
 from klaviyo_consent.admin.profile_actions import ProfileActionsMixin
 from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
-    IDENTITY_EVENT_FIELDS,
     ConsentEvent,
     IdentityEvent,
     Profile,
@@ -40,6 +44,8 @@ from klaviyo_consent.services.push import push_pending
 
 #: Events the profile page's timeline shows (newest first); the rest are a link away.
 TIMELINE_LENGTH = 50
+#: Identity changes the profile page shows (newest first).
+IDENTITY_LENGTH = 20
 
 #: The actions the profile page offers as buttons, in this order.
 PAGE_ACTIONS = (
@@ -50,30 +56,6 @@ PAGE_ACTIONS = (
     "replace_phone_number_action",
     "reverify_action",
 )
-
-
-class IdentityEventInline(ReadOnlyMixin, admin.TabularInline):
-    """Number changes, added identifiers and merges of this profile (docs/identity.md)."""
-
-    model = IdentityEvent
-    fk_name = "profile"
-    extra = 0
-    can_delete = False
-    ordering = ["-recorded_at", "-id"]
-    fields = [*IDENTITY_EVENT_FIELDS, "klaviyo"]
-    readonly_fields = fields
-    verbose_name_plural = "identity changes"
-
-    @admin.display(description="Klaviyo told")
-    def klaviyo(self, event: IdentityEvent) -> SafeString | str:
-        """The new number's push to Klaviyo (Create or Update Profile), when there is one."""
-        delivery = getattr(event, "delivery", None)
-        if delivery is None:
-            return "—"
-        return badge(delivery.status, delivery.reason)
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("delivery", "other_profile")
 
 
 def exact_identifier(term: str) -> Q | None:
@@ -139,7 +121,6 @@ class ProfileAdmin(
         (None, {"fields": ["email", "phone_number", "external_id", "merged_into", "klaviyo_id"]}),
         ("Klaviyo and proof", {"fields": ["read_back", "created", "receipts_download"]}),
     ]
-    inlines = [IdentityEventInline]
     actions = [
         "push_pending_action",
         "reverify_action",
@@ -220,8 +201,14 @@ class ProfileAdmin(
             .select_related("delivery", "consent_text_version")
             .order_by("-recorded_at", "-id")[: TIMELINE_LENGTH + 1]
         )
+        identity = list(
+            IdentityEvent.objects.filter(profile=profile)
+            .select_related("delivery", "other_profile")
+            .order_by("-recorded_at", "-id")[:IDENTITY_LENGTH]
+        )
         allowed = self.get_actions(request)
         return {
+            "kc_identity": identity_entries(identity),
             "kc_grid": profile_grid(profile, ledger_for(profile)),
             "kc_mirrored_at": local_time(profile.mirrored_at) if profile.mirrored_at else "",
             "kc_timeline": timeline(events[:TIMELINE_LENGTH]),
