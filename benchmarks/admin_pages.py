@@ -314,6 +314,7 @@ def main() -> None:
         ).stdout  # fmt: skip
         baseline = json.loads(out.strip().splitlines()[-1])
     info = common.machine()
+    info["load_average_1_5_15"] = [round(x, 1) for x in os.getloadavg()]
     lines = io.StringIO()
     lines.write("| page | this branch: median (max) ms, queries | baseline: median ms, queries "
                 "| ratio |\n|---|---|---|---|\n")  # fmt: skip
