@@ -293,3 +293,31 @@ def test_every_page_with_verdict_badges_loads_their_styles(admin_client, person,
     url = "/admin/klaviyo_consent/" + path.format(profile=person.pk, event=event.pk)
     html = admin_client.get(url).content.decode()
     assert html.count("klaviyo_consent/admin.css") == 1
+
+
+def test_times_inside_a_verdicts_reason_are_shown_local_to_the_minute(settings):
+    from klaviyo_consent.admin.labels import humanize_reason
+
+    settings.TIME_ZONE = "Europe/London"
+    reason = (
+        "Klaviyo shows UNSUBSCRIBED (TEXT / STOP) since 2026-07-01T08:16:37.962739+00:00, after"
+    )
+    assert humanize_reason(reason) == (
+        "Klaviyo shows UNSUBSCRIBED (TEXT / STOP) since 1 Jul 2026, 09:16 BST, after"
+    )
+
+
+def test_the_timeline_shows_a_re_judged_reason_without_iso_times(admin_client, person, fake):
+    fake.reply_stop("+447400123456")
+    pull_profiles([person])  # the SMS consent is re-judged: "since <ISO time>, after the push"
+    html = page_of(admin_client, person)
+    assert "since " in text_of(html)
+    assert not re.search(r"\d{4}-\d{2}-\d{2}T\d{2}", text_of(html))
+
+
+def test_changelists_show_their_columns_in_words(admin_client, person):
+    profiles = text_of(admin_client.get(CHANGELIST).content.decode())
+    assert "In Klaviyo (marketing)" in profiles and "Email: Subscribed" in profiles
+    assert "SMS marketing: not applied" in profiles  # the verdict names its subscription
+    events = text_of(admin_client.get("/admin/klaviyo_consent/consentevent/").content.decode())
+    assert "By verdict" in events and "By status" not in events

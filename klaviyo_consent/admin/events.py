@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -12,7 +14,12 @@ from klaviyo_consent.admin.base import (
     ReadOnlyMixin,
     badge,
 )
-from klaviyo_consent.admin.labels import VERDICT_LABELS, local_time, subscription_label
+from klaviyo_consent.admin.labels import (
+    VERDICT_LABELS,
+    humanize_reason,
+    local_time,
+    subscription_label,
+)
 from klaviyo_consent.admin.proofs import EventProofMixin
 from klaviyo_consent.models import (
     EVENT_FIELDS,
@@ -25,6 +32,14 @@ from klaviyo_consent.services.sync import retry_failed
 from klaviyo_consent.services.webhooks import handle_webhook
 
 
+class VerdictListFilter(admin.ChoicesFieldListFilter):
+    """The delivery's status, under the name staff know it by."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.title = "verdict"
+
+
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
     # Five columns that fit 1280 px: the event in words, when, who, how, and the verdict.
@@ -35,7 +50,7 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
         "purpose",
         "consent",
         "method",
-        "delivery__status",
+        ("delivery__status", VerdictListFilter),
         "historical_import",
     ]
     search_fields = [
@@ -69,7 +84,7 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
         return format_html(
             "{}<br><small>{}</small>",
             badge(event.delivery.status, event.delivery.reason, label),
-            event.delivery.reason,
+            humanize_reason(event.delivery.reason),
         )
 
     @admin.display(description="delivery")
@@ -79,7 +94,7 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
             "{} {}<br>attempts {}, waits (429s, refused requests) {}, next try {}, pushed {}, "
             "verified {}, dead-lettered {}<br><code>{}</code>",
             badge(d.status),
-            d.reason,
+            humanize_reason(d.reason),
             d.attempts,
             d.deferrals,
             local_time(d.next_attempt_at),
@@ -103,7 +118,7 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
                     local_time(h.get("at")),
                     VERDICT_LABELS.get(h.get("from"), h.get("from") or "—"),
                     badge(h.get("status")),
-                    h.get("reason"),
+                    humanize_reason(h.get("reason") or ""),
                     h.get("source"),
                 )
                 for h in history

@@ -17,6 +17,7 @@ from klaviyo_consent.admin.labels import (
     VERDICT_LABELS,
     event_title,
     humanize_code,
+    humanize_reason,
     local_time,
     subscription_label,
     suppression_text,
@@ -92,9 +93,9 @@ def profile_grid(profile: Any, ledger: dict[str, dict[str, dict[str, Any]]]) -> 
                     verdict_label=VERDICT_LABELS.get(local["delivery"], "No event")
                     if local["delivery"]
                     else "No event",
-                    reason=local["reason"],
+                    reason=humanize_reason(local["reason"]),
                     can_receive=yes_no(local["can_receive"]),
-                    cannot_receive_reason=local["cannot_receive_reason"],
+                    cannot_receive_reason=humanize_reason(local["cannot_receive_reason"]),
                     event_id=local["event_id"],
                 )
             )
@@ -135,7 +136,7 @@ def timeline(events: Iterable[Any]) -> list[TimelineEntry]:
                 channel_label=subscription_label(event.channel, event.purpose),
                 verdict=status,
                 verdict_label=VERDICT_LABELS.get(status, "—") if status else "—",
-                reason=delivery.reason if delivery else "",
+                reason=humanize_reason(delivery.reason) if delivery else "",
                 method=METHOD_LABELS.get(event.method, event.method),
                 detail=event.method_detail,
                 source=event.custom_source,
@@ -184,7 +185,7 @@ def identity_entries(events: Iterable[Any]) -> list[IdentityEntry]:
                 recorded_by=event.recorded_by_name or "",
                 klaviyo_status=status,
                 klaviyo_label=VERDICT_LABELS.get(status, "—") if status else "not needed",
-                klaviyo_reason=delivery.reason if delivery else "",
+                klaviyo_reason=humanize_reason(delivery.reason) if delivery else "",
             )
         )
     return entries

@@ -108,3 +108,14 @@ def event_title(event: Any) -> str:
         what = CONSENT_LABELS.get(event.consent, event.consent)
     where = " (in Klaviyo)" if event.method == Method.KLAVIYO else ""
     return f"{label}: {what}{where}"
+
+
+#: An ISO 8601 moment inside a sentence (services write reasons with UTC ISO times).
+_ISO_MOMENT = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?"
+)
+
+
+def humanize_reason(text: str) -> str:
+    """A verdict's reason with its ISO times as local times ("since 30 Nov 2026, 08:16 UTC")."""
+    return _ISO_MOMENT.sub(lambda match: local_time(match.group(0)), text or "")

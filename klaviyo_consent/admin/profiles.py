@@ -11,7 +11,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from klaviyo_consent.admin.base import (
@@ -28,7 +28,12 @@ from klaviyo_consent.admin.grid import (
     profile_grid,
     timeline,
 )
-from klaviyo_consent.admin.labels import CONSENT_LABELS, local_time, subscription_label
+from klaviyo_consent.admin.labels import (
+    CONSENT_LABELS,
+    humanize_reason,
+    local_time,
+    subscription_label,
+)
 from klaviyo_consent.admin.profile_actions import ProfileActionsMixin
 from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
 from klaviyo_consent.exceptions import ConsentValidationError
@@ -97,14 +102,9 @@ class ProfileAdmin(
     admin.ModelAdmin,
 ):
     change_form_template = "admin/klaviyo_consent/profile/change_form.html"
-    list_display = [
-        "__str__",
-        "phone_number",
-        "email_marketing",
-        "sms_marketing",
-        "verdicts",
-        "read_back",
-    ]
+    # Four columns that fit 1280 px beside both sidebars: who, Klaviyo's word, the ledger's
+    # verdicts, when Klaviyo was last read.
+    list_display = ["who", "in_klaviyo", "verdicts", "read_back"]
     search_fields = ["email", "phone_number", "external_id", "klaviyo_id"]
     list_filter = [ConsentFilter, VerdictFilter]
     readonly_fields = [
@@ -136,13 +136,17 @@ class ProfileAdmin(
         consent = profile.klaviyo_leaf(channel, "marketing").get("consent")
         return CONSENT_LABELS.get(consent, consent) if consent else "—"
 
-    @admin.display(description="Email marketing (Klaviyo)")
-    def email_marketing(self, profile: Profile) -> str:
-        return self._mirror_consent(profile, "email")
+    @admin.display(description="Profile", ordering="-id")
+    def who(self, profile: Profile) -> SafeString:
+        return format_html("{}<br><small>{}</small>", profile, profile.phone_number or "")
 
-    @admin.display(description="SMS marketing (Klaviyo)")
-    def sms_marketing(self, profile: Profile) -> str:
-        return self._mirror_consent(profile, "sms")
+    @admin.display(description="In Klaviyo (marketing)")
+    def in_klaviyo(self, profile: Profile) -> SafeString:
+        return format_html(
+            "Email: {}<br>SMS: {}",
+            self._mirror_consent(profile, "email"),
+            self._mirror_consent(profile, "sms"),
+        )
 
     @admin.display(description="Read back from Klaviyo", ordering="mirrored_at")
     def read_back(self, profile: Profile) -> str:
@@ -173,7 +177,13 @@ class ProfileAdmin(
             " ",
             "{}",
             (
-                (badge(leaf["delivery"], leaf["reason"], subscription_label(channel, purpose)),)
+                (
+                    badge(
+                        leaf["delivery"],
+                        humanize_reason(leaf["reason"]),
+                        subscription_label(channel, purpose),
+                    ),
+                )
                 for channel, purposes in ledger.items()
                 for purpose, leaf in purposes.items()
                 if leaf["delivery"]
