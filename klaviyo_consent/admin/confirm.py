@@ -148,7 +148,14 @@ class ConfirmedActionsMixin:
         return super().changelist_view(request, extra_context)  # type: ignore[misc]
 
     def _refused_action(self, request: HttpRequest, name: str) -> HttpResponse | None:
-        func = getattr(type(self), name, None)
+        func = getattr(type(self), name, None) or next(
+            (
+                action
+                for action in self.actions or ()  # type: ignore[attr-defined]
+                if callable(action) and action.__name__ == name
+            ),
+            None,
+        )
         if not getattr(func, "confirmed", False):
             return None
         if name in self.get_actions(request):  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ from klaviyo_consent.admin.labels import (
     local_time,
     subscription_label,
 )
+from klaviyo_consent.admin.membership import add_to_list_action, remove_from_list_action
 from klaviyo_consent.admin.profile_actions import ProfileActionsMixin
 from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
 from klaviyo_consent.exceptions import ConsentValidationError
@@ -130,6 +131,8 @@ class ProfileAdmin(
         "unsuppress_action",
         "replace_phone_number_action",
         "merge_action",
+        add_to_list_action,
+        remove_from_list_action,
     ]
 
     def _mirror_consent(self, profile: Profile, channel: str) -> str:
