@@ -235,7 +235,13 @@ def viewer(client, django_user_model):
 
 @pytest.mark.parametrize(
     "action",
-    [*ACTIONS, "replace_phone_number_action", "reverify_action", "merge_action"],
+    [
+        *ACTIONS,
+        "replace_phone_number_action",
+        "reverify_action",
+        "merge_action",
+        "add_to_list_action",
+    ],
 )
 def test_staff_without_change_profile_get_a_refusal_that_names_the_permission(
     viewer, person, text, fake, action
