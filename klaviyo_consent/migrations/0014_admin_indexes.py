@@ -9,68 +9,130 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('klaviyo_consent', '0013_lists'),
+        ("klaviyo_consent", "0013_lists"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='KlaviyoHealth',
+            name="KlaviyoHealth",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.PositiveSmallIntegerField(unique=True)),
-                ('last_seen_at', models.DateTimeField()),
-                ('operation', models.CharField(blank=True, max_length=64)),
-                ('detail', models.TextField(blank=True, help_text="Klaviyo's errors[].detail, never the key.")),
-                ('seen', models.PositiveIntegerField(default=0, help_text='How many such answers so far.')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("status", models.PositiveSmallIntegerField(unique=True)),
+                ("last_seen_at", models.DateTimeField()),
+                ("operation", models.CharField(blank=True, max_length=64)),
+                (
+                    "detail",
+                    models.TextField(
+                        blank=True, help_text="Klaviyo's errors[].detail, never the key."
+                    ),
+                ),
+                (
+                    "seen",
+                    models.PositiveIntegerField(
+                        default=0, help_text="How many such answers so far."
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'Klaviyo health',
-                'verbose_name_plural': 'Klaviyo health',
-                'ordering': ['status'],
+                "verbose_name": "Klaviyo health",
+                "verbose_name_plural": "Klaviyo health",
+                "ordering": ["status"],
             },
         ),
         migrations.AddField(
-            model_name='identityevent',
-            name='reason',
+            model_name="identityevent",
+            name="reason",
             field=models.TextField(blank=True, null=True),
         ),
         migrations.AddIndex(
-            model_name='consentevent',
-            index=models.Index(condition=models.Q(('method', 'klaviyo')), fields=['profile'], name='kc_event_inbound'),
+            model_name="consentevent",
+            index=models.Index(
+                condition=models.Q(("method", "klaviyo")),
+                fields=["profile"],
+                name="kc_event_inbound",
+            ),
         ),
         migrations.AddIndex(
-            model_name='consentevent',
-            index=models.Index(condition=models.Q(('method', 'klaviyo')), fields=['recorded_at'], name='kc_event_inbound_at'),
+            model_name="consentevent",
+            index=models.Index(
+                condition=models.Q(("method", "klaviyo")),
+                fields=["recorded_at"],
+                name="kc_event_inbound_at",
+            ),
         ),
         migrations.AddIndex(
-            model_name='consentevent',
-            index=models.Index(fields=['-recorded_at', '-id'], name='kc_event_recent'),
+            model_name="consentevent",
+            index=models.Index(fields=["-recorded_at", "-id"], name="kc_event_recent"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['status', 'profile'], name='kc_delivery_status_profile'),
+            model_name="delivery",
+            index=models.Index(fields=["status", "profile"], name="kc_delivery_status_profile"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(fields=['status', 'event'], name='kc_delivery_status_event'),
+            model_name="delivery",
+            index=models.Index(fields=["status", "event"], name="kc_delivery_status_event"),
         ),
         migrations.AddIndex(
-            model_name='delivery',
-            index=models.Index(condition=models.Q(('dead_lettered_at__isnull', False)), fields=['status'], name='kc_delivery_dead'),
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("dead_lettered_at__isnull", False)),
+                fields=["status"],
+                name="kc_delivery_dead",
+            ),
         ),
         migrations.AddIndex(
-            model_name='profile',
-            index=models.Index(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('consent', django.db.models.fields.json.KeyTextTransform('marketing', django.db.models.fields.json.KeyTextTransform('email', 'subscriptions'))), models.TextField()), name='kc_profile_email_marketing'),
+            model_name="profile",
+            index=models.Index(
+                django.db.models.functions.comparison.Cast(
+                    django.db.models.fields.json.KeyTextTransform(
+                        "consent",
+                        django.db.models.fields.json.KeyTextTransform(
+                            "marketing",
+                            django.db.models.fields.json.KeyTextTransform("email", "subscriptions"),
+                        ),
+                    ),
+                    models.TextField(),
+                ),
+                name="kc_profile_email_marketing",
+            ),
         ),
         migrations.AddIndex(
-            model_name='profile',
-            index=models.Index(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('consent', django.db.models.fields.json.KeyTextTransform('marketing', django.db.models.fields.json.KeyTextTransform('sms', 'subscriptions'))), models.TextField()), name='kc_profile_sms_marketing'),
+            model_name="profile",
+            index=models.Index(
+                django.db.models.functions.comparison.Cast(
+                    django.db.models.fields.json.KeyTextTransform(
+                        "consent",
+                        django.db.models.fields.json.KeyTextTransform(
+                            "marketing",
+                            django.db.models.fields.json.KeyTextTransform("sms", "subscriptions"),
+                        ),
+                    ),
+                    models.TextField(),
+                ),
+                name="kc_profile_sms_marketing",
+            ),
         ),
         migrations.AddIndex(
-            model_name='profile',
-            index=models.Index(django.db.models.functions.comparison.Cast(django.db.models.fields.json.KeyTextTransform('consent', django.db.models.fields.json.KeyTextTransform('transactional', django.db.models.fields.json.KeyTextTransform('sms', 'subscriptions'))), models.TextField()), name='kc_profile_sms_transactional'),
+            model_name="profile",
+            index=models.Index(
+                django.db.models.functions.comparison.Cast(
+                    django.db.models.fields.json.KeyTextTransform(
+                        "consent",
+                        django.db.models.fields.json.KeyTextTransform(
+                            "transactional",
+                            django.db.models.fields.json.KeyTextTransform("sms", "subscriptions"),
+                        ),
+                    ),
+                    models.TextField(),
+                ),
+                name="kc_profile_sms_transactional",
+            ),
         ),
     ]
