@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -358,6 +360,17 @@ def test_an_unwritable_output_is_a_command_error_naming_it(tmp_path: Path):
             output=str(tmp_path / "missing" / "events.csv"),
             no_progress=True,
         )
+
+
+def test_an_output_that_is_not_a_regular_file_is_written_in_place_not_replaced():
+    record("a@example.com")
+
+    call_command(
+        "klaviyo_consent_export", output=os.devnull, no_progress=True, stdout=io.StringIO()
+    )
+
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert not os.path.exists(f"{os.devnull}.partial")
 
 
 # -- the endpoint -------------------------------------------------------------------------------

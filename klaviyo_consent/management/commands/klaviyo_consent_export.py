@@ -58,14 +58,21 @@ class Command(BaseCommand):
             for piece in pieces:
                 self.stdout.write(piece, ending="")
             return
+        if os.path.exists(output) and not os.path.isfile(output):
+            # /dev/stdout, /dev/null, a pipe: written in place, never replaced by a file.
+            self._write_to(pieces, output, output)
+            return
         # Written beside the target and moved into place at the end: a run that stops half
         # way never leaves a file that looks like a whole export.
         partial = f"{output}.partial"
+        self._write_to(pieces, partial, output)
+        os.replace(partial, output)
+
+    def _write_to(self, pieces: Iterator[str], path: str, output: str) -> None:
         try:
-            with open(partial, "w", encoding="utf-8", newline="") as file:
+            with open(path, "w", encoding="utf-8", newline="") as file:
                 for piece in pieces:
                     file.write(piece)
-            os.replace(partial, output)
         except OSError as error:
             raise CommandError(f"--output: cannot write {output}: {error.strerror}") from None
 
