@@ -7,6 +7,8 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_con
 
 pytestmark = pytest.mark.django_db
 
+ROOT = Path(__file__).resolve().parent.parent
 EXPORT = "/api/consent/events/export/"
 WORDS = "Yes, email me offers."
 EVIDENCE = Evidence("203.0.113.7", "Mozilla/5.0 (test)", "https://shop.example/signup")
@@ -371,6 +374,20 @@ def test_an_output_that_is_not_a_regular_file_is_written_in_place_not_replaced()
 
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
     assert not os.path.exists(f"{os.devnull}.partial")
+
+
+def test_starting_the_app_does_not_load_the_phone_geodata():
+    """phonenumbers' geocoder holds about 100 MB: a process (an export, a worker) pays for it
+    only when a refusal needs a country's name."""
+    code = (
+        "import sys, django; django.setup(); "
+        "from django.core.management import call_command; call_command('check'); "
+        "sys.exit('phonenumbers.geocoder' in sys.modules)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True)
+
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 # -- the endpoint -------------------------------------------------------------------------------
