@@ -18,6 +18,7 @@ CSV cells go through :mod:`klaviyo_consent.csvsafe` (no live spreadsheet formula
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Max
+from django.db.models import Max, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -51,8 +53,10 @@ RAW_VALUES: dict[str, str] = {
     "page_url": "page_url",
 }
 
-#: Every other value read, output column -> ORM path (None: computed, see ``_convert``).
-_PATHS: dict[str, str | None] = {
+#: Every value read, output column -> ORM path or expression (None: a raw value, read through
+#: :data:`RAW_VALUES`). JSON columns are read as their stored JSON text (``_JSON``) and written
+#: as they are, last on each line: decoding and re-encoding them was most of an export's time.
+_PATHS: dict[str, Any] = {
     "id": "id",
     "profile_id": "profile_id",
     "email": None,
@@ -79,25 +83,25 @@ _PATHS: dict[str, str | None] = {
     "user_agent": None,
     "page_url": None,
     "recorded_by": "recorded_by_label",
-    "klaviyo_data": "klaviyo_data",
     "verdict": "delivery__status",
     "verdict_reason": "delivery__reason",
     "verified_at": "delivery__verified_at",
     "leaf_index": "ledger_entry__leaf_index",
     "leaf_hash": "ledger_entry__leaf_hash",
-    "digests": "ledger_entry__digests",
+    "klaviyo_data": Cast("klaviyo_data", TextField()),
+    "digests": Cast("ledger_entry__digests", TextField()),
 }
 
 #: The columns of an export, in order (the CSV header; the keys of each JSON line).
 COLUMNS: tuple[str, ...] = tuple(_PATHS)
-_READ = tuple(path or RAW_VALUES[column] for column, path in _PATHS.items())
+_READ = tuple(RAW_VALUES[column] if path is None else path for column, path in _PATHS.items())
 _AT = {name: COLUMNS.index(name) for name in COLUMNS}
 _TIMES = tuple(_AT[name] for name in ("recorded_at", "consented_at", "verified_at"))
 _TEXT, _TEXT_SHA = _AT["consent_text"], _AT["consent_text_sha256"]
-_BLANK_IS_NULL = tuple(
-    _AT[name]
-    for name in ("email", "phone_number", "external_id", "user_agent", "page_url", "recorded_by")
-)
+#: The JSON columns, last: a JSON line is the others' object with these spliced in as text.
+_JSON = ("klaviyo_data", "digests")
+_PLAIN = len(COLUMNS) - len(_JSON)
+assert COLUMNS[_PLAIN:] == _JSON
 
 
 @dataclass(frozen=True)
@@ -203,17 +207,20 @@ def count(filters: ExportFilters) -> int:
     return _queryset(filters).count()
 
 
+def _utc(moment: datetime) -> str:
+    """utc_timestamp(moment), about ten times faster for the UTC datetimes the database gives."""
+    text = moment.isoformat(timespec="microseconds")
+    if text.endswith("+00:00") and moment.year >= 1000:  # strftime writes year 999 as "999"
+        return text[:-6] + "Z"
+    return utc_timestamp(moment)  # type: ignore[return-value]
+
+
 def _convert(row: tuple) -> list[Any]:
     values = list(row)
     for index in _TIMES:
         if values[index] is not None:
-            values[index] = utc_timestamp(values[index])
-    for index in _BLANK_IS_NULL:
-        if values[index] == "":
-            values[index] = None
-    if values[_TEXT] == "":
-        values[_TEXT] = None
-    elif values[_TEXT_SHA] is None and values[_TEXT] is not None:
+            values[index] = _utc(values[index])
+    if values[_TEXT_SHA] is None and values[_TEXT]:
         # An event from before versioned texts: its words map to their text by SHA-256.
         values[_TEXT_SHA] = text_sha256(values[_TEXT])
     return values
@@ -222,9 +229,11 @@ def _convert(row: tuple) -> list[Any]:
 def rows(filters: ExportFilters, *, chunk_size: int = 2000) -> Iterator[list[Any]]:
     """Each event's values in :data:`COLUMNS` order, oldest id first, ``chunk_size`` per query.
 
-    Times are UTC RFC 3339 strings with microseconds (as in the leaf); an empty identifier,
-    evidence or consent text is None; ``leaf_index``/``leaf_hash``/``digests`` are None for
-    an event not yet in the ledger. Memory is bounded by one chunk.
+    Values are as stored ("" stays ""), except: times are UTC RFC 3339 strings with
+    microseconds (as in the leaf); ``consent_text_sha256`` of an event from before versioned
+    texts is its words' hash; ``klaviyo_data`` and ``digests`` are JSON text. ``leaf_index``,
+    ``leaf_hash`` and ``digests`` are None for an event not yet in the ledger. Memory is
+    bounded by one chunk.
     """
     ceiling = _queryset(filters).aggregate(top=Max("id"))["top"]
     if ceiling is None:
@@ -242,36 +251,38 @@ def rows(filters: ExportFilters, *, chunk_size: int = 2000) -> Iterator[list[Any
             return
 
 
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return value
-
-
 def _csv(source: Iterator[list[Any]], per_chunk: int) -> Iterator[tuple[str, int]]:
     buffer = io.StringIO()
-    out = csvsafe.writer(buffer)
+    out = csv.writer(buffer)
     out.writerow(COLUMNS)
+    cells = csvsafe.cells
     written = 0
     for row in source:
-        out.writerow([_csv_cell(value) for value in row])
+        # null is an empty cell, booleans true/false, text through csvsafe.
+        out.writerow(
+            cells(
+                "" if v is None else ("true" if v else "false") if v.__class__ is bool else v
+                for v in row
+            )
+        )
         written += 1
-        if written % per_chunk == 0:
-            yield buffer.getvalue(), per_chunk
+        if written == per_chunk:
+            yield buffer.getvalue(), written
             buffer.seek(0)
             buffer.truncate()
-    yield buffer.getvalue(), written % per_chunk
+            written = 0
+    yield buffer.getvalue(), written
 
 
 def _jsonl(source: Iterator[list[Any]], per_chunk: int) -> Iterator[tuple[str, int]]:
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    plain, (data, digests) = COLUMNS[:_PLAIN], _JSON
     lines: list[str] = []
     for row in source:
-        lines.append(dumps(dict(zip(COLUMNS, row, strict=True))))
+        head = encode(dict(zip(plain, row, strict=False)))  # stops before the JSON columns
+        lines.append(
+            f'{head[:-1]},"{data}":{row[_PLAIN] or "{}"},"{digests}":{row[_PLAIN + 1] or "null"}}}'
+        )
         if len(lines) == per_chunk:
             yield "\n".join(lines) + "\n", per_chunk
             lines = []
