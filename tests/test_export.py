@@ -21,7 +21,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from klaviyo_consent import merkle
+from klaviyo_consent import csvsafe, merkle
 from klaviyo_consent.models import Checkpoint, ConsentEvent, LedgerEntry, Profile
 from klaviyo_consent.receipts import record_leaf_hash, text_sha256
 from klaviyo_consent.services import checkpoints, export, proofs
@@ -268,9 +268,13 @@ def test_rows_are_read_in_chunks_by_id_not_all_at_once():
     made = [record(f"p{i}@example.com")[0].pk for i in range(5)]
 
     with CaptureQueriesContext(connection) as queries:
-        ids = [row[0] for row in export.rows(export.ExportFilters(), chunk_size=2)]
+        chunks = list(export.lines(export.ExportFilters(), "jsonl", chunk_size=2))
 
-    assert ids == made
+    assert [[json.loads(line)["id"] for line in chunk] for chunk in chunks] == [
+        made[0:2],
+        made[2:4],
+        made[4:],
+    ]
     reads = [q["sql"] for q in queries.captured_queries if "LIMIT 2" in q["sql"]]
     assert len(reads) == 3  # 2 + 2 + 1 rows, one keyset query each
 
@@ -331,6 +335,63 @@ def test_csv_cells_never_carry_a_live_spreadsheet_formula():
     # JSON Lines keeps the exact values (it is not opened by spreadsheets).
     [line] = jsonl()
     assert line["custom_source"] == "@SUM(A1:A9)"
+
+
+HOSTILE = 'He said "yes, please",\r\nthen \\ left; ünïcödé ☃ \t tab'
+
+
+def test_text_with_quotes_commas_newlines_and_backslashes_comes_back_exactly():
+    [event] = record(method_detail=HOSTILE, custom_source="a,b", consent_text=HOSTILE + " words")
+    profile = event.profile
+    [klaviyo] = ConsentEvent.objects.append(
+        [
+            ConsentEvent(
+                profile=profile,
+                email=profile.email,
+                channel="email",
+                purpose="marketing",
+                consent="SUBSCRIBED",
+                method="klaviyo",
+                klaviyo_data={"method_detail": HOSTILE, "nested": {"n": [1, None, True]}},
+            )
+        ]
+    )
+    out = io.StringIO()
+    call_command("klaviyo_consent_export", no_progress=True, stdout=out, stderr=io.StringIO())
+    by_csv = {int(row["id"]): row for row in csv.DictReader(io.StringIO(out.getvalue()))}
+    by_json = {row["id"]: row for row in jsonl()}
+
+    assert by_csv[event.pk]["method_detail"] == HOSTILE
+    assert by_csv[event.pk]["custom_source"] == "a,b"
+    assert by_json[event.pk]["method_detail"] == HOSTILE
+    assert by_json[event.pk]["consent_text"] == HOSTILE + " words"
+    assert by_json[klaviyo.pk]["klaviyo_data"] == klaviyo.klaviyo_data
+    assert json.loads(by_csv[klaviyo.pk]["klaviyo_data"]) == klaviyo.klaviyo_data
+
+
+@pytest.mark.parametrize("prefix", csvsafe.FORMULA_PREFIXES)
+def test_every_formula_prefix_in_every_text_column_is_neutralized(prefix: str):
+    record(
+        "ada@example.com",
+        method_detail=prefix + "1",
+        custom_source=prefix + "2",
+        consent_text=prefix + "3",
+        evidence=Evidence("203.0.113.7", prefix + "4", prefix + "5"),
+        external_id=prefix + "6",
+    )
+    out = io.StringIO()
+    call_command("klaviyo_consent_export", no_progress=True, stdout=out, stderr=io.StringIO())
+    [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
+
+    for column, value in (
+        ("method_detail", prefix + "1"),
+        ("custom_source", prefix + "2"),
+        ("consent_text", prefix + "3"),
+        ("user_agent", prefix + "4"),
+        ("page_url", prefix + "5"),
+        ("external_id", prefix + "6"),
+    ):
+        assert row[column] == csvsafe.neutralize(value) == "'" + value, column
 
 
 def test_the_command_names_a_bad_option():

@@ -18,25 +18,22 @@ CSV cells go through :mod:`klaviyo_consent.csvsafe` (no live spreadsheet formula
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Max, TextField
-from django.db.models.functions import Cast
+from django.db import connections
+from django.db.models import Case, F, Max, Q, TextField, When
+from django.db.models.functions import SHA256, Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from klaviyo_consent import csvsafe
 from klaviyo_consent.choices import Channel
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import ConsentEvent, Profile, parse_row_id
-from klaviyo_consent.receipts import SCHEMA_VERSION, text_sha256
-from klaviyo_consent.services.leaves import utc_timestamp
+from klaviyo_consent.receipts import SCHEMA_VERSION
+from klaviyo_consent.services import export_sql
 
 #: The formats an export is written in, and each one's media type.
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
@@ -53,55 +50,74 @@ RAW_VALUES: dict[str, str] = {
     "page_url": "page_url",
 }
 
-#: Every value read, output column -> ORM path or expression (None: a raw value, read through
-#: :data:`RAW_VALUES`). JSON columns are read as their stored JSON text (``_JSON``) and written
-#: as they are, last on each line: decoding and re-encoding them was most of an export's time.
-_PATHS: dict[str, Any] = {
-    "id": "id",
-    "profile_id": "profile_id",
-    "email": None,
-    "phone_number": None,
-    "external_id": None,
-    "channel": "channel",
-    "purpose": "purpose",
-    "consent": "consent",
-    "suppression": "suppression",
-    "list_id": "list_id",
-    "method": "method",
-    "method_detail": "method_detail",
-    "custom_source": "custom_source",
-    "consent_text": "consent_text",
-    "consent_text_sha256": "consent_text_version__sha256",
-    "consent_text_id": "consent_text_version_id",
-    "consent_text_key": "consent_text_version__key",
-    "consent_text_version": "consent_text_version__version",
-    "consent_text_locale": "consent_text_version__locale",
-    "recorded_at": "recorded_at",
-    "consented_at": "consented_at",
-    "historical_import": "historical_import",
-    "ip_address": None,
-    "user_agent": None,
-    "page_url": None,
-    "recorded_by": "recorded_by_label",
-    "verdict": "delivery__status",
-    "verdict_reason": "delivery__reason",
-    "verified_at": "delivery__verified_at",
-    "leaf_index": "ledger_entry__leaf_index",
-    "leaf_hash": "ledger_entry__leaf_hash",
-    "klaviyo_data": Cast("klaviyo_data", TextField()),
-    "digests": Cast("ledger_entry__digests", TextField()),
+
+class _TextSHA256(SHA256):
+    """Hex SHA-256 of a text's UTF-8 bytes (``receipts.text_sha256``) in SQL: Django's own
+    SHA256 on SQLite; core ``sha256()`` on PostgreSQL (Django's needs the pgcrypto extension)."""
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="encode(sha256(convert_to(%(expressions)s, 'UTF8')), 'hex')",
+            **extra,
+        )
+
+
+#: Every value read: output column -> (ORM path or expression, kind). None for a raw value,
+#: read through :data:`RAW_VALUES`. Kinds (how each is written): services/export_sql.py.
+_SOURCES: dict[str, tuple[Any, str]] = {
+    "id": ("id", "int"),
+    "profile_id": ("profile_id", "int"),
+    "email": (None, "text"),
+    "phone_number": (None, "text"),
+    "external_id": (None, "text"),
+    "channel": ("channel", "text"),
+    "purpose": ("purpose", "text"),
+    "consent": ("consent", "text"),
+    "suppression": ("suppression", "text"),
+    "list_id": ("list_id", "text"),
+    "method": ("method", "text"),
+    "method_detail": ("method_detail", "text"),
+    "custom_source": ("custom_source", "text"),
+    "consent_text": ("consent_text", "text"),
+    # An event from before versioned texts maps to its words by their SHA-256 (as its leaf).
+    "consent_text_sha256": (
+        Coalesce(
+            "consent_text_version__sha256",
+            Case(When(~Q(consent_text=""), then=_TextSHA256("consent_text"))),
+            output_field=TextField(),
+        ),
+        "text",
+    ),
+    "consent_text_id": ("consent_text_version_id", "int"),
+    "consent_text_key": ("consent_text_version__key", "text"),
+    "consent_text_version": ("consent_text_version__version", "int"),
+    "consent_text_locale": ("consent_text_version__locale", "text"),
+    "recorded_at": ("recorded_at", "time"),
+    "consented_at": ("consented_at", "time"),
+    "historical_import": ("historical_import", "bool"),
+    "ip_address": (None, "ip"),
+    "user_agent": (None, "text"),
+    "page_url": (None, "text"),
+    "recorded_by": ("recorded_by_label", "text"),
+    "klaviyo_data": ("klaviyo_data", "json"),
+    "verdict": ("delivery__status", "text"),
+    "verdict_reason": ("delivery__reason", "text"),
+    "verified_at": ("delivery__verified_at", "time"),
+    "leaf_index": ("ledger_entry__leaf_index", "int"),
+    "leaf_hash": ("ledger_entry__leaf_hash", "text"),
+    "digests": ("ledger_entry__digests", "json"),
 }
 
 #: The columns of an export, in order (the CSV header; the keys of each JSON line).
-COLUMNS: tuple[str, ...] = tuple(_PATHS)
-_READ = tuple(RAW_VALUES[column] if path is None else path for column, path in _PATHS.items())
-_AT = {name: COLUMNS.index(name) for name in COLUMNS}
-_TIMES = tuple(_AT[name] for name in ("recorded_at", "consented_at", "verified_at"))
-_TEXT, _TEXT_SHA = _AT["consent_text"], _AT["consent_text_sha256"]
-#: The JSON columns, last: a JSON line is the others' object with these spliced in as text.
-_JSON = ("klaviyo_data", "digests")
-_PLAIN = len(COLUMNS) - len(_JSON)
-assert COLUMNS[_PLAIN:] == _JSON
+COLUMNS: tuple[str, ...] = tuple(_SOURCES)
+_KINDS = tuple((column, kind) for column, (_, kind) in _SOURCES.items())
+
+
+def _expression(column: str, source: Any) -> Any:
+    source = RAW_VALUES[column] if source is None else source
+    return F(source) if isinstance(source, str) else source
 
 
 @dataclass(frozen=True)
@@ -197,9 +213,13 @@ def _queryset(filters: ExportFilters) -> Any:
 
 
 def select(filters: ExportFilters) -> Any:
-    """The one SELECT an export pages through: :data:`COLUMNS`' sources, in id order, as a
-    ``values_list`` queryset (the benchmark's COPY baseline runs exactly this)."""
-    return _queryset(filters).order_by("id").values_list(*_READ)
+    """The one SELECT an export pages through: :data:`COLUMNS`' sources aliased ``c0``…``cN``,
+    in id order, as a ``values_list`` queryset (the benchmark's COPY baseline runs it too)."""
+    named = {
+        f"c{i}": _expression(column, source)
+        for i, (column, (source, _)) in enumerate(_SOURCES.items())
+    }
+    return _queryset(filters).order_by("id").annotate(**named).values_list(*named)
 
 
 def count(filters: ExportFilters) -> int:
@@ -207,109 +227,57 @@ def count(filters: ExportFilters) -> int:
     return _queryset(filters).count()
 
 
-def _utc(moment: datetime) -> str:
-    """utc_timestamp(moment), about ten times faster for the UTC datetimes the database gives."""
-    text = moment.isoformat(timespec="microseconds")
-    if text.endswith("+00:00") and moment.year >= 1000:  # strftime writes year 999 as "999"
-        return text[:-6] + "Z"
-    return utc_timestamp(moment)  # type: ignore[return-value]
+def lines(
+    filters: ExportFilters, fmt: str = "csv", *, chunk_size: int = 5000
+) -> Iterator[list[str]]:
+    """The export's lines (no line ends, no header), ``chunk_size`` events per list.
 
-
-def _convert(row: tuple) -> list[Any]:
-    values = list(row)
-    for index in _TIMES:
-        if values[index] is not None:
-            values[index] = _utc(values[index])
-    if values[_TEXT_SHA] is None and values[_TEXT]:
-        # An event from before versioned texts: its words map to their text by SHA-256.
-        values[_TEXT_SHA] = text_sha256(values[_TEXT])
-    return values
-
-
-def rows(filters: ExportFilters, *, chunk_size: int = 2000) -> Iterator[list[Any]]:
-    """Each event's values in :data:`COLUMNS` order, oldest id first, ``chunk_size`` per query.
-
-    Values are as stored ("" stays ""), except: times are UTC RFC 3339 strings with
-    microseconds (as in the leaf); ``consent_text_sha256`` of an event from before versioned
-    texts is its words' hash; ``klaviyo_data`` and ``digests`` are JSON text. ``leaf_index``,
-    ``leaf_hash`` and ``digests`` are None for an event not yet in the ledger. Memory is
-    bounded by one chunk.
+    Keyset pages on the event id, each line written by the database (services/export_sql.py);
+    memory is bounded by one page. Events up to the largest id present when it began.
     """
     ceiling = _queryset(filters).aggregate(top=Max("id"))["top"]
     if ceiling is None:
         return
     page = select(filters).filter(id__lte=ceiling)
+    connection = connections[page.db]
     last = 0
     while True:
-        chunk = list(page.filter(id__gt=last)[:chunk_size])
+        inner, params = page.filter(id__gt=last)[:chunk_size].query.sql_with_params()
+        sql = export_sql.lines(connection.vendor, fmt, _KINDS, inner)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            chunk = cursor.fetchall()
         if not chunk:
             return
-        for row in chunk:
-            yield _convert(row)
+        yield [line for _, line in chunk]
         last = chunk[-1][0]
         if len(chunk) < chunk_size:
             return
-
-
-def _csv(source: Iterator[list[Any]], per_chunk: int) -> Iterator[tuple[str, int]]:
-    buffer = io.StringIO()
-    out = csv.writer(buffer)
-    out.writerow(COLUMNS)
-    cells = csvsafe.cells
-    written = 0
-    for row in source:
-        # null is an empty cell, booleans true/false, text through csvsafe.
-        out.writerow(
-            cells(
-                "" if v is None else ("true" if v else "false") if v.__class__ is bool else v
-                for v in row
-            )
-        )
-        written += 1
-        if written == per_chunk:
-            yield buffer.getvalue(), written
-            buffer.seek(0)
-            buffer.truncate()
-            written = 0
-    yield buffer.getvalue(), written
-
-
-def _jsonl(source: Iterator[list[Any]], per_chunk: int) -> Iterator[tuple[str, int]]:
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    plain, (data, digests) = COLUMNS[:_PLAIN], _JSON
-    lines: list[str] = []
-    for row in source:
-        head = encode(dict(zip(plain, row, strict=False)))  # stops before the JSON columns
-        lines.append(
-            f'{head[:-1]},"{data}":{row[_PLAIN] or "{}"},"{digests}":{row[_PLAIN + 1] or "null"}}}'
-        )
-        if len(lines) == per_chunk:
-            yield "\n".join(lines) + "\n", per_chunk
-            lines = []
-    if lines:
-        yield "\n".join(lines) + "\n", len(lines)
 
 
 def export(
     filters: ExportFilters,
     fmt: str = "csv",
     *,
-    chunk_size: int = 2000,
+    chunk_size: int = 5000,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
-    """The export as text pieces of about ``chunk_size`` rows each (a CSV header first).
+    """The export as text pieces of ``chunk_size`` rows each (a CSV header first).
 
-    ``fmt``: ``csv`` (RFC 4180, header row, spreadsheet-safe cells, JSON objects as compact
-    JSON text, booleans ``true``/``false``, null as an empty cell) or ``jsonl`` (one JSON
-    object per line, keys :data:`COLUMNS`). ``progress(n)`` is told each time ``n`` more rows
-    were written. Lazy: nothing is read until the first piece is asked for.
+    ``fmt``: ``csv`` (RFC 4180, CRLF, a header row, spreadsheet-safe text cells, JSON objects
+    as JSON text, booleans ``true``/``false``, null as an empty cell) or ``jsonl`` (one JSON
+    object per line, keys :data:`COLUMNS`). Times are UTC RFC 3339 with microseconds, as in
+    the leaf. ``progress(n)`` is told each time ``n`` more rows were written. Lazy: nothing
+    is read until the first piece is asked for.
     """
-    writer = {"csv": _csv, "jsonl": _jsonl}[parse_format(fmt)]
-    for piece, written in writer(rows(filters, chunk_size=chunk_size), chunk_size):
-        if progress is not None and written:
-            progress(written)
-        if piece:
-            yield piece
+    fmt = parse_format(fmt)
+    newline = export_sql.NEWLINE[fmt]
+    if fmt == "csv":
+        yield export_sql.header(_KINDS)
+    for chunk in lines(filters, fmt, chunk_size=chunk_size):
+        yield newline.join(chunk) + newline
+        if progress is not None:
+            progress(len(chunk))
 
 
 def leaf_record(row: Mapping[str, Any]) -> dict[str, Any]:
