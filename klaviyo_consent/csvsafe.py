@@ -3,7 +3,8 @@
 Values are stored and sent to Klaviyo exactly as given (``=HYPERLINK(...)`` is a legal
 ``consent_text``); only when one leaves the app in a CSV file does a cell that a spreadsheet
 would run get a leading apostrophe, which Excel, LibreOffice and Google Sheets show as text.
-The app writes no CSV yet: this is the one door for the coming export (and for a site's own).
+CSV written in Python goes through :func:`writer`; the export (services/export_sql.py) has
+its database write the same rule from :data:`FORMULA_PREFIXES`, so that tuple is its one source.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ from typing import Any
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
-#: The same, as a set (every prefix is one character).
-_STARTS = frozenset(FORMULA_PREFIXES)
-
-
 def neutralize(value: Any) -> Any:
     """``value`` as a CSV cell no spreadsheet runs: a string starting with a formula prefix
     gets a leading ``'``. Numbers, None and other values pass unchanged (a negative number
@@ -30,16 +27,6 @@ def neutralize(value: Any) -> Any:
     return value
 
 
-def cells(row: Iterable[Any]) -> list[Any]:
-    """``[neutralize(cell) for cell in row]``, without a call per cell (a million-row export
-    writes tens of millions of cells)."""
-    starts = _STARTS
-    return [
-        ("'" + cell if cell[:1] in starts else cell) if isinstance(cell, str) else cell
-        for cell in row
-    ]
-
-
 class SafeWriter:
     """``csv.writer`` whose rows are neutralised cell by cell; same arguments as csv.writer."""
 
@@ -47,7 +34,7 @@ class SafeWriter:
         self._writer = csv.writer(file, *args, **kwargs)
 
     def writerow(self, row: Iterable[Any]) -> Any:
-        return self._writer.writerow(cells(row))
+        return self._writer.writerow([neutralize(cell) for cell in row])
 
     def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
         for row in rows:
