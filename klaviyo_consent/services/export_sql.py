@@ -56,14 +56,15 @@ def _ip(vendor: str, column: str) -> str:
 
 
 def _csv_cell(vendor: str, column: str, kind: str) -> str:
+    """One cell's SQL; NULL is an empty cell (printf/format write NULL as nothing)."""
     if kind == "ip":
-        return f"COALESCE({_ip(vendor, column)}, '')"
+        return _ip(vendor, column)
     if kind == "int":
-        return f"COALESCE(CAST({column} AS TEXT), '')"
+        return column
     if kind == "bool":
         return f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
     if kind == "time":
-        return f"COALESCE({_time(vendor, column)}, '')"
+        return _time(vendor, column)
     if kind == "json":
         value = f"CAST({column} AS TEXT)"
     else:
@@ -71,7 +72,7 @@ def _csv_cell(vendor: str, column: str, kind: str) -> str:
             f"CASE WHEN substr({column}, 1, 1) IN ({_PREFIXES}) "
             f"THEN '''' || {column} ELSE {column} END"
         )
-    return f"COALESCE('\"' || replace({value}, '\"', '\"\"') || '\"', '')"
+    return f"'\"' || replace({value}, '\"', '\"\"') || '\"'"
 
 
 def _json_value(vendor: str, column: str, kind: str) -> str:
@@ -92,11 +93,15 @@ def lines(vendor: str, fmt: str, columns: Sequence[tuple[str, str]], inner: str)
 
     ``vendor``: ``sqlite`` or ``postgresql`` (``connection.vendor``); ``columns``: (name, kind)
     in the inner SELECT's order, kinds as in the module's table; ``inner``: SQL whose columns
-    are aliased ``c0``…``cN``.
+    are aliased ``c0``…``cN``. Run it with the inner SELECT's parameters (never None: the
+    driver must read its placeholders, which turns ``%%`` into ``%``).
     """
     if fmt == "csv":
         cells = [_csv_cell(vendor, f"e.c{i}", kind) for i, (_, kind) in enumerate(columns)]
-        line = " || ',' || ".join(cells)
+        # One printf (SQLite) / format (PostgreSQL) call: a chain of || copied the growing
+        # line once per cell. "%%s" is "%s" once the driver has read its placeholders.
+        function = "format" if vendor == "postgresql" else "printf"
+        line = f"{function}('{','.join(['%%s'] * len(cells))}', {', '.join(cells)})"
     else:
         pairs = ", ".join(
             f"{_literal(name)}, {_json_value(vendor, f'e.c{i}', kind)}"
