@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import os
@@ -19,6 +20,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from klaviyo_consent import csvsafe, merkle
@@ -279,12 +282,13 @@ def test_rows_are_read_in_chunks_by_id_not_all_at_once():
     assert len(reads) == 3  # 2 + 2 + 1 rows, one keyset query each
 
 
-def test_the_export_is_lazy_and_holds_events_up_to_the_newest_id_when_it_began():
+def test_the_export_is_a_lazy_generator_holding_events_up_to_the_newest_id_when_it_began():
     record("a@example.com")
-    pieces = export.export(export.ExportFilters(), "jsonl", chunk_size=1)
     with CaptureQueriesContext(connection) as queries:
-        first = next(pieces)
-    assert queries.captured_queries  # nothing was read before the first piece was asked for
+        pieces = export.export(export.ExportFilters(), "jsonl", chunk_size=1)
+    assert inspect.isgenerator(pieces)
+    assert not queries.captured_queries  # nothing is read before the first piece is asked for
+    first = next(pieces)
     record("b@example.com")
 
     rest = "".join(pieces)
@@ -504,6 +508,48 @@ def test_a_bad_query_parameter_is_a_400_naming_it(api: APIClient, query: dict, f
 
     assert response.status_code == 400
     assert field in response.json()
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"until": "9999-12-31"}, "until"),  # the day after is past the calendar
+        ({"since": "0001-01-01T00:00:00+14:00"}, "since"),  # its UTC is before the calendar
+        ({"since": "2026-01-01\x00"}, "since"),
+        ({"channel": "email\x00"}, "channel"),
+    ],
+)
+def test_a_date_past_the_calendar_or_a_nul_is_a_400_naming_it(api: APIClient, query, field):
+    response = api.get(EXPORT, query)
+
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["format", "since", "until", "channel", "profile", "page"]),
+        st.one_of(
+            st.text(max_size=30),
+            st.sampled_from(["csv", "jsonl", "email", "sms", "1", "2026-01-01", "9999-12-31"]),
+            st.datetimes(timezones=st.timezones()).map(lambda moment: moment.isoformat()),
+        ),
+        max_size=4,
+    )
+)
+def test_no_query_string_reaches_a_5xx_even_once_streamed(api: APIClient, params: dict):
+    response = api.get(EXPORT, params)
+
+    assert response.status_code < 500
+    if response.status_code == 200:
+        streamed(response)  # an error while streaming would raise here
 
 
 def test_a_repeated_query_parameter_is_a_400_naming_it(api: APIClient):

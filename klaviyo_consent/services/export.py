@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django.db import connections
@@ -132,27 +132,25 @@ class ExportFilters:
 
 
 def _moment(value: str, field: str, *, end_of_day: bool) -> datetime:
-    """An ISO 8601 date or date-time; naive ones are in the current time zone (TIME_ZONE)."""
-    moment: datetime | None = None
+    """An ISO 8601 date or date-time, in UTC; naive ones are read in the current time zone
+    (TIME_ZONE). A date at the end of the calendar, or a time whose UTC falls outside it, is
+    refused like any other unreadable value."""
     try:
         # A date first: parse_datetime also reads "2026-01-31", as midnight.
         day = parse_date(value)
-    except ValueError:
-        day = None
-    if day is not None:
-        moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time())
-    else:
-        try:
+        if day is not None:
+            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time())
+        else:
             moment = parse_datetime(value)
-        except ValueError:
-            moment = None
-    if moment is None:
-        raise ConsentValidationError(
-            "Give an ISO 8601 date (2026-01-31) or date-time (2026-01-31T12:00:00Z).", field=field
-        )
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)
-    return moment
+        if moment is not None:
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment)
+            return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    raise ConsentValidationError(
+        "Give an ISO 8601 date (2026-01-31) or date-time (2026-01-31T12:00:00Z).", field=field
+    )
 
 
 def parse_format(value: str | None, *, field: str = "format") -> str:
