@@ -9,11 +9,14 @@ inclusion proof. An event the checkpointer has not sequenced yet has no leaf: it
 
 Constant memory whatever the ledger's size: rows are read ``chunk_size`` at a time by keyset
 pagination on the event id (``WHERE id > last ORDER BY id LIMIT n``, the same on SQLite and
-PostgreSQL, no transaction held open), as ``values_list`` tuples, never model instances, and
-written out chunk by chunk. The export covers events up to the largest id present when it began.
+PostgreSQL, no transaction held open) from one ``values_list`` SELECT (:func:`select`), never
+model instances, and each row comes back as its finished line of text, written by the database
+around that SELECT (:mod:`klaviyo_consent.services.export_sql`): formatting a million rows cell
+by cell in Python cost more than reading them. The export covers events up to the largest id
+present when it began.
 
-CSV cells go through :mod:`klaviyo_consent.csvsafe` (no live spreadsheet formula: a phone number
-``+44…`` is written ``'+44…``); JSON Lines values are exact. Column meanings: docs/api.md.
+CSV text cells follow :mod:`klaviyo_consent.csvsafe`'s rule (no live spreadsheet formula: a
+phone number ``+44…`` is written ``'+44…``); JSON Lines values are exact. Column meanings: docs/api.md.
 """
 
 from __future__ import annotations
