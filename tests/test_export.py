@@ -7,6 +7,7 @@ import inspect
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -280,6 +281,18 @@ def test_rows_are_read_in_chunks_by_id_not_all_at_once():
     ]
     reads = [q["sql"] for q in queries.captured_queries if "LIMIT 2" in q["sql"]]
     assert len(reads) == 3  # 2 + 2 + 1 rows, one keyset query each
+
+
+def test_each_page_bounds_its_joins_by_its_id_range_not_only_the_events():
+    """Without the bound in the join, PostgreSQL merge-joined each page against the outbox and
+    the ledger from their first row: quadratic in the ledger's size."""
+    sql = str(export.select(export.ExportFilters(), after=41, through=99).query)
+
+    for table in ("page_delivery", "page_leaf"):
+        on = re.search(rf'JOIN "\w+" "?{table}"? ON \((.*?)\) (LEFT|WHERE)', sql)
+        assert on, table
+        assert re.search(rf'{table}"?\."event_id" > 41', on[1]), table
+        assert re.search(rf'{table}"?\."event_id" <= 99', on[1]), table
 
 
 def test_the_export_is_a_lazy_generator_holding_events_up_to_the_newest_id_when_it_began():
