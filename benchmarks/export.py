@@ -159,13 +159,24 @@ def main() -> None:
         return
     parser = common.arguments(__doc__.splitlines()[0], events=1_000_000)
     parser.add_argument("--formats", default="csv,jsonl")
+    parser.add_argument(
+        "--keep", action="store_true", help="PostgreSQL: reuse a database seeded with --events"
+    )
     args = parser.parse_args()
-    common.setup(args.database)
+    common.setup(args.database, flush=not args.keep)
     info = common.machine()
     result: dict = {"machine": info, "events": args.events}
-    with common.timer() as t:
-        seed_ledger(args.events)
-    result["seed_seconds"] = t["seconds"]
+    from klaviyo_consent.models import ConsentEvent, LedgerEntry
+
+    seeded = ConsentEvent.objects.count() == LedgerEntry.objects.count() == args.events
+    if not (args.keep and seeded):
+        if args.keep:
+            from django.core.management import call_command
+
+            call_command("flush", verbosity=0, interactive=False)
+        with common.timer() as t:
+            seed_ledger(args.events)
+        result["seed_seconds"] = t["seconds"]
     common.analyze()
 
     from django.db import connection
