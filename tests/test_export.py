@@ -295,18 +295,36 @@ def test_each_page_bounds_its_joins_by_its_id_range_not_only_the_events():
         assert re.search(rf'{table}"?\."event_id" <= 99', on[1]), table
 
 
-def test_the_export_is_a_lazy_generator_holding_events_up_to_the_newest_id_when_it_began():
+def test_the_export_is_a_lazy_generator():
     record("a@example.com")
     with CaptureQueriesContext(connection) as queries:
         pieces = export.export(export.ExportFilters(), "jsonl", chunk_size=1)
     assert inspect.isgenerator(pieces)
     assert not queries.captured_queries  # nothing is read before the first piece is asked for
-    first = next(pieces)
+
+    assert [json.loads(line)["email"] for line in "".join(pieces).splitlines()] == ["a@example.com"]
+
+
+def test_keyset_pages_hold_events_up_to_the_newest_id_when_they_began():
+    record("a@example.com")
+    pages = export.lines(export.ExportFilters(), "jsonl", chunk_size=1)
+    first = next(pages)
     record("b@example.com")
 
-    rest = "".join(pieces)
+    rest = [line for page in pages for line in page]
 
-    assert [json.loads(line)["email"] for line in (first + rest).splitlines()] == ["a@example.com"]
+    assert [json.loads(line)["email"] for line in first + rest] == ["a@example.com"]
+
+
+def test_an_export_closed_half_way_leaves_the_connection_usable():
+    record("a@example.com")
+    record("b@example.com")
+    pieces = export.export(export.ExportFilters(), "jsonl", chunk_size=1)
+    next(pieces)
+
+    pieces.close()  # the client went away
+
+    assert ConsentEvent.objects.count() == 2
 
 
 # -- formats ------------------------------------------------------------------------------------

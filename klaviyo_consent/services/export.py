@@ -273,6 +273,40 @@ def lines(
             return
 
 
+def _copied(filters: ExportFilters, fmt: str, chunk_size: int) -> Iterator[tuple[str, int]]:
+    """PostgreSQL: the whole export as one ``COPY … TO STDOUT``, ``chunk_size`` rows a piece.
+
+    One statement and one snapshot, written by the server's own COPY writer and streamed by
+    psycopg a row at a time: a keyset page per query ran at a third of COPY's speed. The
+    connection is busy until the last piece is read or the generator is closed.
+    """
+    import psycopg  # the postgres extra; only a PostgreSQL connection reaches here
+
+    connection = connections[ConsentEvent.objects.db]
+    inner, params = select(filters).query.sql_with_params()
+    connection.ensure_connection()
+    raw = connection.connection
+    statement = export_sql.copy(fmt, _KINDS, psycopg.ClientCursor(raw).mogrify(inner, params))
+    blocks: list[bytes] = []
+    header = int(fmt == "csv")  # COPY's first block is the CSV header, not a row
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for block in copy:  # one row per block
+            blocks.append(bytes(block))
+            if len(blocks) == chunk_size:
+                yield b"".join(blocks).decode("utf-8"), len(blocks) - header
+                blocks, header = [], 0
+    if blocks:
+        yield b"".join(blocks).decode("utf-8"), len(blocks) - header
+
+
+def _paged(filters: ExportFilters, fmt: str, chunk_size: int) -> Iterator[tuple[str, int]]:
+    newline = export_sql.NEWLINE[fmt]
+    if fmt == "csv":
+        yield export_sql.header(_KINDS), 0
+    for chunk in lines(filters, fmt, chunk_size=chunk_size):
+        yield newline.join(chunk) + newline, len(chunk)
+
+
 def export(
     filters: ExportFilters,
     fmt: str = "csv",
@@ -280,22 +314,22 @@ def export(
     chunk_size: int = 5000,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
-    """The export as text pieces of ``chunk_size`` rows each (a CSV header first).
+    """The export as text pieces of about ``chunk_size`` rows each (a CSV header first).
 
-    ``fmt``: ``csv`` (RFC 4180, CRLF, a header row, spreadsheet-safe text cells, JSON objects
-    as JSON text, booleans ``true``/``false``, null as an empty cell) or ``jsonl`` (one JSON
-    object per line, keys :data:`COLUMNS`). Times are UTC RFC 3339 with microseconds, as in
-    the leaf. ``progress(n)`` is told each time ``n`` more rows were written. Lazy: nothing
-    is read until the first piece is asked for.
+    ``fmt``: ``csv`` (RFC 4180 quoting, LF line ends, a header row, spreadsheet-safe text
+    cells, JSON objects as JSON text, booleans ``true``/``false``, null as an empty cell) or
+    ``jsonl`` (one JSON object per line, keys :data:`COLUMNS`). Times are UTC RFC 3339 with
+    microseconds, as in the leaf. ``progress(n)`` is told each time ``n`` more rows were
+    written. Lazy: nothing is read until the first piece is asked for. On PostgreSQL one
+    ``COPY`` (one snapshot); elsewhere keyset pages (:func:`lines`).
     """
     fmt = parse_format(fmt)
-    newline = export_sql.NEWLINE[fmt]
-    if fmt == "csv":
-        yield export_sql.header(_KINDS)
-    for chunk in lines(filters, fmt, chunk_size=chunk_size):
-        yield newline.join(chunk) + newline
-        if progress is not None:
-            progress(len(chunk))
+    vendor = connections[ConsentEvent.objects.db].vendor
+    pieces = _copied if vendor == "postgresql" else _paged
+    for piece, rows in pieces(filters, fmt, chunk_size):
+        yield piece
+        if progress is not None and rows:
+            progress(rows)
 
 
 def leaf_record(row: Mapping[str, Any]) -> dict[str, Any]:

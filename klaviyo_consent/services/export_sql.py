@@ -28,8 +28,9 @@ from collections.abc import Sequence
 
 from klaviyo_consent.csvsafe import FORMULA_PREFIXES
 
-#: Line ends of each format (CSV: RFC 4180's CRLF, as Python's csv module writes).
-NEWLINE = {"csv": "\r\n", "jsonl": "\n"}
+#: Line ends of each format: LF for both (PostgreSQL's COPY writes LF; every CSV reader takes
+#: it). A line end inside a quoted cell is kept as it was given.
+NEWLINE = {"csv": "\n", "jsonl": "\n"}
 
 
 def _literal(text: str) -> str:
@@ -55,24 +56,29 @@ def _ip(vendor: str, column: str) -> str:
     return f"host({column})" if vendor == "postgresql" else column
 
 
-def _csv_cell(vendor: str, column: str, kind: str) -> str:
-    """One cell's SQL; NULL is an empty cell (printf/format write NULL as nothing)."""
+def _csv_value(vendor: str, column: str, kind: str) -> str:
+    """One cell's text before CSV quoting; NULL stays NULL (an empty cell)."""
     if kind == "ip":
         return _ip(vendor, column)
-    if kind == "int":
-        return column
     if kind == "bool":
         return f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
     if kind == "time":
         return _time(vendor, column)
-    if kind == "json":
-        value = f"CAST({column} AS TEXT)"
-    else:
-        value = (
-            f"CASE WHEN substr({column}, 1, 1) IN ({_PREFIXES}) "
-            f"THEN '''' || {column} ELSE {column} END"
-        )
-    return f"'\"' || replace({value}, '\"', '\"\"') || '\"'"
+    if kind in ("json", "int"):
+        return f"CAST({column} AS TEXT)"
+    return (
+        f"CASE WHEN substr({column}, 1, 1) IN ({_PREFIXES}) "
+        f"THEN {_literal(chr(39))} || {column} ELSE {column} END"
+    )
+
+
+def _csv_cell(vendor: str, column: str, kind: str) -> str:
+    """One cell as printf/format writes it: text and JSON quoted (``"`` doubled); NULL is
+    written as nothing (an empty cell)."""
+    value = _csv_value(vendor, column, kind)
+    if kind in ("text", "json"):
+        return f"'\"' || replace({value}, '\"', '\"\"') || '\"'"
+    return value
 
 
 def _json_value(vendor: str, column: str, kind: str) -> str:
@@ -110,6 +116,32 @@ def lines(vendor: str, fmt: str, columns: Sequence[tuple[str, str]], inner: str)
         function = "json_build_object" if vendor == "postgresql" else "json_object"
         line = f"CAST({function}({pairs}) AS TEXT)"
     return f"SELECT e.c0, {line} FROM ({inner}) AS e"
+
+
+def copy(fmt: str, columns: Sequence[tuple[str, str]], inner: str) -> str:
+    """PostgreSQL: ``COPY (…) TO STDOUT`` of the whole export (``inner`` with its parameters
+    already bound: COPY takes none), one snapshot, streamed by the server's own writer.
+
+    CSV: the cells of :func:`lines` before quoting, quoted by COPY where RFC 4180 needs it (a
+    delimiter, a quote, a line end; an empty string is ``""``, NULL is empty), with a header.
+    JSON Lines: each row's ``json_build_object`` text, through COPY's CSV writer with a quote
+    and a delimiter (0x1E, 0x1F) no JSON text holds raw (json escapes every control
+    character), so each line is written exactly as the object's text.
+    """
+    if fmt == "csv":
+        cells = ", ".join(
+            f'{_csv_value("postgresql", f"e.c{i}", kind)} AS "{name}"'
+            for i, (name, kind) in enumerate(columns)
+        )
+        query, options = f"SELECT {cells} FROM ({inner}) AS e", "FORMAT csv, HEADER"
+    else:
+        pairs = ", ".join(
+            f"{_literal(name)}, {_json_value('postgresql', f'e.c{i}', kind)}"
+            for i, (name, kind) in enumerate(columns)
+        )
+        query = f"SELECT CAST(json_build_object({pairs}) AS TEXT) FROM ({inner}) AS e"
+        options = "FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e'"
+    return f"COPY ({query}) TO STDOUT ({options})"
 
 
 def header(columns: Sequence[tuple[str, str]]) -> str:
