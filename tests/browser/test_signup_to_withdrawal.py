@@ -298,6 +298,21 @@ def test_admin_profile_page_at_1280_shows_every_column_and_has_no_serious_axe_vi
     assert problems == [], "\n".join(problems)
 
 
+def test_admin_profile_and_event_lists_at_1280_show_every_column(
+    new_context: Any, example_server: Any
+) -> None:
+    sign_up(open_page(new_context, PHONE), "lists@example.com", "07400 123453")
+    page = open_page(new_context, DESKTOP)
+    log_in(page, example_server)
+
+    problems = []
+    for path in ("/admin/klaviyo_consent/profile/", "/admin/klaviyo_consent/consentevent/"):
+        page.goto(path)
+        problems += [f"{path} {p}" for p in not_in_sight(page, column_headers(page))]
+
+    assert problems == [], "\n".join(problems)
+
+
 def test_signup_then_withdrawal_in_the_admin_changes_klaviyos_side(
     new_context: Any, example_server: Any
 ) -> None:
