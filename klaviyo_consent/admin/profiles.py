@@ -24,13 +24,14 @@ from klaviyo_consent.admin.base import (
 )
 from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Method, Suppression
-from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.exceptions import ConsentValidationError, ErasureRefused
 from klaviyo_consent.models import (
     IDENTITY_EVENT_FIELDS,
     ConsentEvent,
     IdentityEvent,
     Profile,
 )
+from klaviyo_consent.services.erasure import ErasureRequest, erase_profile
 from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
 from klaviyo_consent.services.ledger import latest_events, ledger_for
 from klaviyo_consent.services.push import push_pending
@@ -120,13 +121,26 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
         "external_id",
         "merged_into",
         "klaviyo_id",
+        "erased_at",
         "mirrored_at",
         "created_at",
         "consent_side_by_side",
         "receipts_download",
     ]
     fieldsets = [
-        (None, {"fields": ["email", "phone_number", "external_id", "merged_into", "klaviyo_id"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "email",
+                    "phone_number",
+                    "external_id",
+                    "merged_into",
+                    "klaviyo_id",
+                    "erased_at",
+                ]
+            },
+        ),
         ("Proof", {"fields": ["receipts_download"]}),
         (
             "Consent: Klaviyo's mirror beside the local ledger",
@@ -141,6 +155,7 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
         "unsuppress_action",
         "replace_phone_number_action",
         "merge_action",
+        "erase_action",
     ]
 
     def _mirror_consent(self, profile: Profile, channel: str) -> str:
@@ -332,6 +347,45 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
             'replaced"; the new number starts never subscribed.',
         )
 
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("klaviyo_consent.erase_profile")
+
+    @admin.action(permissions=["erase"], description="Erase the person (keeps the proof)")
+    def erase_action(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+        form = EraseForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            for profile in queryset.order_by("pk"):
+                try:
+                    erasure = erase_profile(
+                        ErasureRequest(
+                            profile_id=profile.pk,
+                            source="admin",
+                            requested_by=request.user,
+                            reason=form.cleaned_data["reason"],
+                        )
+                    )
+                except ErasureRefused as error:
+                    self.message_user(request, error.message, messages.ERROR)
+                    continue
+                self.message_user(
+                    request,
+                    f"Erased profile #{profile.pk} ({erasure.events} events keep their proof); "
+                    "Klaviyo's deletion job is queued.",
+                )
+            return None
+        return self._identity_form(
+            request,
+            queryset,
+            form,
+            "erase_action",
+            "Erase",
+            f"Erase {queryset.count()} person(s): their email, phone number, external id, IP "
+            "addresses, user agents, page URLs and Klaviyo's mirror are removed everywhere, "
+            "and Klaviyo is asked to delete the profile. Each consent event keeps its channel, "
+            "purpose, consent, times, text version and verdict, and its ledger leaf (keyed "
+            "digests in place of the identifiers), so receipts still verify.",
+        )
+
     @admin.action(permissions=["operate"], description="Merge two profiles of one person")
     def merge_action(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
         profiles = list(queryset.order_by("pk"))
@@ -362,6 +416,13 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
             "The other profile's identifiers move to the one you keep; every consent event "
             "keeps the identifiers it was given for, and the merge is recorded.",
         )
+
+
+class EraseForm(forms.Form):
+    reason = forms.CharField(
+        required=False, max_length=1000, help_text="Why, e.g. a ticket number; no identifiers."
+    )
+    confirm = forms.BooleanField(required=True, label="I understand that erasure cannot be undone.")
 
 
 class PhoneNumberForm(forms.Form):

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from klaviyo_consent.api import proofs, views
+from klaviyo_consent.api import erasure, proofs, views
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
 
@@ -21,12 +21,11 @@ urlpatterns = [
         name="profile-phone-number",
     ),
     path("profiles/<int:pk>/merge/", views.MergeView.as_view(), name="profile-merge"),
+    path("profiles/<int:pk>/erase/", erasure.EraseProfileView.as_view(), name="profile-erase"),
     path("events/", views.EventList.as_view(), name="event-list"),
     path("check/", PriorConsentCheckView.as_view(), name="check"),
     path("checkpoints/", proofs.CheckpointListView.as_view(), name="checkpoint-list"),
-    path(
-        "checkpoints/latest/", proofs.LatestCheckpointView.as_view(), name="checkpoint-latest"
-    ),
+    path("checkpoints/latest/", proofs.LatestCheckpointView.as_view(), name="checkpoint-latest"),
     path("events/<int:pk>/receipt/", proofs.EventReceiptView.as_view(), name="event-receipt"),
     path(
         "profiles/<int:pk>/receipts/",

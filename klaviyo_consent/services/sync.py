@@ -17,6 +17,7 @@ from klaviyo_consent.choices import DeliveryStatus
 from klaviyo_consent.exceptions import KlaviyoAPIError, PushDeferred
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services import outbox
+from klaviyo_consent.services.erasure_push import push_erasures
 from klaviyo_consent.services.identity_push import push_identity_changes
 from klaviyo_consent.services.push import push_pending
 from klaviyo_consent.services.reports import SyncReport
@@ -38,6 +39,7 @@ def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) ->
         report.merge(push_pending())
         if push_identity_changes(report):  # new numbers told: their SMS consent may go now
             report.merge(push_pending())
+        push_erasures(report)  # data-privacy deletion jobs of erased people
         if verify:
             try:
                 report.merge(verify_pushed())

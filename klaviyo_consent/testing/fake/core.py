@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from klaviyo_consent.testing.fake.privacy import DataPrivacy
 from klaviyo_consent.testing.fake.profiles import ProfileImports
 from klaviyo_consent.testing.fake.reads import Reads
 from klaviyo_consent.testing.fake.routing import Routing
@@ -13,7 +14,13 @@ from klaviyo_consent.testing.fake.suppressions import SuppressionJobs
 
 
 class FakeKlaviyo(
-    AccountScenarios, SubscriptionJobs, SuppressionJobs, ProfileImports, Reads, Routing
+    AccountScenarios,
+    SubscriptionJobs,
+    SuppressionJobs,
+    ProfileImports,
+    DataPrivacy,
+    Reads,
+    Routing,
 ):
     """Klaviyo's consent endpoints, in memory and thread-safe (one RLock around all state).
 
@@ -27,9 +34,9 @@ class FakeKlaviyo(
     Tests and benchmarks read the public state directly: ``jobs``, ``request_log``,
     ``counts`` (requests per operation id), ``applied`` (consent applications by jobs,
     keyed by lower-cased email or E.164 phone, channel, purpose, consent), ``throttled``
-    (rate-limit 429s), ``injected_faults``, ``pending_confirmations`` and
-    ``rejected_emails`` (fill it to make Klaviyo refuse addresses). ``clock`` (default
-    ``time.monotonic``) can be replaced to drive the rate-limit windows by hand.
+    (rate-limit 429s), ``deletion_jobs`` (data-privacy deletions), ``injected_faults``,
+    ``pending_confirmations`` and ``rejected_emails`` (fill it to make Klaviyo refuse
+    addresses). ``clock`` (default ``time.monotonic``) can be replaced to drive the rate-limit windows by hand.
     """
 
 

@@ -83,7 +83,9 @@ class Command(BaseCommand):
                     recorded_by=user,
                 )
             )
-        if not ConsentEvent.objects.filter(email=SUPPRESSED, suppression__isnull=False).exists():
+        if not ConsentEvent.objects.filter(
+            personal_data__email=SUPPRESSED, suppression__isnull=False
+        ).exists():
             sync(wait=True, max_wait=30)  # subscribed first, then suppressed
             record_suppression(
                 [SUPPRESSED],
