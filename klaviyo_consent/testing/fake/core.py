@@ -36,7 +36,8 @@ class FakeKlaviyo(
     keyed by lower-cased email or E.164 phone, channel, purpose, consent), ``throttled``
     (rate-limit 429s), ``deletion_jobs`` (data-privacy deletions), ``injected_faults``,
     ``pending_confirmations`` and ``rejected_emails`` (fill it to make Klaviyo refuse
-    addresses). ``clock`` (default ``time.monotonic``) can be replaced to drive the rate-limit windows by hand.
+    addresses). ``clock`` (default ``time.monotonic``) can be replaced to drive the
+    rate-limit windows by hand.
     """
 
 
