@@ -156,7 +156,7 @@ def _leftovers(values: tuple[str, ...]) -> list[str]:
 def _admin_pages(client: Any) -> str:
     """Every admin changelist, and the change page of every row, as one text."""
     pages = []
-    for model, model_admin in admin.site._registry.items():
+    for model in admin.site._registry:
         if model._meta.app_label != "klaviyo_consent":
             continue
         base = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
@@ -478,3 +478,48 @@ def test_a_merged_away_profile_is_erased_through_its_survivor(api, fake):
 def test_scrub_replaces_identifiers_in_text_and_json_whatever_their_case():
     value = {"Ada@Example.com": ["x ADA@EXAMPLE.COM y", 3, None]}
     assert scrub(value, ["ada@example.com"]) == {ERASED: [f"x {ERASED} y", 3, None]}
+
+
+# --- the migration: existing rows move, the append-only triggers hold ------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0011_moves_existing_values_and_keeps_the_append_only_triggers():
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("klaviyo_consent", "0010_consentevent_external_id")])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_profile (email, klaviyo_id, subscriptions, created_at, "
+            "updated_at) VALUES ('old@example.com', '', '{}', %s, %s)",
+            [timezone.now(), timezone.now()],
+        )
+        cursor.execute("SELECT id FROM klaviyo_consent_profile")
+        [(profile_id,)] = cursor.fetchall()
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_consentevent (profile_id, email, phone_number, "
+            "external_id, channel, purpose, consent, method, method_detail, custom_source, "
+            "consent_text, recorded_at, list_id, historical_import, ip_address, user_agent, "
+            "page_url, klaviyo_data, recorded_by_label) VALUES (%s, 'old@example.com', '', "
+            "'crm-1', 'email', 'marketing', 'SUBSCRIBED', 'api', '', '', '', %s, '', %s, "
+            "'192.0.2.9', 'OldAgent', 'https://old', '{}', '')",
+            [profile_id, timezone.now(), False],
+        )
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    event = ConsentEvent.objects.get()
+    assert (event.email, event.external_id, event.ip_address, event.user_agent) == (
+        "old@example.com",
+        "crm-1",
+        "192.0.2.9",
+        "OldAgent",
+    )
+    with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {ConsentEvent._meta.db_table} SET consent = 'UNSUBSCRIBED'")
+    with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {ConsentEvent._meta.db_table}")
+    checkpoints.checkpoint()
+    with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {LedgerEntry._meta.db_table} SET leaf_hash = 'x'")

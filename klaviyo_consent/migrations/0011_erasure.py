@@ -47,8 +47,45 @@ def copy_values(apps, schema_editor):
     schema_editor.execute(COPY_IDENTITY, params=None)
 
 
+def _back(table, source, columns):
+    sets = ", ".join(
+        f"{column} = COALESCE((SELECT d.{column} FROM {source} d WHERE d.event_id = "
+        f"{table}.id), {blank})"
+        for column, blank in columns
+    )
+    return f"UPDATE {table} SET {sets}"
+
+
 def copy_back(apps, schema_editor):
-    raise RuntimeError("0011_erasure cannot be reversed: erased values cannot come back.")
+    """Back to 0010 (what was erased stays erased): the values return to the event rows."""
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute(f"ALTER TABLE {EVENTS} DISABLE TRIGGER klaviyo_consent_append_only")
+    elif vendor == "sqlite":
+        for sql in SQLITE_TRIGGERS[:2]:
+            schema_editor.execute(sql, params=None)
+    schema_editor.execute(
+        _back(
+            EVENTS,
+            "klaviyo_consent_eventpersonaldata",
+            [("email", "''"), ("phone_number", "''"), ("external_id", "NULL"),
+             ("ip_address", "NULL"), ("user_agent", "''"), ("page_url", "''")],
+        ),
+        params=None,
+    )
+    schema_editor.execute(
+        _back(
+            "klaviyo_consent_identityevent",
+            "klaviyo_consent_identitypersonaldata",
+            [("old_value", "''"), ("new_value", "''"), ("moved", "'{}'")],
+        ),
+        params=None,
+    )
+    if vendor == "postgresql":
+        schema_editor.execute(f"ALTER TABLE {EVENTS} ENABLE TRIGGER klaviyo_consent_append_only")
+    elif vendor == "sqlite":
+        for sql in SQLITE_TRIGGERS:
+            schema_editor.execute(sql, params=None)
 
 
 def triggers(apps, schema_editor):
