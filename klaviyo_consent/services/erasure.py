@@ -167,8 +167,12 @@ def erase_profile(request: ErasureRequest, *, now: datetime | None = None) -> Er
 
 def _sequence_events(profile: Profile) -> None:
     """Give every event of the person a ledger leaf before its raw values go."""
-    persons = Q(profile_id=profile.pk) | Q(profile__merged_into_id=profile.pk)
-    if not ConsentEvent.objects.filter(persons, ledger_entry__isnull=True).exists():
+    ids = [
+        profile.pk,
+        *Profile.objects.filter(merged_into_id=profile.pk).values_list("pk", flat=True),
+    ]
+    # By profile id (the kc_event_key index), never a join: the ledger may hold millions.
+    if not ConsentEvent.objects.filter(profile_id__in=ids, ledger_entry__isnull=True).exists():
         return
     for _ in range(3):
         try:
