@@ -227,6 +227,30 @@ def test_erasure_removes_the_person_from_every_table_api_and_admin_page_and_keep
     assert ConsentEvent.objects.get(profile=bob).ip_address == "198.51.100.9"
 
 
+def test_copies_on_other_rows_and_in_the_admin_history_are_erased_too(ada, bob, admin_user):
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    # A bulk job's error that names no profile is kept on every row of the job: Bob's too.
+    Delivery.objects.filter(profile=bob).update(
+        reason=f"Will retry: Klaviyo could not read {ADA_EMAIL}",
+        errors=[{"detail": f"profile {ADA_NEW_PHONE} rejected"}],
+    )
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(Profile),
+        object_id=str(ada.pk),
+        object_repr=str(ada),
+        action_flag=CHANGE,
+        change_message=f"looked at {ADA_EMAIL}",
+    )
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    assert _leftovers(ADA) == []
+    bobs = Delivery.objects.get(profile=bob)
+    assert bobs.reason == f"Will retry: Klaviyo could not read {ERASED}"  # the rest kept
+    assert ConsentEvent.objects.get(profile=bob).email == "bob@example.com"
+
+
 def test_check_answers_erased_with_the_date_by_digest_without_storing_the_email(ada, api, eraser):
     checkpoints.checkpoint()
     erasure = erase_profile(ErasureRequest(profile_id=ada.pk, source="api", requested_by=eraser))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.db import transaction
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
@@ -151,6 +152,7 @@ def erase_profile(request: ErasureRequest, *, now: datetime | None = None) -> Er
         _stop_deliveries(ids)
         _scrub_outbox(ids, values)
         _scrub_webhooks(values)
+        _scrub_admin_log(ids)
         Profile.objects.filter(pk__in=ids).update(
             email=None,
             phone_number=None,
@@ -288,8 +290,21 @@ def scrub(value: Any, patterns: Iterable[str]) -> Any:
     return value
 
 
+def _naming(patterns: list[str], *columns: str) -> Q:
+    """Rows one of whose ``columns`` (text, or ``<name>_text``: JSON as text) holds a pattern."""
+    condition = Q()
+    for pattern in patterns:
+        for column in columns:
+            condition |= Q(**{f"{column}__icontains": pattern})
+    return condition
+
+
 def _scrub_outbox(ids: list[int], values: dict[str, set[str]]) -> None:
-    """Klaviyo's error texts and the verdict history may quote an identifier: rewrite them."""
+    """Klaviyo's error texts and the verdict history may quote an identifier: rewrite them.
+
+    The person's own rows, and any other row whose reason or errors quote them: an error
+    that names no profile of a bulk job is kept on every row of that job.
+    """
     patterns = _patterns(values)
     if not patterns:
         return
@@ -297,8 +312,15 @@ def _scrub_outbox(ids: list[int], values: dict[str, set[str]]) -> None:
         (Delivery, ("reason", "errors", "history")),
         (IdentityDelivery, ("reason", "errors")),
     ):
+        quoting = (
+            model.objects.exclude(profile_id__in=ids)
+            .exclude(reason="")
+            .annotate(errors_text=Cast("errors", TextField()))
+            .filter(_naming(patterns, "reason", "errors_text"))
+        )
         changed = []
-        for row in model.objects.filter(profile_id__in=ids).only("pk", *fields):
+        rows = model.objects.filter(profile_id__in=ids).only("pk", *fields)
+        for row in [*rows, *quoting.only("pk", *fields)]:
             before = [getattr(row, field) for field in fields]
             after = [scrub(value, patterns) for value in before]
             if after != before:
@@ -313,10 +335,9 @@ def _scrub_webhooks(values: dict[str, set[str]]) -> None:
     patterns = _patterns(values)
     if not patterns:
         return
-    naming = Q()
-    for pattern in patterns:
-        naming |= Q(body_text__icontains=pattern) | Q(error__icontains=pattern)
-    rows = WebhookDelivery.objects.annotate(body_text=Cast("body", TextField())).filter(naming)
+    rows = WebhookDelivery.objects.annotate(body_text=Cast("body", TextField())).filter(
+        _naming(patterns, "body_text", "error")
+    )
     changed = []
     for row in rows:
         row.body = scrub(row.body, patterns)
@@ -343,6 +364,18 @@ def find_person(*, email: str | None = None, phone_number: str | None = None) ->
     if erased is not None:
         raise ErasureRefused(f"This {field} was already erased on {erased:%Y-%m-%d}.", field=field)
     raise ErasureRefused(f"No profile has this {field}.", field=field)
+
+
+def _scrub_admin_log(ids: list[int]) -> None:
+    """Django's admin history names a profile by its ``str()``: its email or phone number."""
+    if not django_apps.is_installed("django.contrib.admin"):
+        return
+    LogEntry = django_apps.get_model("admin", "LogEntry")  # noqa: N806 - a model class
+    kind = django_apps.get_model("contenttypes", "ContentType").objects.get_for_model(Profile)
+    for pk in ids:
+        LogEntry.objects.filter(content_type=kind, object_id=str(pk)).update(
+            object_repr=f"erased profile {pk}", change_message=""
+        )
 
 
 def erased_on(field: str, value: str) -> datetime | None:
