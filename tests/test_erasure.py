@@ -449,6 +449,21 @@ def test_evidence_past_retention_is_erased_and_the_consent_kept(bob, fake, setti
     call_command("klaviyo_consent_verify")
 
 
+def test_the_retention_command_reports_and_a_bad_setting_is_named(bob, fake, settings):
+    call_command("klaviyo_consent_erase", "--expired-evidence")  # unset: nothing, no error
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "EVIDENCE_RETENTION_DAYS": "30"}
+    with pytest.raises(CommandError, match="EVIDENCE_RETENTION_DAYS"):
+        call_command("klaviyo_consent_erase", "--expired-evidence")
+
+
+def test_without_a_signing_key_events_outside_the_ledger_are_not_erased(ada, fake, settings):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEDGER_SIGNING_KEY": None}
+    with pytest.raises(ErasureRefused, match="lose their proof"):
+        erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    assert not EventPersonalData.objects.filter(erased_at__isnull=False).exists()
+    assert Profile.objects.get(pk=ada.pk).email == ADA_EMAIL
+
+
 def test_evidence_not_yet_in_the_ledger_is_kept_until_it_is(fake, settings):
     record_consent(
         ConsentRequest(

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from klaviyo_consent.choices import DeliveryStatus
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.exceptions import ErasureRefused, LedgerError
+from klaviyo_consent.exceptions import ConfigurationError, ErasureRefused, LedgerError
 from klaviyo_consent.models import (
     ConsentEvent,
     Delivery,
@@ -179,6 +179,11 @@ def _sequence_events(profile: Profile) -> None:
     for _ in range(3):
         try:
             result = checkpoint()
+        except ConfigurationError as error:
+            raise ErasureRefused(
+                "Some of this person's events are not in the ledger yet and no checkpoint can "
+                f"be made to add them ({error}); erasing them now would lose their proof."
+            ) from error
         except LedgerError:
             continue
         if not result.busy:
@@ -425,6 +430,11 @@ def erase_expired_evidence(
     days = consent_settings.EVIDENCE_RETENTION_DAYS
     if days is None:
         return None
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ConfigurationError(
+            f"KLAVIYO_CONSENT['EVIDENCE_RETENTION_DAYS'] must be a whole number of days (1 or "
+            f"more) or None, not {days!r}."
+        )
     now = now or timezone.now()
     cutoff = now - timedelta(days=days)
     with transaction.atomic():

@@ -38,7 +38,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["expired_evidence"]:
-            erasure = erase_expired_evidence(source="command")
+            try:
+                erasure = erase_expired_evidence(source="command")
+            except ConfigurationError as error:
+                raise CommandError(str(error)) from None
             self.stdout.write(
                 f"erased the evidence of {erasure.events} events recorded before "
                 f"{erasure.evidence_before:%Y-%m-%d} (erasure {erasure.pk})"
