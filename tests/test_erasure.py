@@ -196,6 +196,7 @@ def test_erasure_removes_the_person_from_every_table_api_and_admin_page_and_keep
     assert response.status_code == 202, response.data
     assert response.data["events"] == ConsentEvent.objects.filter(profile=ada).count()
     assert response.data["klaviyo_deletion"][0]["status"] == DeliveryStatus.PENDING  # queued
+    assert api.get(f"/api/consent/profiles/{ada.pk}/").data["erased_at"]
     # Pushed as the erasure committed: Klaviyo accepted the job.
     assert ErasureDelivery.objects.get().status == DeliveryStatus.APPLIED
     assert fake.deletion_jobs == [
