@@ -289,5 +289,9 @@ class Migration(migrations.Migration):
             model_name='erasuredelivery',
             index=models.Index(fields=['status', 'next_attempt_at'], name='kc_erasure_due'),
         ),
+        migrations.AddIndex(
+            model_name='delivery',
+            index=models.Index(condition=models.Q(('reason', ''), _negated=True), fields=['profile'], name='kc_delivery_reason'),
+        ),
         migrations.RunPython(triggers, migrations.RunPython.noop),
     ]
