@@ -104,8 +104,14 @@ def erase(profile_id: int) -> float:
 def main() -> None:
     parser = common.arguments(__doc__.splitlines()[0], events=1_000_000)
     parser.add_argument("--people", type=int, default=5)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Keep the database a previous run built (BENCH_SQLITE_PATH / BENCH_PG_NAME): "
+        "migrate it and measure again, without seeding and building.",
+    )
     args = parser.parse_args()
-    common.setup(args.database)
+    common.setup(args.database, flush=not args.reuse)
 
     from django.conf import settings
     from django.test.utils import override_settings
@@ -116,30 +122,38 @@ def main() -> None:
 
     info = common.machine()
     result: dict = {"machine": info, "events": args.events}
-    with common.timer() as t:
-        seed(args.events)
-    result["seed_seconds"] = t["seconds"]
-    common.analyze()
-    with common.timer() as t:
-        build = checkpoints.checkpoint(now=timezone.now() - timedelta(hours=2))
-    result["build_seconds"] = t["seconds"]
-    assert build.appended == args.events, build
+    erased_before = EventPersonalData.objects.filter(erased_at__isnull=False).count()
+    if args.reuse:
+        result.update(seed_seconds=0.0, build_seconds=0.0, reused=True)
+        common.analyze()
+    else:
+        with common.timer() as t:
+            seed(args.events)
+        result["seed_seconds"] = t["seconds"]
+        common.analyze()
+        with common.timer() as t:
+            build = checkpoints.checkpoint(now=timezone.now() - timedelta(hours=2))
+        result["build_seconds"] = t["seconds"]
+        assert build.appended == args.events, build
+    run = 1000 * (1 + Profile.objects.filter(email__startswith="fresh").count())
 
     consent = {**settings.KLAVIYO_CONSENT, "PUSH_ON_COMMIT": False}
     with override_settings(KLAVIYO_CONSENT=consent):
         baseline = []
         for i in range(args.people):
             started = time.perf_counter()
-            record_person(1000 + i)
+            record_person(run + 100 + i)
             baseline.append(time.perf_counter() - started)
-        # People spread over the ledger, all of whose events have leaves.
-        first = Profile.objects.order_by("pk").values_list("pk", flat=True).first()
-        step = max(1, (args.events // 4) // (args.people + 1))
-        in_ledger = [erase(first + step * (n + 1)) for n in range(args.people)]
+        # People spread over the ledger, all of whose events have leaves (not erased before).
+        seeded = Profile.objects.filter(email__startswith="p", erased_at__isnull=True)
+        ordered = seeded.order_by("pk").values_list("pk", flat=True)
+        step = max(1, seeded.count() // (args.people + 1))
+        targets = [ordered[step * (n + 1)] for n in range(args.people)]
+        in_ledger = [erase(pk) for pk in targets]
         checkpoints.checkpoint()  # the baseline people and the erasure records get leaves
-        fresh_people = [record_person(n) for n in range(args.people)]
+        fresh_people = [record_person(run + n) for n in range(args.people)]
         fresh = [erase(pk) for pk in fresh_people]
-    erased = EventPersonalData.objects.filter(erased_at__isnull=False).count()
+    erased = EventPersonalData.objects.filter(erased_at__isnull=False).count() - erased_before
     assert erased == 4 * args.people + 2 * args.people, erased
     assert ConsentEvent.objects.filter(ledger_entry__isnull=True).count() == 0
 
