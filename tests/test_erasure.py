@@ -457,6 +457,15 @@ def test_the_retention_command_reports_and_a_bad_setting_is_named(bob, fake, set
         call_command("klaviyo_consent_erase", "--expired-evidence")
 
 
+def test_a_bad_retention_setting_is_a_system_check_error(settings):
+    from django.core import checks
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "EVIDENCE_RETENTION_DAYS": 0}
+    assert "klaviyo_consent.E012" in [m.id for m in checks.run_checks()]
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "EVIDENCE_RETENTION_DAYS": 365}
+    assert "klaviyo_consent.E012" not in [m.id for m in checks.run_checks()]
+
+
 def test_without_a_signing_key_events_outside_the_ledger_are_not_erased(ada, fake, settings):
     settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "LEDGER_SIGNING_KEY": None}
     with pytest.raises(ErasureRefused, match="lose their proof"):
