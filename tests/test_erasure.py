@@ -537,7 +537,7 @@ def test_migration_0011_moves_existing_values_and_keeps_the_append_only_triggers
     from django.db.migrations.executor import MigrationExecutor
 
     executor = MigrationExecutor(connection)
-    executor.migrate([("klaviyo_consent", "0010_consentevent_external_id")])
+    executor.migrate([("klaviyo_consent", "0013_lists")])  # the migration before 0011
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO klaviyo_consent_profile (email, klaviyo_id, subscriptions, created_at, "

@@ -2,8 +2,9 @@
 
 from django.urls import path
 
-from klaviyo_consent.api import erasure, proofs, views
+from klaviyo_consent.api import erasure, lists, proofs, views
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
+from klaviyo_consent.api.public import PublicSubscribeView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
 
 app_name = "klaviyo_consent"
@@ -33,4 +34,8 @@ urlpatterns = [
         name="profile-receipts",
     ),
     path("webhooks/klaviyo/", KlaviyoWebhookView.as_view(), name="klaviyo-webhook"),
+    path("lists/", lists.ListIndex.as_view(), name="list-list"),
+    path("lists/<str:list_id>/", lists.ListDetail.as_view(), name="list-detail"),
+    path("lists/<str:list_id>/members/", lists.ListMembersView.as_view(), name="list-members"),
+    path("public/subscribe/", PublicSubscribeView.as_view(), name="public-subscribe"),
 ]

@@ -97,7 +97,7 @@ def triggers(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('klaviyo_consent', '0010_consentevent_external_id'),
+        ('klaviyo_consent', '0013_lists'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -37,6 +37,7 @@ from klaviyo_consent.models import (
     EventPersonalData,
     IdentityDelivery,
     IdentityPersonalData,
+    MembershipDelivery,
     Profile,
     WebhookDelivery,
     normalize_email,
@@ -251,6 +252,7 @@ def _stop_deliveries(ids: list[int]) -> None:
     for rows in (
         Delivery.objects.filter(profile_id__in=ids),
         IdentityDelivery.objects.filter(profile_id__in=ids),
+        MembershipDelivery.objects.filter(profile_id__in=ids),
     ):
         outbox.mark_failed(rows.filter(status=DeliveryStatus.PENDING), NOT_SENT, [])
     waiting = Delivery.objects.filter(
@@ -316,6 +318,7 @@ def _scrub_outbox(ids: list[int], values: dict[str, set[str]]) -> None:
     for model, fields in (
         (Delivery, ("reason", "errors", "history")),
         (IdentityDelivery, ("reason", "errors")),
+        (MembershipDelivery, ("reason", "errors", "history")),
     ):
         quoting = (
             model.objects.exclude(profile_id__in=ids)
