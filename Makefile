@@ -47,6 +47,25 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m random_faults
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/test $(PY) -m pytest -q -m random_faults
 
+## make test-browser: the real-browser test (tests/browser/): Playwright drives Debian's Chromium
+## (apt-get install chromium; never a downloaded browser), axe-core from npm. Screenshots and
+## failure traces go to .ci/artifacts/. Skips, saying why, when Chromium is missing.
+BROWSER_STAMP := $(VENV)/.installed-browser
+AXE := .ci/node_modules/axe-core/axe.min.js
+
+$(BROWSER_STAMP): $(STAMP)
+	$(PIP) install --quiet -e '.[test,browser]'
+	touch $(BROWSER_STAMP)
+
+$(AXE): .ci/package.json .ci/package-lock.json
+	npm ci --prefix .ci --no-audit --no-fund
+	touch $(AXE)
+
+.PHONY: test-browser
+test-browser: $(BROWSER_STAMP) $(AXE)
+	$(PY) -m pytest -q -m browser tests/browser \
+		--output .ci/artifacts/failures --screenshot only-on-failure --tracing retain-on-failure
+
 test-postgres: $(STAMP)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/test $(PY) -m pytest -q
 
@@ -68,4 +87,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/push_throughput.py
 
 clean:
-	rm -rf $(VENV) $(VENV6) demo.sqlite3 demo-fake-klaviyo.json .pytest_cache
+	rm -rf $(VENV) $(VENV6) demo.sqlite3 demo-fake-klaviyo.json .pytest_cache .ci/node_modules .ci/artifacts

@@ -117,7 +117,10 @@ if not KLAVIYO_CONSENT["LEDGER_SIGNING_KEY"]:
 if not KLAVIYO_API_KEY:
     KLAVIYO_CONSENT["BACKEND_OPTIONS"] = {
         "fake": {
-            "state_file": str(BASE_DIR / "demo-fake-klaviyo.json"),
+            # The browser test (tests/browser/) points a server of its own at a fresh file.
+            "state_file": env(
+                "KLAVIYO_FAKE_STATE_FILE", default=str(BASE_DIR / "demo-fake-klaviyo.json")
+            ),
             "lists": {
                 "DemoLs": ("Newsletter (single opt-in)", "single_opt_in"),
                 "DblOpt": ("VIP (double opt-in)", "double_opt_in"),

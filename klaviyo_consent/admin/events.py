@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from klaviyo_consent.admin.accessible import BlankNamedValuesFilter
 from klaviyo_consent.admin.base import (
     ReadOnlyMixin,
     badge,
@@ -164,7 +165,7 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = [
         ("processed_at", admin.EmptyFieldListFilter),
         ("received_at", admin.DateFieldListFilter),
-        "webhook_id",
+        ("webhook_id", BlankNamedValuesFilter),
     ]
     actions = ["retry_action"]
     search_fields = ["webhook_id", "signature"]

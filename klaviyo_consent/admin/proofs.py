@@ -12,12 +12,14 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from klaviyo_consent.admin.accessible import BlankNamedValuesFilter, LabelledSplitDateTime
 from klaviyo_consent.exceptions import ConfigurationError, LedgerMismatch, NotYetCheckpointed
 from klaviyo_consent.models import (
     Checkpoint,
@@ -125,7 +127,8 @@ class ConsentTextAdmin(admin.ModelAdmin):
     """Texts are added, retired, never edited: a change of words is a new version."""
 
     list_display = ["key", "version", "locale", "sha256", "created_at", "retired_at"]
-    list_filter = ["key", "locale"]
+    list_filter = ["key", ("locale", BlankNamedValuesFilter)]
+    formfield_overrides = {models.DateTimeField: {"widget": LabelledSplitDateTime}}
     search_fields = ["key", "body", "sha256"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
