@@ -42,3 +42,8 @@ drift_detected = Signal()
 #: kwargs: profile (Profile), identity_events (list[IdentityEvent]): a profile's identifiers
 #: changed (an identifier added, a number replaced, a merge). Sent inside the transaction.
 identity_changed = Signal()
+
+#: kwargs: events (int): how many events and identity changes a bulk load recorded across
+#: its transactions (``pushes.one_push``, e.g. ``klaviyo_consent_import``). Sent once, when it
+#: ends; the push to Klaviyo is scheduled then, instead of once per transaction.
+bulk_recorded = Signal()
