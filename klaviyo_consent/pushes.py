@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 
@@ -29,17 +30,57 @@ class _Hold:
 _hold: ContextVar[_Hold | None] = ContextVar("klaviyo_consent_push_hold", default=None)
 
 
+class _Once:
+    """A callback scheduled once per transaction; it knows whether it has run.
+
+    After a commit Django empties its list; a test harness that runs callbacks without
+    committing (``captureOnCommitCallbacks(execute=True)``) leaves them in it, so one that ran
+    must not stand for the next.
+    """
+
+    def __init__(self, func: Callable[[], None]) -> None:
+        self.func = func
+        self.ran = False
+        self.__name__ = getattr(func, "__name__", "callback")
+
+    def __call__(self) -> None:
+        self.ran = True
+        self.func()
+
+
 def on_commit_once(func: Callable[[], None], using: str | None = None) -> None:
     """``transaction.on_commit(func)`` unless this transaction already has ``func`` scheduled.
 
     Outside a transaction ``func`` runs now, as ``on_commit`` does. A callback scheduled inside
     a savepoint that was rolled back is gone from Django's list, so the next caller schedules
-    it again.
+    it again. Reads Django's own bookkeeping (``run_on_commit``: savepoint ids and callback per
+    entry; ``atomic_blocks``; ``savepoint_ids``), as its ``durable`` check does.
     """
     connection = transaction.get_connection(using)
-    if connection.in_atomic_block and any(entry[1] is func for entry in connection.run_on_commit):
-        return
-    transaction.on_commit(func, using=using, robust=True)
+    if connection.in_atomic_block:
+        scope = _transaction_savepoint(connection)
+        for sids, callback, *_ in connection.run_on_commit:
+            if (
+                isinstance(callback, _Once)
+                and callback.func is func
+                and not callback.ran
+                and (scope is None or scope in sids)
+            ):
+                return
+    transaction.on_commit(_Once(func), using=using, robust=True)
+
+
+def _transaction_savepoint(connection: Any) -> str | None:
+    """The savepoint that stands for "this transaction": None when the outermost atomic block
+    is the transaction itself; inside a test case's own atomic blocks (which never commit), the
+    savepoint of the first block the code under test opened."""
+    blocks = connection.atomic_blocks
+    first = next(
+        (i for i, block in enumerate(blocks) if not getattr(block, "_from_testcase", False)), 0
+    )
+    if first == 0:
+        return None
+    return connection.savepoint_ids[first - 1]
 
 
 def held(recorded: int) -> bool:

@@ -27,6 +27,7 @@ BADGE_COLOURS = {
     DeliveryStatus.PENDING_CONFIRMATION: "#b58105",
     DeliveryStatus.NOT_APPLIED: "#dc3545",
     DeliveryStatus.FAILED: "#842029",
+    DeliveryStatus.HISTORY: "#495057",
 }
 MIRROR_COLUMNS = (
     "consent",

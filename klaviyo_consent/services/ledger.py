@@ -442,7 +442,9 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
 
     A profile's ledger is its events and those of the profiles merged into it, for the
     identifiers it holds now (docs/identity.md): after a number change the new number starts
-    NEVER_SUBSCRIBED. One query however many profiles and however long their histories.
+    NEVER_SUBSCRIBED. Events recorded as history (``DeliveryStatus.HISTORY``: an imported
+    consent older than what the ledger held) never speak for the present. One query however
+    many profiles and however long their histories.
     """
     ids = list(profile_ids)
     if not ids:
@@ -455,7 +457,7 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
                 profile_id__in=Profile.objects.filter(
                     Q(pk__in=ids) | Q(merged_into_id__in=ids)
                 ).values("pk")
-            )
+            ).exclude(delivery__status=DeliveryStatus.HISTORY)
         )
         .order_by()
         .annotate(owner=owner)
@@ -486,6 +488,7 @@ def sms_histories(phone_numbers: Iterable[str]) -> dict[str, list[ConsentEvent]]
         return found
     newest = (
         ConsentEvent.objects.filter(channel=Channel.SMS, phone_number__in=list(found))
+        .exclude(delivery__status=DeliveryStatus.HISTORY)
         .order_by()
         .values("phone_number", "purpose")
         .annotate(newest=Max("id"))
