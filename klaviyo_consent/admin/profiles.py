@@ -32,7 +32,8 @@ from klaviyo_consent.models import (
     Profile,
 )
 from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
-from klaviyo_consent.services.ledger import latest_events, ledger_for
+from klaviyo_consent.services.ledger import latest_events
+from klaviyo_consent.services.ledger_state import ledger_for
 from klaviyo_consent.services.push import push_pending
 from klaviyo_consent.services.suppressions import record_suppression
 from klaviyo_consent.services.verify import pull_profiles
