@@ -24,9 +24,7 @@ urlpatterns = [
     path("events/", views.EventList.as_view(), name="event-list"),
     path("check/", PriorConsentCheckView.as_view(), name="check"),
     path("checkpoints/", proofs.CheckpointListView.as_view(), name="checkpoint-list"),
-    path(
-        "checkpoints/latest/", proofs.LatestCheckpointView.as_view(), name="checkpoint-latest"
-    ),
+    path("checkpoints/latest/", proofs.LatestCheckpointView.as_view(), name="checkpoint-latest"),
     path("events/<int:pk>/receipt/", proofs.EventReceiptView.as_view(), name="event-receipt"),
     path(
         "profiles/<int:pk>/receipts/",
