@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Method, Purpose, Suppression
 from klaviyo_consent.exceptions import ImmutableConsentEvent
+from klaviyo_consent.models.bulk import insert
 from klaviyo_consent.models.outbox import Delivery
 from klaviyo_consent.models.profiles import Profile
 
@@ -71,7 +72,8 @@ class ConsentEventQuerySet(models.QuerySet):
         for event in events:
             event.label_recorded_by()
         if connections[self.db].features.can_return_rows_from_bulk_insert:
-            self.bulk_create(events, batch_size=batch_size)  # one INSERT; events get their ids
+            # Multi-row INSERTs; events get their ids (models/bulk.py).
+            insert(ConsentEvent, events, using=self.db, batch_size=batch_size)
         else:
             for event in events:
                 event.save(using=self.db)
@@ -85,7 +87,7 @@ class ConsentEventQuerySet(models.QuerySet):
             )
             for event in events
         ]
-        Delivery.objects.using(self.db).bulk_create(deliveries, batch_size=batch_size)
+        insert(Delivery, deliveries, using=self.db, batch_size=batch_size)
         for event, row in zip(events, deliveries, strict=True):
             event.delivery = row  # so ``event.delivery`` costs no query
         return events

@@ -47,6 +47,7 @@ from klaviyo_consent.models import (
     IdentityEvent,
     Profile,
 )
+from klaviyo_consent.models.bulk import insert
 from klaviyo_consent.pushes import one_push
 from klaviyo_consent.services.ledger import (
     IDENTIFIERS,
@@ -392,7 +393,7 @@ class _People:
     def save(self, batch_size: int) -> None:
         """Create the new people, store the identifiers added to known ones (each an
         ``identifier_added`` identity event, as ``record_consent`` records it)."""
-        Profile.objects.bulk_create(self.new, batch_size=batch_size)
+        insert(Profile, self.new, batch_size=batch_size)
         if self.completed:
             now = timezone.now()
             for profile in self.completed.values():
