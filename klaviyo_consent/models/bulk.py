@@ -47,12 +47,17 @@ def _converter(field: models.Field, connection: Any) -> Callable[[Any], Any]:
 
         return convert_key
     last: list[Any] = [object(), None]
+    empty: dict[type, Any] = {}
+    if isinstance(field, models.JSONField):
+        empty = {dict: prepare({}, connection), list: prepare([], connection)}
 
     def convert_other(value: Any) -> Any:
         if value is None:
             return None
         if value is last[0]:  # the batch's shared ``now``: converted once
             return last[1]
+        if not value and type(value) in empty:  # a JSON column's default {} or []
+            return empty[type(value)]
         last[0], last[1] = value, prepare(value, connection)
         return last[1]
 
