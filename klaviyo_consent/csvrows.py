@@ -117,6 +117,10 @@ def parse_consented_at(raw: str, zone: tzinfo) -> datetime:
     return aware(moment, zone)
 
 
+#: Columns stored in a column of limited length (as the API's serializer limits them).
+_LIMITED = {"external_id": 255, "method_detail": 255, "email": 320, "phone_number": 64}
+
+
 def request_from_row(
     row: dict[str, str],
     *,
@@ -139,6 +143,12 @@ def request_from_row(
             f"{len(row[None])} value(s) more than the header has columns.",  # type: ignore[index]
             field="row",
         )
+    for column in _LIMITED:
+        if len(row.get(column) or "") > _LIMITED[column]:
+            raise ConsentValidationError(
+                f"At most {_LIMITED[column]} characters; this one has {len(row[column])}.",
+                field=column,
+            )
     subscriptions: dict[str, dict[str, bool]] = {}
     for column, (channel, purpose) in PURPOSE_COLUMNS.items():
         if _flag(row.get(column, ""), column):

@@ -285,3 +285,32 @@ def test_history_does_not_become_the_latest_event_of_its_key(tmp_path):
 
     [latest] = latest_events([profile.pk])[profile.pk]
     assert latest.consent == "UNSUBSCRIBED"
+
+
+# --- the command's output ------------------------------------------------------------------------
+
+
+def test_the_progress_bar_counts_rows_on_stderr(tmp_path):
+    err = StringIO()
+    call_command(
+        "klaviyo_consent_import",
+        str(write(tmp_path, GOOD + GOOD_2)),
+        "--historical-import",
+        stdout=StringIO(),
+        stderr=err,
+    )
+    assert "Importing old-crm.csv: 2 rows" in err.getvalue()
+
+
+def test_a_value_longer_than_its_column_is_rejected_naming_the_column(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "email,email_marketing,method_detail\n"
+        f"a@example.org,yes,{'x' * 256}\nb@example.org,yes,ok\n",
+        encoding="utf-8",
+    )
+    rejects = tmp_path / "rejects.csv"
+    run(path, "--rejects", str(rejects))
+    [row] = list(csv.DictReader(rejects.open(encoding="utf-8", newline="")))
+    assert row["reason"].startswith("method_detail: At most 255 characters")
+    assert Profile.objects.get().email == "b@example.org"

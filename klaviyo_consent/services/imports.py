@@ -32,7 +32,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -109,6 +109,15 @@ class ImportReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class BatchFailed(Exception):
+    """The database refused a batch for a reason no row rule foresaw; earlier batches stay
+    recorded (unless all-or-nothing)."""
+
+    def __init__(self, first_line: int, last_line: int, error: Exception) -> None:
+        super().__init__(f"lines {first_line}-{last_line}: {type(error).__name__}: {error}")
+        self.first_line, self.last_line, self.error = first_line, last_line, error
 
 
 class _DryRun(Exception):
@@ -233,12 +242,14 @@ class _Importer:
                 with transaction.atomic():
                     written = self._write(cleaned, rejected, late, batch_size)
                 break
-            except (IntegrityError, OperationalError):
+            except (IntegrityError, OperationalError) as error:
                 # Another writer created or changed one of these people meanwhile: the batch
                 # is rolled back whole and read again (record_consent does the same).
                 self.texts.clear()
                 if attempt == RACE_ATTEMPTS - 1:
-                    raise
+                    raise BatchFailed(batch[0][0], batch[-1][0], error) from error
+            except DatabaseError as error:  # e.g. a value the column cannot hold
+                raise BatchFailed(batch[0][0], batch[-1][0], error) from error
         rejected.extend(late)
         rejected.sort(key=lambda r: r.line)
         for item in rejected:
@@ -312,6 +323,8 @@ class _Importer:
     def _text(self, request: ConsentRequest) -> ConsentText | None:
         key = (request.consent_text, request.consent_text_id)
         if key not in self.texts:
+            if len(self.texts) >= 1000:  # a file of ever-new texts: memory stays bounded
+                self.texts.clear()
             self.texts[key] = resolve_text(request.consent_text, request.consent_text_id)
         return self.texts[key]
 

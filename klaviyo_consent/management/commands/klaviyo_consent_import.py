@@ -26,6 +26,7 @@ from klaviyo_consent.csvrows import (  # noqa: F401 - request_from_row: the impo
 from klaviyo_consent.csvsafe import neutralize
 from klaviyo_consent.services.imports import (
     BATCH_SIZE,
+    BatchFailed,
     ImportReport,
     Rejected,
     RowRejected,
@@ -145,6 +146,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         except CsvFileError as error:
             raise CommandError(f"{path}, line {error.line}: {error.message}{nothing}") from None
+        except BatchFailed as error:
+            kept = "" if nothing else f" Rows before line {error.first_line} were recorded."
+            raise CommandError(f"{path}, {error}.{nothing or kept}") from error
         except RowRejected as error:
             raise CommandError(
                 f"{path}, line {error.rejected.line}: {error.rejected.reason}{nothing}"
