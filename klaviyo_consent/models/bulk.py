@@ -79,11 +79,31 @@ def insert(
     """
     if not objs:
         return
-    connection = connections[using]
     meta = model._meta
     pk = meta.pk
     auto_pk = isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField)
-    fields = [f for f in meta.concrete_fields if not (auto_pk and f is pk)]
+    if auto_pk and any(obj.pk is not None for obj in objs):
+        # Rows given their own ids (as bulk_create allows) are written with them.
+        _insert(model, [o for o in objs if o.pk is not None], using, batch_size, with_pk=True)
+        objs = [o for o in objs if o.pk is None]
+    _insert(model, objs, using, batch_size, with_pk=not auto_pk)
+
+
+def _insert(
+    model: type[models.Model],
+    objs: Sequence[models.Model],
+    using: str,
+    batch_size: int | None,
+    *,
+    with_pk: bool,
+) -> None:
+    if not objs:
+        return
+    connection = connections[using]
+    meta = model._meta
+    pk = meta.pk
+    auto_pk = not with_pk
+    fields = [f for f in meta.concrete_fields if with_pk or f is not pk]
     stamped = [
         f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
     ]
