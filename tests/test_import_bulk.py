@@ -314,3 +314,14 @@ def test_a_value_longer_than_its_column_is_rejected_naming_the_column(tmp_path):
     [row] = list(csv.DictReader(rejects.open(encoding="utf-8", newline="")))
     assert row["reason"].startswith("method_detail: At most 255 characters")
     assert Profile.objects.get().email == "b@example.org"
+
+
+def test_a_broken_file_with_rejects_names_the_line_and_says_a_rerun_is_safe(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_bytes(
+        b"email,email_marketing\n"
+        + b"".join(f"p{n}@example.org,yes\n".encode() for n in range(5))
+        + b"zo\xeb@example.org,yes\n"
+    )
+    with pytest.raises(CommandError, match=r"line 7: byte 0xeb .* run the import again"):
+        run(path, "--rejects", str(tmp_path / "r.csv"), "--batch-size", "2")

@@ -145,7 +145,15 @@ class Command(BaseCommand):
         except ValueError as exc:  # an unknown --encoding
             raise CommandError(str(exc)) from exc
         except CsvFileError as error:
-            raise CommandError(f"{path}, line {error.line}: {error.message}{nothing}") from None
+            kept = (
+                " The rows before it that were read were recorded; fix the file and run the "
+                "import again (rows already recorded are skipped)."
+                if not nothing and error.line > 1
+                else ""
+            )
+            raise CommandError(
+                f"{path}, line {error.line}: {error.message}{nothing or kept}"
+            ) from None
         except BatchFailed as error:
             kept = "" if nothing else f" Rows before line {error.first_line} were recorded."
             raise CommandError(f"{path}, {error}.{nothing or kept}") from error
