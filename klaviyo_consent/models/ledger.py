@@ -67,7 +67,8 @@ class ConsentEventQuerySet(models.QuerySet):
         """Insert new events and each one's ``Delivery`` row together: no event without one.
 
         ``delivery`` sets the rows' fields (status, reason, next_attempt_at...); ``batch_size``
-        is bulk_create's, for bulk loads. Call it inside the transaction that must hold both.
+        caps the rows per INSERT (``models.bulk.insert``), for bulk loads. Call it inside the
+        transaction that must hold both.
         """
         for event in events:
             event.label_recorded_by()
