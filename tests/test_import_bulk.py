@@ -10,8 +10,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from klaviyo_consent.models import ConsentEvent, Delivery, IdentityEvent, Profile
-from klaviyo_consent.services.ledger import ConsentRequest, record_consent
+from klaviyo_consent.services.ledger import ConsentRequest, latest_events, record_consent
 from klaviyo_consent.services.ledger_state import ledger_for
+from klaviyo_consent.services.sync import sync
+from tests.helpers import SUBSCRIBE_JOBS, post_to_fake, profile_entry, subscribe_body
 
 pytestmark = pytest.mark.django_db
 
@@ -236,8 +238,6 @@ def unsubscribe_now(email: str) -> None:
 
 
 def test_an_old_opt_in_after_a_later_opt_out_is_history_and_never_pushed(tmp_path, fake):
-    from klaviyo_consent.services.sync import sync
-
     unsubscribe_now("a@example.org")
     sync()
     summary = run(write(tmp_path, GOOD), "--historical-import")
@@ -253,8 +253,6 @@ def test_an_old_opt_in_after_a_later_opt_out_is_history_and_never_pushed(tmp_pat
 
 
 def test_a_consent_newer_than_the_ledger_is_pushed_as_a_historical_import(tmp_path, fake):
-    from klaviyo_consent.services.sync import sync
-
     run(write(tmp_path, GOOD.replace("2024-03-01", "2020-01-01")), "--historical-import")
     run(write(tmp_path, GOOD, "newer.csv"), "--historical-import", "--list-id", "Single")
     statuses = list(
@@ -281,8 +279,6 @@ def test_history_does_not_become_the_latest_event_of_its_key(tmp_path):
     unsubscribe_now("a@example.org")
     run(write(tmp_path, GOOD), "--historical-import")
     profile = Profile.objects.get()
-    from klaviyo_consent.services.ledger import latest_events
-
     [latest] = latest_events([profile.pk])[profile.pk]
     assert latest.consent == "UNSUBSCRIBED"
 
@@ -325,3 +321,41 @@ def test_a_broken_file_with_rejects_names_the_line_and_says_a_rerun_is_safe(tmp_
     )
     with pytest.raises(CommandError, match=r"line 7: byte 0xeb .* run the import again"):
         run(path, "--rejects", str(tmp_path / "r.csv"), "--batch-size", "2")
+
+
+# --- what Klaviyo's subscribe job accepts (the fake, as the facts file says) ----------------------
+
+
+@pytest.mark.parametrize(
+    "historical_import, consented_at, detail",
+    [
+        (False, "2024-03-01T10:00:00+00:00", "only be given when historical_import is true"),
+        (True, None, "consented_at is required when historical_import is true"),
+        (True, "2999-01-01T00:00:00+00:00", "consented_at must be in the past"),
+    ],
+)
+def test_the_fake_refuses_consented_at_against_klaviyos_historical_import_rules(
+    fake, historical_import, consented_at, detail
+):
+    answer = post_to_fake(
+        fake,
+        SUBSCRIBE_JOBS,
+        subscribe_body(
+            [profile_entry("a@example.org", consented_at=consented_at)],
+            historical_import=historical_import,
+        ),
+    )
+    assert answer.status == 400
+    assert detail in answer.body.decode()
+
+
+def test_the_fake_accepts_a_past_consented_at_with_historical_import(fake):
+    answer = post_to_fake(
+        fake,
+        SUBSCRIBE_JOBS,
+        subscribe_body(
+            [profile_entry("a@example.org", consented_at="2024-03-01T10:00:00+00:00")],
+            historical_import=True,
+        ),
+    )
+    assert answer.status == 202
