@@ -22,7 +22,9 @@ from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.choices import Method
 from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.phone import clean_country, normalize_phone_number
 from klaviyo_consent.services.ledger import EARLIEST_CONSENT, ConsentRequest, Evidence, aware
+from klaviyo_consent.services.membership import clean_members
 
 
 class CsvFileError(Exception):
@@ -172,6 +174,37 @@ def request_from_row(
         historical_import=historical_import,
         evidence=Evidence(page_url=f"file:{source}"),
     )
+
+
+def member_from_row(row: dict[str, str]) -> dict[str, str]:
+    """A ``--members-only`` row: its identifiers for list membership, cleaned (a national
+    phone number read in the row's ``country``). A consent column with a value is refused:
+    membership never records consent, and ignoring it would drop it silently."""
+    if None in row:  # csv.DictReader's key for values beyond the header
+        raise ConsentValidationError(
+            f"{len(row[None])} value(s) more than the header has columns.",  # type: ignore[index]
+            field="row",
+        )
+    given = [c for c in PURPOSE_COLUMNS if (row.get(c) or "").strip()]
+    if given:
+        raise ConsentValidationError(
+            "--members-only records list membership, not consent; empty this column or "
+            "import consent without --members-only.",
+            field=given[0],
+        )
+    phone = (row.get("phone_number") or "").strip()
+    if phone:
+        country = clean_country(row.get("country"), field="country")
+        phone = normalize_phone_number(phone, field="phone_number", country=country)
+    person = {"email": row.get("email") or "", "phone_number": phone}
+    person["external_id"] = row.get("external_id") or ""
+    try:
+        [member] = clean_members([person])
+    except ConsentValidationError as error:
+        raise ConsentValidationError(
+            error.message, field=(error.field or "row").removeprefix("profiles.0.")
+        ) from error
+    return {k: v for k, v in vars(member).items() if v}
 
 
 #: The largest CSV field read (64 KiB): a consent text is a few hundred characters; a bigger

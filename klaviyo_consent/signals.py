@@ -47,3 +47,7 @@ identity_changed = Signal()
 #: its transactions (``pushes.one_push``, e.g. ``klaviyo_consent_import``). Sent once, when it
 #: ends; the push to Klaviyo is scheduled then, instead of once per transaction.
 bulk_recorded = Signal()
+
+#: kwargs: events (list[MembershipEvent]), list_id (str), action ("add" | "remove"): list
+#: membership without consent was recorded. Sent inside the transaction; the push runs on commit.
+membership_recorded = Signal()

@@ -2,8 +2,10 @@
 
 from django.urls import path
 
-from klaviyo_consent.api import proofs, views
+from klaviyo_consent.api import lists, proofs, views
+from klaviyo_consent.api.export import EventExportView
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
+from klaviyo_consent.api.public import PublicSubscribeView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
 
 app_name = "klaviyo_consent"
@@ -22,6 +24,7 @@ urlpatterns = [
     ),
     path("profiles/<int:pk>/merge/", views.MergeView.as_view(), name="profile-merge"),
     path("events/", views.EventList.as_view(), name="event-list"),
+    path("events/export/", EventExportView.as_view(), name="event-export"),
     path("check/", PriorConsentCheckView.as_view(), name="check"),
     path("checkpoints/", proofs.CheckpointListView.as_view(), name="checkpoint-list"),
     path("checkpoints/latest/", proofs.LatestCheckpointView.as_view(), name="checkpoint-latest"),
@@ -32,4 +35,8 @@ urlpatterns = [
         name="profile-receipts",
     ),
     path("webhooks/klaviyo/", KlaviyoWebhookView.as_view(), name="klaviyo-webhook"),
+    path("lists/", lists.ListIndex.as_view(), name="list-list"),
+    path("lists/<str:list_id>/", lists.ListDetail.as_view(), name="list-detail"),
+    path("lists/<str:list_id>/members/", lists.ListMembersView.as_view(), name="list-members"),
+    path("public/subscribe/", PublicSubscribeView.as_view(), name="public-subscribe"),
 ]

@@ -20,6 +20,9 @@ class SyncReport:
     verified: int = 0
     #: Rows a stopped worker had sent: found applied in Klaviyo and not sent again.
     recovered: int = 0
+    #: List membership rows (no consent) sent to Klaviyo, and given a verdict by a read-back.
+    memberships_pushed: int = 0
+    memberships_verified: int = 0
     verdicts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def merge(self, other: SyncReport) -> None:

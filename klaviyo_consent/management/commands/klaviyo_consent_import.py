@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 
-from klaviyo_consent.choices import Consent
+from klaviyo_consent.choices import Consent, Method
 from klaviyo_consent.csvrows import (  # noqa: F401 - request_from_row: the import's to_request
     COLUMNS,
     CsvFileError,
+    member_from_row,
     parse_consented_at,
     read_rows,
     request_from_row,
 )
 from klaviyo_consent.csvsafe import neutralize
+from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.services.imports import (
     BATCH_SIZE,
     BatchFailed,
@@ -32,9 +35,27 @@ from klaviyo_consent.services.imports import (
     RowRejected,
     import_rows,
 )
+from klaviyo_consent.services.membership import MAX_PROFILES, record_membership
+from klaviyo_consent.validators import KLAVIYO_ID
 
 #: The rejects file's extra columns, after the file's own.
 REJECT_COLUMNS = ("line", "reason")
+
+
+def _record_members(list_id: str, batch: list[tuple[int, dict[str, str]]]) -> None:
+    """Record one batch of ``--members-only`` rows; an error names its row's line."""
+    try:
+        record_membership(list_id, [p for _, p in batch], action="add", method=Method.IMPORT)
+    except ConsentValidationError as error:
+        parts = (error.field or "").split(".")
+        index = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        raise _MemberRowError(batch[index][0], error) from error
+
+
+class _MemberRowError(Exception):
+    def __init__(self, line: int, error: ConsentValidationError) -> None:
+        super().__init__(error.message)
+        self.line, self.error = line, error
 
 
 def _zone(name: str | None) -> tzinfo:
@@ -67,6 +88,12 @@ class Command(BaseCommand):
             "--historical-import",
             action="store_true",
             help="Consent given earlier: every row needs consented_at (Klaviyo's rule).",
+        )
+        parser.add_argument(
+            "--members-only",
+            action="store_true",
+            help="Rows are people to add to --list-id without consent (Klaviyo keeps them "
+            "NEVER_SUBSCRIBED); only email, phone_number, external_id and country are read.",
         )
         parser.add_argument(
             "--encoding",
@@ -113,6 +140,9 @@ class Command(BaseCommand):
         path: Path = options["path"]
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
+        if options["members_only"]:
+            self._members_only(path, options)
+            return
         to_request = partial(
             request_from_row,
             consent=Consent.UNSUBSCRIBED if options["unsubscribe"] else Consent.SUBSCRIBED,
@@ -162,6 +192,48 @@ class Command(BaseCommand):
                 f"{path}, line {error.rejected.line}: {error.rejected.reason}{nothing}"
             ) from error
         self.stdout.write(_summary(report, path))
+
+    def _members_only(self, path: Path, options: dict[str, Any]) -> None:
+        """``--members-only``: every row added to ``--list-id`` without consent, all or none
+        (``services.membership.record_membership``, ``MAX_PROFILES`` a call)."""
+        list_id = options["list_id"]
+        if not list_id:
+            raise CommandError("--members-only needs --list-id: the list to add the rows to.")
+        if not KLAVIYO_ID.fullmatch(list_id):
+            raise CommandError("--list-id is not a Klaviyo list id: letters and digits only.")
+        members: list[tuple[int, dict[str, str]]] = []
+        count, line = 0, 1
+        try:
+            with transaction.atomic():
+                for line, row in read_rows(path, options["encoding"]):
+                    members.append((line, member_from_row(row)))
+                    count += 1
+                    if len(members) == MAX_PROFILES:
+                        _record_members(list_id, members)
+                        members = []
+                if members:
+                    _record_members(list_id, members)
+        except OSError as exc:
+            raise CommandError(f"Cannot read {exc.filename or path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            if isinstance(exc, ConsentValidationError):
+                raise CommandError(
+                    f"{path}, line {line}: {exc.field or 'row'}: {exc.message} "
+                    "Nothing was imported."
+                ) from exc
+            raise CommandError(str(exc)) from exc
+        except CsvFileError as error:
+            raise CommandError(
+                f"{path}, line {error.line}: {error.message} Nothing was imported."
+            ) from None
+        except _MemberRowError as failure:
+            raise CommandError(
+                f"{path}, line {failure.line}: {failure.error.field or 'row'}: "
+                f"{failure.error.message} Nothing was imported."
+            ) from failure
+        self.stdout.write(
+            f"Recorded {count} row(s) of {path} as members of list {list_id} (no consent)."
+        )
 
     @contextmanager
     def _progress(self, path: Path, hidden: bool) -> Iterator[Callable[[int], None] | None]:
