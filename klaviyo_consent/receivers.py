@@ -15,6 +15,7 @@ from klaviyo_consent.signals import (
     consent_recorded,
     identity_changed,
     membership_recorded,
+    profile_erased,
 )
 from klaviyo_consent.tasks import runs_inline, sync_task
 
@@ -45,9 +46,11 @@ def enqueue_push() -> None:
 @receiver(identity_changed, dispatch_uid="klaviyo_consent.push_identity_on_commit")
 @receiver(bulk_recorded, dispatch_uid="klaviyo_consent.push_bulk_on_commit")
 @receiver(membership_recorded, dispatch_uid="klaviyo_consent.push_membership_on_commit")
+@receiver(profile_erased, dispatch_uid="klaviyo_consent.push_erasure_on_commit")
 def push_on_commit(sender: Any, **kwargs: Any) -> None:
-    """A consent or an identity change was recorded: push once its transaction commits (a new
-    number is told to Klaviyo through the same run, services.identity_push).
+    """A consent, an identity change or an erasure was recorded: push once its transaction
+    commits (a new number and a deletion job go through the same run: services.identity_push,
+    services.erasure_push).
 
     One push per transaction however many people it recorded, and none inside a bulk load
     (``pushes.one_push``), which sends ``bulk_recorded`` for one push when it ends.

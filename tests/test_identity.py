@@ -12,6 +12,7 @@ from tests.helpers import ADA, CHECK, UNSUBSCRIBE, subscribe_as
 
 pytestmark = pytest.mark.django_db
 
+
 @pytest.fixture
 def ada(api, fake, on_commit):
     """Ada, subscribed to email and SMS marketing with her number, pushed and applied."""
@@ -362,7 +363,8 @@ def test_admin_actions_replace_a_number_and_merge_profiles(admin_client, two_hal
             "action": "merge_action",
             "_selected_action": [survivor.pk, other.pk],
             "survivor": survivor.pk,
-            "apply": "1",
+            "confirm": "yes",
+            "reason": "same customer, two signups",
         },
     )
     assert done.status_code == 302
@@ -380,7 +382,8 @@ def test_admin_actions_replace_a_number_and_merge_profiles(admin_client, two_hal
             "action": "replace_phone_number_action",
             "_selected_action": [survivor.pk],
             "phone_number": "+447400654321",
-            "apply": "1",
+            "confirm": "yes",
+            "reason": "customer changed phones",
         },
     )
     assert done.status_code == 302
@@ -443,7 +446,7 @@ def test_drift_never_records_the_old_numbers_state_for_the_new_number(api, ada, 
     pull_profiles([Profile.objects.get(pk=ada.pk)])
     new = sms_status(api, "+447400654321")["consent"]["sms"]["marketing"]
     assert new["consent"] == "NEVER_SUBSCRIBED"
-    assert not ConsentEvent.objects.filter(phone_number="+447400654321").exists()
+    assert not ConsentEvent.objects.filter(personal_data__phone_number="+447400654321").exists()
 
 
 def test_a_naive_klaviyo_timestamp_is_read_as_utc_not_a_type_error():

@@ -12,9 +12,11 @@ from typing import Any
 import idna
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from klaviyo_consent.choices import OptInProcess
+from klaviyo_consent.choices import CHANNEL_PURPOSES, OptInProcess
 
 
 def normalize_email(value: str) -> str:
@@ -63,6 +65,15 @@ def parse_row_id(value: str) -> int | None:
     return number if number <= MAX_ROW_ID else None
 
 
+def mirrored_consent(channel: str, purpose: str) -> Cast:
+    """Klaviyo's mirrored ``subscriptions.<channel>.<purpose>.consent`` as text: the expression
+    of the ``kc_profile_<channel>_<purpose>`` index, for filters that want the index.
+
+    (A bare ``KT`` compares as JSON on SQLite, where ``= 'SUBSCRIBED'`` is malformed JSON.)
+    """
+    return Cast(KT(f"subscriptions__{channel}__{purpose}__consent"), models.TextField())
+
+
 class Profile(models.Model):
     """A person the site knows, and Klaviyo's ``subscriptions`` object for them, as last read."""
 
@@ -83,11 +94,22 @@ class Profile(models.Model):
         help_text="Klaviyo's subscriptions object, exactly as Klaviyo returned it.",
     )
     mirrored_at = models.DateTimeField(null=True, blank=True)
+    #: Set when the person was erased (GDPR Art. 17): identifiers and mirror are gone, the
+    #: row stays for its events' ledger (docs/erasure.md).
+    erased_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-id"]
+        # The admin's consent filter: one expression index per Klaviyo subscription's consent
+        # (``mirrored_consent``), the same expression the filter queries.
+        indexes = [
+            models.Index(mirrored_consent(channel, purpose), name=f"kc_profile_{channel}_{purpose}")
+            for channel, purposes in CHANNEL_PURPOSES.items()
+            for purpose in purposes
+        ]
+        permissions = [("erase_profile", "Can erase a person's personal data")]
         constraints = [
             models.UniqueConstraint(
                 fields=["email"], condition=Q(email__isnull=False), name="kc_profile_unique_email"
@@ -105,12 +127,15 @@ class Profile(models.Model):
             models.CheckConstraint(
                 condition=Q(email__isnull=False)
                 | Q(phone_number__isnull=False)
-                | Q(merged_into__isnull=False),
+                | Q(merged_into__isnull=False)
+                | Q(erased_at__isnull=False),
                 name="kc_profile_has_email_or_phone",
             ),
         ]
 
     def __str__(self) -> str:
+        if self.erased_at is not None:
+            return f"erased profile {self.pk}"
         return self.email or self.phone_number or f"profile {self.pk}"
 
     def klaviyo_leaf(self, channel: str, purpose: str) -> dict[str, Any]:

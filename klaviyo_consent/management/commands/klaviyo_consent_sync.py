@@ -5,8 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from klaviyo_consent.services import checkpoints, identity_push
+from klaviyo_consent.services import checkpoints, erasure_push, identity_push
 from klaviyo_consent.services import sync as sync_service
+from klaviyo_consent.services.erasure import erase_expired_evidence
 
 
 class Command(BaseCommand):
@@ -32,6 +33,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{queued} failed event(s) queued again")
             queued = identity_push.retry_failed()
             self.stdout.write(f"{queued} failed phone-number change(s) queued again")
+            queued = erasure_push.retry_failed()
+            self.stdout.write(f"{queued} failed Klaviyo deletion job(s) queued again")
         while True:
             report = sync_service.sync(wait=not (options["loop"] or options["no_wait"]))
             self.stdout.write(
@@ -44,4 +47,8 @@ class Command(BaseCommand):
                 made = checkpoints.checkpoint().checkpoint
                 if made is not None:
                     self.stdout.write(f"checkpoint {made.tree_size} root {made.root_hash}")
+                # Evidence past EVIDENCE_RETENTION_DAYS goes once its events are in the ledger.
+                expired = erase_expired_evidence()
+                if expired is not None:
+                    self.stdout.write(f"erased the evidence of {expired.events} events")
             time.sleep(options["interval"])

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('klaviyo_consent', '0013_lists'),
+        ('klaviyo_consent', '0013_erasure'),
     ]
 
     operations = [
@@ -22,6 +22,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AlterField(
             model_name='membershipdelivery',
+            name='status',
+            field=models.CharField(choices=[('pending', 'Pending'), ('pushed', 'Pushed'), ('applied', 'Applied'), ('pending_confirmation', 'Pending confirmation'), ('not_applied', 'Not applied'), ('failed', 'Failed'), ('history', 'History (not pushed)')], default='pending', max_length=24),
+        ),
+        migrations.AlterField(
+            model_name='erasuredelivery',
             name='status',
             field=models.CharField(choices=[('pending', 'Pending'), ('pushed', 'Pushed'), ('applied', 'Applied'), ('pending_confirmation', 'Pending confirmation'), ('not_applied', 'Not applied'), ('failed', 'Failed'), ('history', 'History (not pushed)')], default='pending', max_length=24),
         ),
