@@ -61,12 +61,20 @@ class DeliveryStatus(models.TextChoices):
     PENDING_CONFIRMATION = "pending_confirmation", "Pending confirmation"
     NOT_APPLIED = "not_applied", "Not applied"
     FAILED = "failed", "Failed"
+    #: Recorded as history, never pushed: an imported consent older than the ledger's latest
+    #: event for its person, channel and purpose (an old opt-in never undoes a later opt-out).
+    HISTORY = "history", "History (not pushed)"
 
 
 #: Verdicts after which no worker pushes the row again (until someone retries it). A read-back
 #: still re-judges ``not_applied`` while it is its key's latest event (see docs/verdicts.md).
 FINAL_DELIVERY = frozenset(
-    {DeliveryStatus.APPLIED, DeliveryStatus.NOT_APPLIED, DeliveryStatus.FAILED}
+    {
+        DeliveryStatus.APPLIED,
+        DeliveryStatus.NOT_APPLIED,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.HISTORY,
+    }
 )
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import transaction
 from django.dispatch import receiver
 
 from klaviyo_consent.backends.base import no_wait
 from klaviyo_consent.conf import consent_settings
+from klaviyo_consent.pushes import held, on_commit_once
 from klaviyo_consent.signals import (
+    bulk_recorded,
     consent_recorded,
     identity_changed,
     membership_recorded,
@@ -43,11 +44,21 @@ def enqueue_push() -> None:
 
 @receiver(consent_recorded, dispatch_uid="klaviyo_consent.push_on_commit")
 @receiver(identity_changed, dispatch_uid="klaviyo_consent.push_identity_on_commit")
+@receiver(bulk_recorded, dispatch_uid="klaviyo_consent.push_bulk_on_commit")
 @receiver(membership_recorded, dispatch_uid="klaviyo_consent.push_membership_on_commit")
 @receiver(profile_erased, dispatch_uid="klaviyo_consent.push_erasure_on_commit")
 def push_on_commit(sender: Any, **kwargs: Any) -> None:
     """A consent, an identity change or an erasure was recorded: push once its transaction
     commits (a new number and a deletion job go through the same run: services.identity_push,
-    services.erasure_push)."""
-    if consent_settings.PUSH_ON_COMMIT:
-        transaction.on_commit(enqueue_push, robust=True)
+    services.erasure_push).
+
+    One push per transaction however many people it recorded, and none inside a bulk load
+    (``pushes.one_push``), which sends ``bulk_recorded`` for one push when it ends.
+    """
+    if not consent_settings.PUSH_ON_COMMIT:
+        return
+    recorded = kwargs.get("events", kwargs.get("identity_events"))
+    count = recorded if isinstance(recorded, int) else len(recorded or ())
+    if held(max(count, 1)):
+        return
+    on_commit_once(enqueue_push)

@@ -47,6 +47,11 @@ profile_erased = Signal()
 #: changed (an identifier added, a number replaced, a merge). Sent inside the transaction.
 identity_changed = Signal()
 
+#: kwargs: events (int): how many events and identity changes a bulk load recorded across
+#: its transactions (``pushes.one_push``, e.g. ``klaviyo_consent_import``). Sent once, when it
+#: ends; the push to Klaviyo is scheduled then, instead of once per transaction.
+bulk_recorded = Signal()
+
 #: kwargs: events (list[MembershipEvent]), list_id (str), action ("add" | "remove"): list
 #: membership without consent was recorded. Sent inside the transaction; the push runs on commit.
 membership_recorded = Signal()

@@ -45,7 +45,8 @@ from klaviyo_consent.models import (
     normalize_email,
 )
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.ledger import latest_events, ledger_for
+from klaviyo_consent.services.ledger import latest_events
+from klaviyo_consent.services.ledger_state import ledger_for
 from klaviyo_consent.services.push import push_pending
 
 #: Events the profile page's timeline shows (newest first); the rest are a link away.

@@ -20,7 +20,8 @@ from klaviyo_consent.models import (
     Profile,
 )
 from klaviyo_consent.receipts import text_sha256
-from klaviyo_consent.services.ledger import ConsentRequest, Evidence, clean_email, ledger_for
+from klaviyo_consent.services.ledger import ConsentRequest, Evidence, clean_email
+from klaviyo_consent.services.ledger_state import ledger_for
 from klaviyo_consent.services.list_members import suppressions
 from klaviyo_consent.validators import clean_klaviyo_id
 

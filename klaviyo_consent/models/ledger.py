@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Method, Purpose, Suppression
 from klaviyo_consent.exceptions import ImmutableConsentEvent
+from klaviyo_consent.models.bulk import insert
 from klaviyo_consent.models.erasable import (
     EVENT_ERASABLE,
     IDENTITY_ERASABLE,
@@ -76,7 +77,8 @@ class ConsentEventQuerySet(models.QuerySet):
         """Insert new events and each one's ``Delivery`` row together: no event without one.
 
         ``delivery`` sets the rows' fields (status, reason, next_attempt_at...); ``batch_size``
-        is bulk_create's, for bulk loads. Call it inside the transaction that must hold both.
+        caps the rows per INSERT (``models.bulk.insert``), for bulk loads. Call it inside the
+        transaction that must hold both.
         """
         for event in events:
             event.label_recorded_by()
@@ -91,7 +93,7 @@ class ConsentEventQuerySet(models.QuerySet):
             )
             for event in events
         ]
-        Delivery.objects.using(self.db).bulk_create(deliveries, batch_size=batch_size)
+        insert(Delivery, deliveries, using=self.db, batch_size=batch_size)
         for event, row in zip(events, deliveries, strict=True):
             event.delivery = row  # so ``event.delivery`` costs no query
         return events

@@ -4,6 +4,7 @@ one stored form of an email and of a row id.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from datetime import datetime
 from typing import Any
@@ -34,11 +35,18 @@ def normalize_email(value: str) -> str:
     local, at, domain = text.rpartition("@")
     if not at or not domain:
         return text
+    return f"{local}@{_a_label(domain)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _a_label(domain: str) -> str:
+    """The domain's IDNA A-label form (UTS #46, non-transitional), or the domain as given when
+    IDNA cannot encode it. Cached: an import of a million addresses has a few thousand
+    domains, and the idna library's checks cost more than the rest of an address."""
     try:
-        domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+        return idna.encode(domain, uts46=True, transitional=False).decode("ascii")
     except (idna.IDNAError, UnicodeError):
-        pass
-    return f"{local}@{domain}"
+        return domain
 
 
 #: The largest id a row can have: a signed 64-bit integer (BigAutoField, PostgreSQL bigint).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -18,6 +18,7 @@ from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Delivery
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import (
     ConsentEvent,
+    ConsentText,
     EventPersonalData,
     IdentityChange,
     IdentityEvent,
@@ -89,11 +90,15 @@ class RecordResult:
     latest: list[ConsentEvent] | None = None
 
 
-def _clean(request: ConsentRequest) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+def clean_request(
+    request: ConsentRequest,
+) -> tuple[str | None, str | None, list[tuple[str, str]]]:
     """Apply every rule that needs no profile before anything is written; raise naming the field.
 
+    Returns (normalised email or None, E.164 phone number or None, [(channel, purpose), ...]).
     Rules that depend on who the person is (a withdrawal by any identifier of a known profile,
-    the number an SMS consent is for) are applied in :func:`_record`, once the profile is found.
+    the number an SMS consent is for) are applied by :func:`check_profile`, once the profile is
+    found.
     """
     email = clean_email(request.email) if request.email else None
     country = clean_country(request.country, field="profile.country")
@@ -247,9 +252,24 @@ def _find_profile(email: str | None, phone: str | None, external_id: str | None)
         condition |= Q(**{name: value})
     # Locked in id order, so concurrent requests naming the same rows never lock in a cycle.
     candidates = list(Profile.objects.select_for_update().filter(condition).order_by("pk"))
+    return match_profile(
+        given,
+        lambda name, value: next((p for p in candidates if getattr(p, name) == value), None),
+    )
+
+
+def match_profile(
+    given: list[tuple[str, str]], holder: Callable[[str, str], Profile | None]
+) -> Profile | None:
+    """The one profile the ``given`` (identifier, value) pairs name, or None.
+
+    ``holder(name, value)`` is the profile holding that identifier (a query's rows, or a bulk
+    import's index of them). Raises :class:`IdentityConflict` naming the fields when they name
+    two people, or a person whose stored identifier differs from the one given.
+    """
     found: dict[str, Profile] = {}
     for name, value in given:
-        profile = next((p for p in candidates if getattr(p, name) == value), None)
+        profile = holder(name, value)
         if profile is not None:
             found[name] = profile
     profile = next(iter(found.values()), None)  # the first identifier given that matched
@@ -259,7 +279,7 @@ def _find_profile(email: str | None, phone: str | None, external_id: str | None)
         f"profile.{name}"
         for name, _ in given
         # held by another person, or the matched person holds a different one
-        if (name in found and found[name].pk != profile.pk)
+        if (name in found and found[name] is not profile)
         or (name not in found and getattr(profile, name) is not None)
     ]
     if clashes:
@@ -326,7 +346,7 @@ def record_consent(request: ConsentRequest) -> RecordResult:
     naming the field, or :class:`IdentityConflict` (nothing written) when the identifiers do
     not belong to one person (docs/identity.md).
     """
-    email, phone, changes = _clean(request)
+    email, phone, changes = clean_request(request)
     for attempt in range(RACE_ATTEMPTS):
         try:
             return _record(request, email, phone, changes)
@@ -377,50 +397,78 @@ def _record(
         profile, created = _resolve_profile(
             email, phone, request.external_id, method=request.method, user=request.recorded_by
         )
-        channels = {channel for channel, _ in changes}
-        if Channel.SMS in channels and not profile.phone_number:
-            raise ConsentValidationError(
-                "SMS consent needs a phone_number.", field="profile.phone_number"
-            )
-        if Channel.EMAIL in channels and not profile.email:
-            raise ConsentValidationError("Email consent needs an email.", field="profile.email")
-        if Channel.SMS in channels and request.consent == Consent.SUBSCRIBED and not phone:
-            # Named by external_id: the number the consent is for is the profile's.
-            require_sms_country(profile.phone_number, field="profile.phone_number")
+        check_profile(request, phone, changes, profile.email, profile.phone_number)
         text = resolve_text(request.consent_text, request.consent_text_id)
         now = timezone.now()
-        events = [
-            ConsentEvent(
-                profile=profile,
-                # The identifiers the person gave, plus the profile's own identifier for the
-                # event's channel (the address the consent is for); never another person's.
-                email=email or (profile.email if channel == Channel.EMAIL else None) or "",
-                phone_number=phone
-                or (profile.phone_number if channel == Channel.SMS else None)
-                or "",
-                external_id=request.external_id or None,
-                channel=channel,
-                purpose=purpose,
-                consent=request.consent,
-                method=request.method,
-                method_detail=request.method_detail,
-                custom_source=request.custom_source,
-                consent_text=text.body if text else request.consent_text,
-                consent_text_version=text,
-                consented_at=request.consented_at,
-                recorded_at=now,
-                list_id=request.list_id,
-                historical_import=request.historical_import,
-                ip_address=_IP_FIELD.get_prep_value(request.evidence.ip_address),
-                user_agent=request.evidence.user_agent,
-                page_url=request.evidence.page_url,
-                recorded_by=request.recorded_by,
-            )
-            for channel, purpose in changes
-        ]
+        events = build_events(request, profile, email, phone, changes, text, now)
         ConsentEvent.objects.append(events, next_attempt_at=now)
         consent_recorded.send(sender=ConsentEvent, events=events, profile=profile)
     return RecordResult(profile=profile, events=events, created=created)
+
+
+def check_profile(
+    request: ConsentRequest,
+    phone: str | None,
+    changes: list[tuple[str, str]],
+    profile_email: str | None,
+    profile_phone: str | None,
+) -> None:
+    """The rules that depend on who the person is, once their profile is found: a channel's
+    event needs the profile's identifier for it; an SMS consent named by ``external_id`` is for
+    the profile's number, which must be in an SMS country. Raises naming the field."""
+    channels = {channel for channel, _ in changes}
+    if Channel.SMS in channels and not profile_phone:
+        raise ConsentValidationError(
+            "SMS consent needs a phone_number.", field="profile.phone_number"
+        )
+    if Channel.EMAIL in channels and not profile_email:
+        raise ConsentValidationError("Email consent needs an email.", field="profile.email")
+    if Channel.SMS in channels and request.consent == Consent.SUBSCRIBED and not phone:
+        # Named by external_id: the number the consent is for is the profile's.
+        require_sms_country(profile_phone, field="profile.phone_number")
+
+
+def build_events(
+    request: ConsentRequest,
+    profile: Profile,
+    email: str | None,
+    phone: str | None,
+    changes: list[tuple[str, str]],
+    text: ConsentText | None,
+    now: datetime,
+) -> list[ConsentEvent]:
+    """The request's events, one per (channel, purpose) in ``changes``, not yet written.
+
+    ``email``/``phone`` are the request's cleaned identifiers (:func:`clean_request`);
+    ``profile`` may be unsaved (a bulk import creates its people together).
+    """
+    return [
+        ConsentEvent(
+            profile=profile,
+            # The identifiers the person gave, plus the profile's own identifier for the
+            # event's channel (the address the consent is for); never another person's.
+            email=email or (profile.email if channel == Channel.EMAIL else None) or "",
+            phone_number=phone or (profile.phone_number if channel == Channel.SMS else None) or "",
+            external_id=request.external_id or None,
+            channel=channel,
+            purpose=purpose,
+            consent=request.consent,
+            method=request.method,
+            method_detail=request.method_detail,
+            custom_source=request.custom_source,
+            consent_text=text.body if text else request.consent_text,
+            consent_text_version=text,
+            consented_at=request.consented_at,
+            recorded_at=now,
+            list_id=request.list_id,
+            historical_import=request.historical_import,
+            ip_address=_IP_FIELD.get_prep_value(request.evidence.ip_address),
+            user_agent=request.evidence.user_agent,
+            page_url=request.evidence.page_url,
+            recorded_by=request.recorded_by,
+        )
+        for channel, purpose in changes
+    ]
 
 
 def _current(queryset: Any) -> Any:
@@ -443,7 +491,9 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
 
     A profile's ledger is its events and those of the profiles merged into it, for the
     identifiers it holds now (docs/identity.md): after a number change the new number starts
-    NEVER_SUBSCRIBED. One query however many profiles and however long their histories.
+    NEVER_SUBSCRIBED. Events recorded as history (``DeliveryStatus.HISTORY``: an imported
+    consent older than what the ledger held) never speak for the present. One query however
+    many profiles and however long their histories.
     """
     ids = list(profile_ids)
     if not ids:
@@ -456,7 +506,7 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
                 profile_id__in=Profile.objects.filter(
                     Q(pk__in=ids) | Q(merged_into_id__in=ids)
                 ).values("pk")
-            )
+            ).exclude(delivery__status=DeliveryStatus.HISTORY)
         )
         .order_by()
         .annotate(owner=owner)
@@ -489,6 +539,7 @@ def sms_histories(phone_numbers: Iterable[str]) -> dict[str, list[ConsentEvent]]
         ConsentEvent.objects.filter(
             channel=Channel.SMS, personal_data__phone_number__in=list(found)
         )
+        .exclude(delivery__status=DeliveryStatus.HISTORY)
         .order_by()
         .values("personal_data__phone_number", "purpose")
         .annotate(newest=Max("id"))
@@ -499,92 +550,3 @@ def sms_histories(phone_numbers: Iterable[str]) -> dict[str, list[ConsentEvent]]
     ):
         found[event.phone_number].append(event)
     return found
-
-
-def ledger_for(
-    profile: Profile | None, *, events: Iterable[ConsentEvent] | None = None
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """The latest local state per channel and purpose: what the ledger alone says of consent.
-
-    ``events``: the profile's events in id order with their deliveries (its whole history, or
-    only the latest per key from :func:`latest_events`) when the caller already holds them,
-    to spare a query. No profile and no events: every leaf is NEVER_SUBSCRIBED.
-    """
-    if events is None:
-        events = () if profile is None else latest_events([profile.pk])[profile.pk]
-    latest: dict[tuple[str, str], ConsentEvent] = {}
-    for event in events:
-        latest[(event.channel, event.purpose)] = event
-    ledger: dict[str, dict[str, dict[str, Any]]] = {}
-    for channel, purposes in CHANNEL_PURPOSES.items():
-        for purpose in purposes:
-            event = latest.get((channel, purpose))
-            if event is None:
-                leaf: dict[str, Any] = {
-                    "consent": Consent.NEVER_SUBSCRIBED,
-                    "delivery": None,
-                    "reason": "",
-                    "event_id": None,
-                    "consented_at": None,
-                }
-            else:
-                delivery = getattr(event, "delivery", None)
-                reason = delivery.reason if delivery else ""
-                if not reason and event.method_detail == PHONE_NUMBER_REPLACED:
-                    reason = PHONE_NUMBER_REPLACED  # why the ledger closed it, when Klaviyo is mute
-                leaf = {
-                    "consent": event.consent,
-                    "delivery": delivery.status if delivery else None,
-                    "reason": reason,
-                    "event_id": event.pk,
-                    "consented_at": _consented_at(event),
-                }
-            leaf["can_receive"], leaf["cannot_receive_reason"] = can_receive(
-                event, channel, purpose
-            )
-            ledger.setdefault(channel, {})[purpose] = leaf
-    return ledger
-
-
-def can_receive(event: ConsentEvent | None, channel: str, purpose: str) -> tuple[bool, str]:
-    """Can the person receive ``channel``/``purpose`` messages, per the ledger's latest event,
-    and if not, why (an empty reason when they can).
-
-    An inbound event carries Klaviyo's own ``can_receive_<channel>_<purpose>`` (Klaviyo's
-    profile ``subscriptions`` object, revision 2026-07-15) and its suppressions; the site's own
-    event counts only once Klaviyo applied it.
-    """
-    if event is None:
-        return False, "never subscribed"
-    delivery = getattr(event, "delivery", None)
-    status = delivery.status if delivery else None
-    if event.suppression == "suppress":
-        where = "" if status == DeliveryStatus.APPLIED else f"; Klaviyo: {status}"
-        return False, f"suppressed from the site (USER_SUPPRESSED{where})"
-    data = event.klaviyo_data or {}
-    flag = data.get(f"can_receive_{channel}_{purpose}")
-    suppressed = [s.get("reason") for s in data.get("suppression") or [] if isinstance(s, dict)]
-    if event.consent != Consent.SUBSCRIBED:
-        why = "unsubscribed" if event.consent == Consent.UNSUBSCRIBED else "never subscribed"
-        if event.method == Method.KLAVIYO:
-            detail = event.method_detail or "changed in Klaviyo"
-            why = f"{why} in Klaviyo ({detail})"
-        return False, why
-    if event.method == Method.KLAVIYO:
-        if flag is False or suppressed:
-            if suppressed:
-                return False, f"suppressed in Klaviyo ({', '.join(r for r in suppressed if r)})"
-            return False, f"Klaviyo reports can_receive_{channel}_{purpose}: false"
-        return True, ""
-    if status == DeliveryStatus.APPLIED:
-        return True, ""
-    reason = f": {delivery.reason}" if delivery and delivery.reason else ""
-    return False, f"consent not applied in Klaviyo ({status}{reason})"
-
-
-def _consented_at(event: ConsentEvent) -> str | None:
-    """When the person agreed: the import's date, Klaviyo's timestamp, or when we recorded it."""
-    if event.consented_at:
-        return event.consented_at.astimezone(UTC).isoformat()
-    stamp = (event.klaviyo_data or {}).get("consent_timestamp")
-    return stamp or event.recorded_at.astimezone(UTC).isoformat()

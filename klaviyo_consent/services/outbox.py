@@ -9,6 +9,7 @@ UPDATE of the rows a caller still holds that releases their lease (``lease_token
         ├─► reschedule / defer (5xx, 429, a refused request: back to pending, later)
         ├─► mark_failed / dead_letter (4xx naming the consent; attempts ran out)
         ├─► mark_not_applied (Klaviyo accepted the job and ignored the identifier)
+        ├─► mark_history (an imported consent older than its key's latest event: never sent)
         └─► release (given back unchanged: a push that must not wait)
     requeue: failed ─► pending (an operator's retry)
 """
@@ -266,6 +267,20 @@ def mark_not_applied(rows: QuerySet[Delivery], reason: str) -> int:
         pushed_at=now,
         reason=reason,
         errors=[],
+        next_attempt_at=None,
+    )
+
+
+def mark_history(rows: QuerySet[Delivery], reason: str) -> int:
+    """Pending rows recorded as history (terminal, never pushed): an imported consent older
+    than the ledger's latest event for its person, channel and purpose (``reason`` names it).
+
+    Called in the transaction that appended the rows, so no worker ever sees them pending.
+    """
+    return _transition(
+        rows.filter(status=DeliveryStatus.PENDING),
+        status=DeliveryStatus.HISTORY,
+        reason=reason,
         next_attempt_at=None,
     )
 

@@ -15,7 +15,8 @@ from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import Profile
 from klaviyo_consent.phone import normalize_phone_number
 from klaviyo_consent.services.erasure import erasures_of
-from klaviyo_consent.services.ledger import clean_email, latest_events, ledger_for, sms_histories
+from klaviyo_consent.services.ledger import clean_email, latest_events, sms_histories
+from klaviyo_consent.services.ledger_state import ledger_for
 
 #: The most identifiers (emails and phone numbers together) one check may name.
 MAX_IDENTIFIERS = 1000

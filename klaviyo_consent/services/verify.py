@@ -202,8 +202,11 @@ def _newest_events(
     the ids of the newest event of any kind per profile, channel and purpose)."""
     newest: dict[tuple[int, str, str, bool], int] = {}
     latest: dict[tuple[int, str, str], int] = {}
-    rows = ConsentEvent.objects.filter(profile_id__in=list(profiles)).values_list(
-        "profile_id", "channel", "purpose", "pk", "method", "suppression"
+    rows = (
+        ConsentEvent.objects.filter(profile_id__in=list(profiles))
+        # History (an old import) is never its key's newest word.
+        .exclude(delivery__status=DeliveryStatus.HISTORY)
+        .values_list("profile_id", "channel", "purpose", "pk", "method", "suppression")
     )
     for profile_id, channel, purpose, pk, method, suppression in rows:
         key = (profile_id, channel, purpose)
