@@ -52,7 +52,7 @@ def test_a_historical_import_records_every_row(tmp_path, fake):
 def test_a_bad_line_is_named_and_nothing_is_imported(tmp_path, fake, bad_row, expected):
     path = write(tmp_path, "a@example.com,,yes,no,2024-03-01T10:00:00Z,ok\n" + bad_row)
     with pytest.raises(CommandError, match=expected):
-        call_command("klaviyo_consent_import", str(path), "--historical-import")
+        call_command("klaviyo_consent_import", str(path), "--historical-import", "--all-or-nothing")
     assert ConsentEvent.objects.count() == 0
 
 

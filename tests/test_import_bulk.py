@@ -111,8 +111,24 @@ def test_all_or_nothing_names_an_identity_conflict_before_a_later_bad_value(tmp_
         "not-an-email,,yes,no,,x\n",
     )
     with pytest.raises(CommandError, match=r"line 3: profile.phone_number"):
-        run(path)
+        run(path, "--all-or-nothing")
     assert not Profile.objects.exists()
+
+
+def test_by_default_good_rows_are_kept_and_bad_ones_go_to_a_rejects_file_beside_it(tmp_path):
+    path = write(tmp_path, GOOD + BAD_EMAIL + GOOD_2)
+    summary = run(path, "--historical-import")
+    assert "3 row(s) read; recorded 2" in summary and "rejected 1." in summary
+    rejects = path.with_name(f"{path.stem}.rejects.csv")
+    rows = list(csv.DictReader(rejects.open(encoding="utf-8")))
+    assert [(row["line"], row["reason"].split(":")[0]) for row in rows] == [("3", "profile.email")]
+    assert Profile.objects.count() == 2
+
+
+def test_a_clean_import_leaves_no_rejects_file(tmp_path):
+    path = write(tmp_path, GOOD + GOOD_2)
+    run(path, "--historical-import")
+    assert not path.with_name(f"{path.stem}.rejects.csv").exists()
 
 
 def test_rejects_and_all_or_nothing_cannot_be_combined(tmp_path):

@@ -27,7 +27,7 @@ def _run(path: Path, *args: str) -> None:
 
 def _refused(path: Path, pattern: str, *args: str) -> None:
     with pytest.raises(CommandError, match=pattern):
-        _run(path, *args)
+        _run(path, "--all-or-nothing", *args)
     assert not ConsentEvent.objects.exists()
 
 

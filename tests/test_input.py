@@ -232,7 +232,7 @@ def test_every_import_failure_is_a_command_error_naming_the_line(
 ):
     path = write(tmp_path, text)
     with pytest.raises(CommandError, match=expected):
-        call_command("klaviyo_consent_import", str(path), *args)
+        call_command("klaviyo_consent_import", str(path), "--all-or-nothing", *args)
     assert not ConsentEvent.objects.exists()
 
 

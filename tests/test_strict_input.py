@@ -102,7 +102,7 @@ def test_the_import_refuses_a_list_id_outside_the_alphabet(tmp_path, fake):
     path = tmp_path / "c.csv"
     path.write_text("email,email_marketing\nada@example.com,yes\n")
     with pytest.raises(CommandError, match="line 2: list_id"):
-        call_command("klaviyo_consent_import", str(path), "--list-id", "x/../y")
+        call_command("klaviyo_consent_import", str(path), "--list-id", "x/../y", "--all-or-nothing")
 
 
 def test_a_default_list_id_outside_the_alphabet_fails_the_system_check(settings):

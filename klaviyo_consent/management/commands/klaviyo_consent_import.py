@@ -113,13 +113,13 @@ class Command(BaseCommand):
             default=None,
             metavar="FILE",
             help="Write bad rows to FILE (the row, its line number, the reason) and keep the "
-            "good ones. Without it the import is all rows or none.",
+            "good ones (default: <file>.rejects.csv beside the file, written only if a row is "
+            "rejected).",
         )
         mode.add_argument(
             "--all-or-nothing",
             action="store_true",
-            help="One transaction: the first bad row stops the import and nothing is recorded "
-            "(the default when --rejects is not given).",
+            help="One transaction: the first bad row stops the import and nothing is recorded.",
         )
         parser.add_argument(
             "--dry-run",
@@ -152,14 +152,17 @@ class Command(BaseCommand):
             zone=_zone(options["timezone"]),
             source=path.name,
         )
-        keep_good = options["rejects"] is not None and not options["all_or_nothing"]
+        keep_good = not options["all_or_nothing"]
         nothing = "" if keep_good and not options["dry_run"] else " Nothing was imported."
+        rejects: Path | None = None
+        if keep_good:
+            rejects = options["rejects"] or path.with_name(f"{path.stem}.rejects.csv")
         try:
             rows = read_rows(path, options["encoding"])
             with ExitStack() as stack:
                 on_reject = None
-                if options["rejects"] is not None:
-                    on_reject = stack.enter_context(_rejects_file(options["rejects"], path))
+                if rejects is not None:
+                    on_reject = stack.enter_context(_rejects_file(rejects, path))
                 progress = stack.enter_context(self._progress(path, options["no_progress"]))
                 report = import_rows(
                     rows,
@@ -192,6 +195,11 @@ class Command(BaseCommand):
                 f"{path}, line {error.rejected.line}: {error.rejected.reason}{nothing}"
             ) from error
         self.stdout.write(_summary(report, path))
+        if report.rejected and rejects is not None:
+            self.stderr.write(
+                f"{report.rejected:,} row(s) rejected: each is in {rejects} with its line "
+                "number and the reason; fix them there and import that file."
+            )
 
     def _members_only(self, path: Path, options: dict[str, Any]) -> None:
         """``--members-only``: every row added to ``--list-id`` without consent, all or none
@@ -275,22 +283,25 @@ def _rejects_file(target: Path, source: Path) -> Iterator[Callable[[Rejected], N
     number's leading ``+`` must survive); they are the operator's own file's cells, not new
     ones. The ``reason`` cell, our words quoting a value, is neutralised (``csvsafe``).
     """
-    with target.open("w", encoding="utf-8", newline="") as file:
-        writer: Any = None
+    file: Any = None  # opened at the first rejected row: a clean import leaves no file
+    writer: Any = None
 
-        def write(rejected: Rejected) -> None:
-            nonlocal writer
-            row = {k: v for k, v in rejected.row.items() if k is not None}
-            if writer is None:
-                writer = csv.DictWriter(
-                    file, fieldnames=[*row, *REJECT_COLUMNS], extrasaction="ignore"
-                )
-                writer.writeheader()
-            extra = rejected.row.get(None)  # type: ignore[call-overload]
-            reason = rejected.reason + (f" (extra values: {extra})" if extra else "")
-            writer.writerow({**row, "line": rejected.line, "reason": neutralize(reason)})
+    def write(rejected: Rejected) -> None:
+        nonlocal file, writer
+        row = {k: v for k, v in rejected.row.items() if k is not None}
+        if writer is None:
+            file = target.open("w", encoding="utf-8", newline="")
+            writer = csv.DictWriter(file, fieldnames=[*row, *REJECT_COLUMNS], extrasaction="ignore")
+            writer.writeheader()
+        extra = rejected.row.get(None)  # type: ignore[call-overload]
+        reason = rejected.reason + (f" (extra values: {extra})" if extra else "")
+        writer.writerow({**row, "line": rejected.line, "reason": neutralize(reason)})
 
+    try:
         yield write
+    finally:
+        if file is not None:
+            file.close()
 
 
 def _summary(report: ImportReport, path: Path) -> str:
