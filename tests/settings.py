@@ -19,6 +19,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "klaviyo_consent",
 ]
 MIDDLEWARE = [

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from klaviyo_consent.api import proofs, views
+from klaviyo_consent.api import proofs, root, views
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
 
@@ -35,3 +35,10 @@ urlpatterns = [
     ),
     path("webhooks/klaviyo/", KlaviyoWebhookView.as_view(), name="klaviyo-webhook"),
 ]
+
+# The schema, its docs page and the API root (which lists each route above without a parameter).
+urlpatterns += [
+    path("schema/", root.SchemaView.as_view(), name="schema"),
+    path("docs/", root.DocsView.as_view(), name="docs"),
+]
+urlpatterns.append(path("", root.ApiRoot.as_view(routes=tuple(urlpatterns)), name="api-root"))
