@@ -187,7 +187,9 @@ CHECKPOINT: dict[str, Any] = {
     "root_hash": "d09227ce24aeef7cefe7ab9695024814dd8c05cfec5ba0c4a89397aa0b1a0e8e",
     "timestamp": "2026-11-30T07:40:17.620153Z",
     "key_id": "946a089440c10178",
-    "signature": "6cVOT6BCelP7Tl19V57cl3dA1TWMkY4HVLGL+i1EtQHgfEE+Gmy2flUzIigNjjigxebyOPm7+dEINu2G4BgFAA==",
+    "signature": (
+        "6cVOT6BCelP7Tl19V57cl3dA1TWMkY4HVLGL+i1EtQHgfEE+Gmy2flUzIigNjjigxebyOPm7+dEINu2G4BgFAA=="
+    ),
     "public_key": "/Zpr75kDdZy2irrjVT2s52LkiC0FdmPodLPl4ZUzRXk=",
 }
 

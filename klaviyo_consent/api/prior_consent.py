@@ -13,9 +13,9 @@ from rest_framework.views import APIView
 
 from klaviyo_consent.api import examples
 from klaviyo_consent.api.parsers import StrictBodyMixin
+from klaviyo_consent.api.permissions import CanViewConsent
 from klaviyo_consent.api.renderers import ExampleBody
 from klaviyo_consent.api.schema import Documented, errors, request_example, response_examples
-from klaviyo_consent.api.permissions import CanViewConsent
 from klaviyo_consent.api.serializers import StrictSerializer
 from klaviyo_consent.api.throttling import CHECK, ThrottledMixin
 from klaviyo_consent.exceptions import ConsentValidationError

@@ -56,7 +56,9 @@ class LatestCheckpointView(Documented, APIView):
 @extend_schema(
     summary="Signed tree heads with consistency proofs",
     parameters=[
-        query("since", {"type": "integer", "minimum": 0}, "Heads with tree_size ≥ since (default 0)."),
+        query(
+            "since", {"type": "integer", "minimum": 0}, "Heads with tree_size ≥ since (default 0)."
+        ),
         query(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": 100},

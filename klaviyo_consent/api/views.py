@@ -17,6 +17,12 @@ from rest_framework.views import APIView
 from klaviyo_consent.api import examples
 from klaviyo_consent.api.committed import as_committed
 from klaviyo_consent.api.parsers import StrictBodyMixin
+from klaviyo_consent.api.permissions import (
+    CanChangeProfile,
+    CanViewConsent,
+    can_read_profiles,
+    write_permissions,
+)
 from klaviyo_consent.api.renderers import ExampleBody
 from klaviyo_consent.api.schema import (
     READ_ERRORS,
@@ -27,12 +33,6 @@ from klaviyo_consent.api.schema import (
     query,
     request_example,
     response_examples,
-)
-from klaviyo_consent.api.permissions import (
-    CanChangeProfile,
-    CanViewConsent,
-    can_read_profiles,
-    write_permissions,
 )
 from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
@@ -262,7 +262,7 @@ class UnsuppressView(_SuppressionView):
     parameters=[
         query("email", OpenApiTypes.STR, "Only the profile with this email (normalised)."),
         query("phone_number", OpenApiTypes.STR, "Only the profile with this phone number."),
-        query("country", OpenApiTypes.STR, "ISO 3166-1 alpha-2 country a national number is read in."),
+        query("country", OpenApiTypes.STR, "ISO 3166-1 alpha-2: where a national number is."),
         query("external_id", OpenApiTypes.STR, "Only the profile with this external id."),
     ],
     responses={200: ProfileSerializer(many=True), **errors(400, *READ_ERRORS)},
