@@ -19,7 +19,7 @@ SUBSCRIBE: dict[str, Any] = {
 
 UNSUBSCRIBE: dict[str, Any] = {
     "profile": {"email": "ada@example.com"},
-    "subscriptions": {"email": {"marketing": False}},
+    "subscriptions": {"email": {"marketing": True}},
     "method": "form",
     "method_detail": "Preference centre",
 }

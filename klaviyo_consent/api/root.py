@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from klaviyo_consent import __version__
-from klaviyo_consent.api.schema import SCHEMA_SETTINGS, Documented
+from klaviyo_consent.api.schema import SCHEMA_SETTINGS, Documented, response_examples
 
 
 class SchemaView(SpectacularAPIView):
@@ -55,6 +55,16 @@ class DocsView(SpectacularSwaggerView):
         200: OpenApiResponse(
             response={"type": "object", "additionalProperties": {"type": "string"}},
             description="Route name → absolute URL.",
+            examples=response_examples(
+                (
+                    "Links",
+                    {
+                        "subscribe": "https://shop.example.com/api/consent/subscribe/",
+                        "schema": "https://shop.example.com/api/consent/schema/",
+                        "docs": "https://shop.example.com/api/consent/docs/",
+                    },
+                )
+            ),
         )
     },
 )

@@ -189,7 +189,6 @@ SCHEMA_SETTINGS: dict[str, Any] = {
     ),
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["klaviyo_consent.api.schema.only_this_app"],
-    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 
