@@ -79,6 +79,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
 }
+# API_THROTTLE=off lifts the app's rate limits (make test-schema: the fuzzer sends thousands of
+# requests as one user and must reach every rule, not only the 429).
+if not env.bool("API_THROTTLE", default=True):
+    REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+        "klaviyo_consent_write": None,
+        "klaviyo_consent_check": None,
+        "klaviyo_consent_webhook": None,
+    }
 
 # The immediate backend pushes right after each commit: fine for a demo. For production see
 # docs/delivery.md (database worker, or Celery with Redis).
@@ -119,7 +127,7 @@ if not KLAVIYO_CONSENT["LEDGER_SIGNING_KEY"]:
 if not KLAVIYO_API_KEY:
     KLAVIYO_CONSENT["BACKEND_OPTIONS"] = {
         "fake": {
-            "state_file": str(BASE_DIR / "demo-fake-klaviyo.json"),
+            "state_file": env("FAKE_KLAVIYO_STATE", default=str(BASE_DIR / "demo-fake-klaviyo.json")),
             "lists": {
                 "DemoLs": ("Newsletter (single opt-in)", "single_opt_in"),
                 "DblOpt": ("VIP (double opt-in)", "double_opt_in"),

@@ -40,8 +40,31 @@ class ConsentAutoSchema(AutoSchema):
     def _map_serializer(self, serializer: Any, direction: Any, bypass_extensions: bool = False):
         result = super()._map_serializer(serializer, direction, bypass_extensions)
         if isinstance(serializer, PolymorphicProxySerializer) and "oneOf" in result:
-            result = {**result, "anyOf": result.pop("oneOf")}
+            result = dict(result)
+            result["anyOf"] = result.pop("oneOf")
         return result
+
+    def _map_serializer_field(self, field: Any, direction: Any, bypass_extensions: bool = False):
+        """A field that may be blank keeps its format for the non-blank values only: an event
+        recorded by phone number has ``"email": ""``, which is no ``format: email``."""
+        result = super()._map_serializer_field(field, direction, bypass_extensions)
+        if "format" in result and _may_be_blank(field):
+            kept = {k: v for k, v in result.items() if k in ("readOnly", "writeOnly", "nullable")}
+            formatted = {k: v for k, v in result.items() if k not in kept}
+            result = {**kept, "anyOf": [formatted, {"type": "string", "maxLength": 0}]}
+        return result
+
+
+def _may_be_blank(field: Any) -> bool:
+    """Whether the field's value may be ``""``: DRF drops ``allow_blank`` from read-only model
+    fields, so the model field's ``blank`` is asked too."""
+    if getattr(field, "allow_blank", False):
+        return True
+    model = getattr(getattr(field.parent, "Meta", None), "model", None)
+    try:
+        return bool(model._meta.get_field(field.source).blank)
+    except Exception:  # noqa: BLE001 - not a model field (a method, a property): not blank
+        return False
 
 
 class Documented:
