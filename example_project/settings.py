@@ -127,7 +127,9 @@ if not KLAVIYO_CONSENT["LEDGER_SIGNING_KEY"]:
 if not KLAVIYO_API_KEY:
     KLAVIYO_CONSENT["BACKEND_OPTIONS"] = {
         "fake": {
-            "state_file": env("FAKE_KLAVIYO_STATE", default=str(BASE_DIR / "demo-fake-klaviyo.json")),
+            "state_file": env(
+                "FAKE_KLAVIYO_STATE", default=str(BASE_DIR / "demo-fake-klaviyo.json")
+            ),
             "lists": {
                 "DemoLs": ("Newsletter (single opt-in)", "single_opt_in"),
                 "DblOpt": ("VIP (double opt-in)", "double_opt_in"),
