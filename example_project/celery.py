@@ -6,7 +6,8 @@ with ``KLAVIYO_CONSENT["ENQUEUE_PUSH"] = "klaviyo_consent.celery.enqueue_push"``
 from Django's settings with the ``CELERY_`` prefix (``CELERY_BROKER_URL`` ...); see
 docs/delivery.md. Run a worker (and beat) with::
 
-    DJANGO_SETTINGS_MODULE=example_project.settings celery -A example_project.celery worker -B -l INFO
+    DJANGO_SETTINGS_MODULE=example_project.settings \
+        celery -A example_project.celery worker -B -l INFO
 
 Import it from the project package (``from .celery import app as celery_app`` in
 ``__init__.py``) so web processes send to the same broker.
