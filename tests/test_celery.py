@@ -138,3 +138,13 @@ def test_the_beat_schedule_names_the_modules_tasks(eager_celery):
     for entry in consent_celery.BEAT_SCHEDULE.values():
         assert entry["task"] in registered
         assert entry["schedule"] > 0
+
+
+def test_an_enqueue_push_that_cannot_be_imported_is_a_check_error_naming_it(settings):
+    from django.core import checks
+
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "ENQUEUE_PUSH": "no.such.enqueue"}
+    errors = [m for m in checks.run_checks(tags=["klaviyo_consent"]) if m.id.endswith("E020")]
+    assert len(errors) == 1 and "no.such.enqueue" in errors[0].msg
+    # The Tasks backend is not asked for: the site does not enqueue through it.
+    assert not [m for m in checks.run_checks(tags=["klaviyo_consent"]) if m.id.endswith("E003")]

@@ -158,3 +158,18 @@ def test_the_browsable_apis_post_form_starts_with_the_example_body(
     start = page.index('name="_content"')
     content = html.unescape(page[page.index(">", start) + 1 : page.index("</textarea>", start)])
     assert json.loads(content) == example
+
+
+def test_a_mounted_api_without_the_docs_apps_is_a_warning_naming_them(settings) -> None:
+    from django.core import checks
+
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "drf_spectacular_sidecar"]
+    [warning] = [m for m in checks.run_checks(tags=["klaviyo_consent"]) if m.id.endswith("W020")]
+    assert "drf_spectacular_sidecar" in warning.msg
+    assert "drf_spectacular," not in warning.msg  # only what is missing
+
+
+def test_the_docs_apps_installed_is_no_warning() -> None:
+    from django.core import checks
+
+    assert not [m for m in checks.run_checks(tags=["klaviyo_consent"]) if m.id.endswith("W020")]
