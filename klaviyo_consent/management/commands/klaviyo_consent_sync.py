@@ -4,9 +4,65 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from klaviyo_consent.services import checkpoints, identity_push
 from klaviyo_consent.services import sync as sync_service
+from klaviyo_consent.services.reports import SyncReport, Waiting
+
+
+def summary(report: SyncReport) -> str:
+    """The run's one-line summary: ``pushed 3, retried 0, failed 0 in 1 jobs; verified 3
+    (applied 2, not_applied 1)``; the verdicts' part only when there were verdicts."""
+    data = report.as_dict()
+    line = "pushed {pushed}, retried {retried}, failed {failed} in {jobs} jobs; verified {verified}"
+    verdicts = ", ".join(f"{name} {count}" for name, count in sorted(data["verdicts"].items()))
+    return line.format(**data) + (f" ({verdicts})" if verdicts else "")
+
+
+def waiting_line(waiting: Waiting) -> str:
+    """What a run waits for, in words: whether Klaviyo answered, how many events, until when."""
+    due = timezone.localtime(waiting.due_at).strftime("%H:%M:%S %Z")
+    events = f"{waiting.pending} event{'s' if waiting.pending != 1 else ''}"
+    head = "Klaviyo is unreachable" if waiting.unreachable else "Waiting for Klaviyo"
+    why = f" ({waiting.reason})" if waiting.reason else ""
+    return (
+        f"{head}{why}: {events} wait; next try in {waiting.seconds:.0f} s at {due} "
+        f"(try {waiting.attempts + 1})."
+    )
+
+
+class Output:
+    """Lines on the command's stdout, through rich when it is installed (the ``progress``
+    extra): then a terminal also shows a spinner while the run waits."""
+
+    def __init__(self, stdout: Any) -> None:
+        self.stdout = stdout
+        self.status: Any = None
+        try:
+            from rich.console import Console
+        except ImportError:  # plain lines
+            self.console = None
+        else:
+            self.console = Console(file=stdout, highlight=False, soft_wrap=True)
+
+    def line(self, text: str, style: str = "") -> None:
+        self.stop_waiting()
+        if self.console is None:
+            self.stdout.write(text)
+        else:
+            self.console.print(text, style=style or None, markup=False)
+
+    def waiting(self, waiting: Waiting) -> None:
+        self.line(waiting_line(waiting), style="yellow" if waiting.unreachable else "")
+        if self.console is not None and self.console.is_terminal:
+            self.status = self.console.status("waiting for the next try…")
+            self.status.start()
+
+    def stop_waiting(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
 
 
 class Command(BaseCommand):
@@ -27,21 +83,41 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        out = Output(self.stdout)
         if options["retry_failed"]:
             queued = sync_service.retry_failed()
-            self.stdout.write(f"{queued} failed event(s) queued again")
+            out.line(f"{queued} failed event(s) queued again")
             queued = identity_push.retry_failed()
-            self.stdout.write(f"{queued} failed phone-number change(s) queued again")
+            out.line(f"{queued} failed phone-number change(s) queued again")
+        passes = 0
+
+        def on_pass(report: SyncReport) -> None:
+            nonlocal passes
+            passes += 1
+            if passes > 1:  # the first pass is in the summary, or before a wait line
+                out.line(f"  pass {passes}: {summary(report)}", style="dim")
+
         while True:
-            report = sync_service.sync(wait=not (options["loop"] or options["no_wait"]))
-            self.stdout.write(
-                "pushed {pushed}, retried {retried}, failed {failed} in {jobs} jobs; "
-                "verified {verified} {verdicts}".format(**report.as_dict())
-            )
+            passes = 0
+            try:
+                report = sync_service.sync(
+                    wait=not (options["loop"] or options["no_wait"]),
+                    on_pass=on_pass,
+                    on_wait=out.waiting,
+                )
+            finally:
+                out.stop_waiting()
+            out.line(summary(report))
+            if report.unreachable and (left := sync_service.pending_count()):
+                out.line(
+                    f"Klaviyo could not be reached ({report.unreachable} request(s)); "
+                    f"{left} event(s) stay in the outbox for the next run.",
+                    style="yellow",
+                )
             if not options["loop"]:
                 return
             if checkpoints.checkpoint_due():
                 made = checkpoints.checkpoint().checkpoint
                 if made is not None:
-                    self.stdout.write(f"checkpoint {made.tree_size} root {made.root_hash}")
+                    out.line(f"checkpoint {made.tree_size} root {made.root_hash}")
             time.sleep(options["interval"])
