@@ -22,6 +22,12 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 
 from klaviyo_consent.api import examples
+from klaviyo_consent.api.serializers import (
+    ConsentEventSerializer,
+    ConsentEventSummarySerializer,
+    IdentityEventSerializer,
+    ProfileSerializer,
+)
 
 
 def any_of(component_name: str, shapes: list[Any]) -> PolymorphicProxySerializer:
@@ -228,75 +234,69 @@ def only_this_app(endpoints: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 # -- answers whose shape depends on the caller's permission (docs/security.md) ----------------
 
 
-def _answers() -> dict[str, Any]:
-    """The documented answers of the writes, built once: a caller holding ``view_profile`` gets
-    the whole profile and events, anyone else what they sent and each event's verdict."""
-    from klaviyo_consent.api.serializers import (
-        ConsentEventSerializer,
-        ConsentEventSummarySerializer,
-        IdentityEventSerializer,
-        ProfileSerializer,
-    )
+class SentProfileSerializer(serializers.Serializer):
+    """The profile's id and the identifiers the caller sent, normalised."""
 
-    class SentProfileSerializer(serializers.Serializer):
-        """The profile's id and the identifiers the caller sent, normalised."""
-
-        id = serializers.IntegerField()
-        email = serializers.CharField(required=False)
-        phone_number = serializers.CharField(required=False)
-        external_id = serializers.CharField(required=False)
-
-    class RecordedSerializer(serializers.Serializer):
-        profile = ProfileSerializer()
-        events = ConsentEventSerializer(many=True)
-
-    class RecordedSummarySerializer(serializers.Serializer):
-        profile = SentProfileSerializer()
-        events = ConsentEventSummarySerializer(many=True)
-
-    class SkippedSerializer(serializers.Serializer):
-        email = serializers.CharField()
-        reason = serializers.CharField()
-
-    class SuppressedSerializer(serializers.Serializer):
-        events = ConsentEventSerializer(many=True)
-        skipped = SkippedSerializer(many=True)
-
-    class SuppressedSummarySerializer(serializers.Serializer):
-        events = ConsentEventSummarySerializer(many=True)
-        skipped = SkippedSerializer(many=True)
-
-    class IdentityEventIdSerializer(serializers.Serializer):
-        id = serializers.IntegerField()
-
-    class IdentityChangedSerializer(serializers.Serializer):
-        profile = ProfileSerializer()
-        identity_event = IdentityEventSerializer()
-        events = ConsentEventSerializer(many=True)
-
-    class IdentityChangedSummarySerializer(serializers.Serializer):
-        profile = SentProfileSerializer()
-        identity_event = IdentityEventIdSerializer()
-        events = ConsentEventSummarySerializer(many=True)
-
-    return {
-        "recorded": any_of(
-            "ConsentRecordedAnswer", [RecordedSerializer, RecordedSummarySerializer]
-        ),
-        "suppressed": any_of(
-            "SuppressionRecordedAnswer", [SuppressedSerializer, SuppressedSummarySerializer]
-        ),
-        "identity_changed": any_of(
-            "IdentityChangedAnswer", [IdentityChangedSerializer, IdentityChangedSummarySerializer]
-        ),
-    }
+    id = serializers.IntegerField()
+    email = serializers.CharField(required=False)
+    phone_number = serializers.CharField(required=False)
+    external_id = serializers.CharField(required=False)
 
 
-_ANSWERS: dict[str, Any] = {}
+class RecordedSerializer(serializers.Serializer):
+    profile = ProfileSerializer()
+    events = ConsentEventSerializer(many=True)
+
+
+class RecordedSummarySerializer(serializers.Serializer):
+    profile = SentProfileSerializer()
+    events = ConsentEventSummarySerializer(many=True)
+
+
+class SkippedSerializer(serializers.Serializer):
+    email = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class SuppressedSerializer(serializers.Serializer):
+    events = ConsentEventSerializer(many=True)
+    skipped = SkippedSerializer(many=True)
+
+
+class SuppressedSummarySerializer(serializers.Serializer):
+    events = ConsentEventSummarySerializer(many=True)
+    skipped = SkippedSerializer(many=True)
+
+
+class IdentityEventIdSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+
+
+class IdentityChangedSerializer(serializers.Serializer):
+    profile = ProfileSerializer()
+    identity_event = IdentityEventSerializer()
+    events = ConsentEventSerializer(many=True)
+
+
+class IdentityChangedSummarySerializer(serializers.Serializer):
+    profile = SentProfileSerializer()
+    identity_event = IdentityEventIdSerializer()
+    events = ConsentEventSummarySerializer(many=True)
+
+
+#: The documented answers of the writes: a caller holding ``view_profile`` gets the whole
+#: profile and events, anyone else what they sent and each event's verdict.
+_ANSWERS: dict[str, Any] = {
+    "recorded": any_of("ConsentRecordedAnswer", [RecordedSerializer, RecordedSummarySerializer]),
+    "suppressed": any_of(
+        "SuppressionRecordedAnswer", [SuppressedSerializer, SuppressedSummarySerializer]
+    ),
+    "identity_changed": any_of(
+        "IdentityChangedAnswer", [IdentityChangedSerializer, IdentityChangedSummarySerializer]
+    ),
+}
 
 
 def answer(name: str) -> Any:
     """The documented success answer ``name``: recorded, suppressed or identity_changed."""
-    if not _ANSWERS:
-        _ANSWERS.update(_answers())
     return _ANSWERS[name]
