@@ -128,3 +128,23 @@ def test_without_rich_the_same_lines_are_written_plain(
     lines = run_sync().splitlines()
     assert lines[0].startswith("Klaviyo is unreachable")
     assert lines[-1] == "pushed 1, retried 1, failed 0 in 1 jobs; verified 1 (applied 1)"
+
+
+def test_pull_says_each_read_it_retries_and_ends_in_a_command_error_when_klaviyo_is_unreachable(
+    fake, monkeypatch
+):
+    # Found beside the sync command's silence: pull waited through its read retries unsaid and
+    # ended in a traceback.
+    from django.core.management import CommandError
+
+    from klaviyo_consent.backends import base
+
+    slept: list[float] = []
+    monkeypatch.setattr(base.time, "sleep", slept.append)
+    fake.fail_next(kind="connection", count=100)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="Klaviyo could not be read: Klaviyo did not answer"):
+        call_command("klaviyo_consent_pull", "--all", "--no-progress", stdout=out)
+    retries = [line for line in out.getvalue().splitlines() if "retrying in" in line]
+    assert len(retries) == len(slept) > 0
+    assert "Klaviyo did not answer" in retries[0]

@@ -4,11 +4,11 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from django.utils import timezone
 
+from klaviyo_consent.management.output import Output, klaviyo_retries_told
 from klaviyo_consent.services import checkpoints, identity_push
 from klaviyo_consent.services import sync as sync_service
-from klaviyo_consent.services.reports import SyncReport, Waiting
+from klaviyo_consent.services.reports import SyncReport
 
 
 def summary(report: SyncReport) -> str:
@@ -18,51 +18,6 @@ def summary(report: SyncReport) -> str:
     line = "pushed {pushed}, retried {retried}, failed {failed} in {jobs} jobs; verified {verified}"
     verdicts = ", ".join(f"{name} {count}" for name, count in sorted(data["verdicts"].items()))
     return line.format(**data) + (f" ({verdicts})" if verdicts else "")
-
-
-def waiting_line(waiting: Waiting) -> str:
-    """What a run waits for, in words: whether Klaviyo answered, how many events, until when."""
-    due = timezone.localtime(waiting.due_at).strftime("%H:%M:%S %Z")
-    events = f"{waiting.pending} event{'s' if waiting.pending != 1 else ''}"
-    head = "Klaviyo is unreachable" if waiting.unreachable else "Waiting for Klaviyo"
-    why = f" ({waiting.reason})" if waiting.reason else ""
-    return (
-        f"{head}{why}: {events} wait; next try in {waiting.seconds:.0f} s at {due} "
-        f"(try {waiting.attempts + 1})."
-    )
-
-
-class Output:
-    """Lines on the command's stdout, through rich when it is installed (the ``progress``
-    extra): then a terminal also shows a spinner while the run waits."""
-
-    def __init__(self, stdout: Any) -> None:
-        self.stdout = stdout
-        self.status: Any = None
-        try:
-            from rich.console import Console
-        except ImportError:  # plain lines
-            self.console = None
-        else:
-            self.console = Console(file=stdout, highlight=False, soft_wrap=True)
-
-    def line(self, text: str, style: str = "") -> None:
-        self.stop_waiting()
-        if self.console is None:
-            self.stdout.write(text)
-        else:
-            self.console.print(text, style=style or None, markup=False)
-
-    def waiting(self, waiting: Waiting) -> None:
-        self.line(waiting_line(waiting), style="yellow" if waiting.unreachable else "")
-        if self.console is not None and self.console.is_terminal:
-            self.status = self.console.status("waiting for the next try…")
-            self.status.start()
-
-    def stop_waiting(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
 
 
 class Command(BaseCommand):
@@ -99,14 +54,15 @@ class Command(BaseCommand):
 
         while True:
             passes = 0
-            try:
-                report = sync_service.sync(
-                    wait=not (options["loop"] or options["no_wait"]),
-                    on_pass=on_pass,
-                    on_wait=out.waiting,
-                )
-            finally:
-                out.stop_waiting()
+            with klaviyo_retries_told(out):
+                try:
+                    report = sync_service.sync(
+                        wait=not (options["loop"] or options["no_wait"]),
+                        on_pass=on_pass,
+                        on_wait=out.waiting,
+                    )
+                finally:
+                    out.stop_waiting()
             out.line(summary(report))
             if report.unreachable and (left := sync_service.pending_count()):
                 out.line(
