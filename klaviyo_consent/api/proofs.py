@@ -22,6 +22,8 @@ from klaviyo_consent.api import examples
 from klaviyo_consent.api.permissions import CanViewConsent
 from klaviyo_consent.api.schema import (
     READ_ERRORS,
+    CheckpointListSerializer,
+    CheckpointSerializer,
     Documented,
     ErrorDetailSerializer,
     errors,
@@ -36,7 +38,7 @@ from klaviyo_consent.services import proofs
 @extend_schema(
     summary="The newest signed tree head",
     responses={
-        200: OpenApiTypes.OBJECT,
+        200: CheckpointSerializer,
         404: OpenApiResponse(ErrorDetailSerializer, description="No checkpoint yet."),
     },
     examples=response_examples(("Checkpoint", examples.CHECKPOINT)),
@@ -65,7 +67,7 @@ class LatestCheckpointView(Documented, APIView):
             "At most this many (default 100).",
         ),
     ],
-    responses={200: OpenApiTypes.OBJECT, **errors(400)},
+    responses={200: CheckpointListSerializer, **errors(400)},
     examples=response_examples(("Checkpoints", examples.CHECKPOINTS)),
 )
 class CheckpointListView(Documented, APIView):

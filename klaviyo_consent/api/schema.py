@@ -231,6 +231,33 @@ def only_this_app(endpoints: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     ]
 
 
+# -- the ledger's public heads (RFC 9162 signed tree heads) ----------------------------------
+
+
+class CheckpointSerializer(serializers.Serializer):
+    """A signed tree head: the Merkle ledger's size and root, signed with Ed25519."""
+
+    tree_size = serializers.IntegerField(min_value=0)
+    root_hash = serializers.RegexField(r"^[0-9a-f]{64}$", help_text="hex SHA-256 root")
+    timestamp = serializers.DateTimeField()
+    key_id = serializers.CharField()
+    signature = serializers.CharField(help_text="base64 Ed25519 signature")
+    public_key = serializers.CharField(help_text="base64 Ed25519 public key")
+
+
+class ConsistentCheckpointSerializer(CheckpointSerializer):
+    consistency_from = serializers.IntegerField(
+        allow_null=True, help_text="tree_size of the head before this one (null: the first)"
+    )
+    consistency_proof = serializers.ListField(
+        child=serializers.CharField(), help_text="hex hashes (RFC 9162 section 2.1.4)"
+    )
+
+
+class CheckpointListSerializer(serializers.Serializer):
+    checkpoints = ConsistentCheckpointSerializer(many=True)
+
+
 # -- answers whose shape depends on the caller's permission (docs/security.md) ----------------
 
 
