@@ -22,15 +22,21 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## make demo: migrate a SQLite database, seed it, serve http://127.0.0.1:8000 on the fake Klaviyo
+## make demo [PORT=8001]: migrate a SQLite database, seed it, serve http://127.0.0.1:$(PORT) on the
+## fake Klaviyo. The port is checked first, so a busy one stops the demo before anything is changed.
+PORT ?= 8000
 demo: $(STAMP)
+	@$(PY) -c 'import socket, sys; port = int(sys.argv[1]); s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", port)); s.close()' '$(PORT)' 2>/dev/null || { \
+		echo "make demo: port $(PORT) on 127.0.0.1 is in use (or not a port number). Nothing was changed."; \
+		echo "           Stop whatever is serving it, or choose another: make demo PORT=8001"; \
+		exit 1; }
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo --base-url http://127.0.0.1:$(PORT)
 	@echo ""
-	@echo "  Signup page: http://127.0.0.1:8000/   Admin: http://127.0.0.1:8000/admin/ (admin / admin)"
-	@echo "  API:         http://127.0.0.1:8000/api/consent/profiles/"
+	@echo "  Signup page: http://127.0.0.1:$(PORT)/   Admin: http://127.0.0.1:$(PORT)/admin/ (admin / admin)"
+	@echo "  API:         http://127.0.0.1:$(PORT)/api/consent/profiles/"
 	@echo ""
-	$(PY) manage.py runserver 127.0.0.1:8000
+	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 ## make test: the whole suite on SQLite (PostgreSQL/Redis parts too when those services answer),
 ## except the long random-fault run (make test-slow)

@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.signup, name="signup"),
     path("admin/", admin.site.urls),
     path("api/consent/", include("klaviyo_consent.api.urls")),
+    path("consent/", include("klaviyo_consent.urls")),
 ]

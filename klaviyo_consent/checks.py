@@ -8,7 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.db import connections
+from rest_framework.permissions import AllowAny
 
+from klaviyo_consent.backends.client import ClientBackend
 from klaviyo_consent.backends.http import KlaviyoBackend
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError
@@ -30,7 +32,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     except ConfigurationError as exc:
         return [checks.Error(str(exc), id="klaviyo_consent.E001")]
     is_fake = backend.__module__.startswith("klaviyo_consent.backends.fake")
-    if issubclass(backend, KlaviyoBackend) and not is_fake and not consent_settings.API_KEY:
+    is_client = issubclass(backend, ClientBackend)
+    if is_client:
+        messages += _check_client_backend()
+    elif issubclass(backend, KlaviyoBackend) and not is_fake and not consent_settings.API_KEY:
         messages.append(
             checks.Error(
                 'KLAVIYO_CONSENT["API_KEY"] is not set but BACKEND is the HTTP backend.',
@@ -68,7 +73,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 str(exc),
                 hint='Celery sites: "klaviyo_consent.celery.enqueue_push" with the celery extra '
                 "installed; None: Django's Tasks framework (TASK_BACKEND).",
-                id="klaviyo_consent.E020",
+                id="klaviyo_consent.E040",
             )
         )
         enqueue = exc
@@ -104,8 +109,64 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     messages += _check_sending_countries()
+    messages += _check_public_writes()
     messages += _check_ledger(is_production=issubclass(backend, KlaviyoBackend) and not is_fake)
     return messages
+
+
+def _check_client_backend() -> list[checks.CheckMessage]:
+    """The client backend (a public key only): what it cannot do, and what it needs."""
+    messages: list[checks.CheckMessage] = [
+        checks.Warning(
+            "BACKEND is the client backend (a public key only): it subscribes through Create "
+            "Client Subscription, one profile a request, and can do nothing else. Withdrawals, "
+            "suppressions, list membership and historical imports fail with the reason, and "
+            "Klaviyo's state cannot be read: verdicts stay 'pushed'.",
+            hint='Set KLAVIYO_CONSENT["API_KEY"] (a private key) and the HTTP backend to '
+            "withdraw consent and read verdicts back.",
+            id="klaviyo_consent.W130",
+        )
+    ]
+    if not consent_settings.PUBLIC_API_KEY:
+        messages.append(
+            checks.Error(
+                'KLAVIYO_CONSENT["PUBLIC_API_KEY"] is not set but BACKEND is the client backend.',
+                hint="Set the site's public API key (site id, Klaviyo: Settings → API keys).",
+                id="klaviyo_consent.E130",
+            )
+        )
+    if not consent_settings.DEFAULT_LIST_ID:
+        messages.append(
+            checks.Warning(
+                'KLAVIYO_CONSENT["DEFAULT_LIST_ID"] is not set: Create Client Subscription '
+                "requires a list, so a consent naming no list_id waits in the outbox.",
+                hint="Set DEFAULT_LIST_ID to the list signups join.",
+                id="klaviyo_consent.W131",
+            )
+        )
+    return messages
+
+
+def _check_public_writes() -> list[checks.CheckMessage]:
+    """``AllowAny`` on the staff writes lets strangers learn who is on file (a 409
+    ``identity_conflict`` says an identifier they sent is someone else's) and store words of
+    their choosing as consent texts; the public signup paths never do either."""
+    try:
+        classes = consent_settings.WRITE_PERMISSION_CLASSES
+    except ConfigurationError:
+        return []
+    if not any(isinstance(c, type) and issubclass(c, AllowAny) for c in classes):
+        return []
+    return [
+        checks.Warning(
+            'KLAVIYO_CONSENT["WRITE_PERMISSION_CLASSES"] lets anyone call subscribe/ and '
+            "unsubscribe/: their 409 identity_conflict tells a stranger that an email or a "
+            "number is on file.",
+            hint="For a public signup use the drop-in {% consent_form %} or POST "
+            "public/subscribe/, which answer a stranger as they answer a new person.",
+            id="klaviyo_consent.W020",
+        )
+    ]
 
 
 def _check_ledger(*, is_production: bool) -> list[checks.CheckMessage]:
@@ -219,7 +280,7 @@ DOCS_APPS = ("drf_spectacular", "drf_spectacular_sidecar")
 
 @checks.register("klaviyo_consent", checks.Tags.urls)
 def check_api_docs(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """W020: the site mounts the API (its docs page resolves) without the apps the page needs."""
+    """W040: the site mounts the API (its docs page resolves) without the apps the page needs."""
     from django.apps import apps
     from django.urls import NoReverseMatch, reverse
 
@@ -236,6 +297,6 @@ def check_api_docs(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             "INSTALLED_APPS.",
             hint='INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"] '
             "(README, Install in your project).",
-            id="klaviyo_consent.W020",
+            id="klaviyo_consent.W040",
         )
     ]

@@ -44,6 +44,14 @@ class Suppression(models.TextChoices):
     UNSUPPRESS = "unsuppress", "Unsuppress"
 
 
+class Membership(models.TextChoices):
+    """A list membership change without consent (Klaviyo's "added to a list without being
+    subscribed"): recorded as a membership event, never as consent."""
+
+    ADD = "add", "Add to list"
+    REMOVE = "remove", "Remove from list"
+
+
 class DeliveryStatus(models.TextChoices):
     """One state machine for an event's whole journey, from the outbox to Klaviyo's verdict."""
 

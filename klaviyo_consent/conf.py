@@ -26,6 +26,9 @@ from klaviyo_consent.exceptions import ConfigurationError
 DEFAULTS: dict[str, Any] = {
     # Private API key (``pk_…``). Sent only in the Authorization header, never logged.
     "API_KEY": None,
+    # Public API key (site id, "company id") for the client backend
+    # (klaviyo_consent.backends.client.ClientBackend): Create Client Subscription only.
+    "PUBLIC_API_KEY": None,
     # Klaviyo's base URL; point it at ``manage.py klaviyo_consent_fake_server`` to test over
     # real HTTP.
     "API_URL": klaviyo.BASE_URL,

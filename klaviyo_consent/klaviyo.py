@@ -40,6 +40,15 @@ MAX_UNSUBSCRIBE_PROFILES = 100
 MAX_SUPPRESS_PROFILES = 100
 #: Emails per ``bulk_unsuppress_profiles`` job (spec: "Email address per request limit").
 MAX_UNSUPPRESS_PROFILES = 100
+#: Profiles per ``bulk_import_profiles`` job (spec: "Accepts up to 10,000 profiles per
+#: request"; also at most 5 MB a request and 100 KB a profile).
+MAX_IMPORT_PROFILES = 10000
+#: Profiles per ``add_profiles_to_list`` / ``remove_profiles_from_list`` call (spec: "accepts
+#: a maximum of 1000 profiles per call").
+MAX_LIST_MEMBERS = 1000
+#: Profiles per ``create_client_subscription`` call: one (spec: the body holds one
+#: ``profile``; the endpoint is for browsers, one signup at a time).
+MAX_CLIENT_SUBSCRIPTION_PROFILES = 1
 #: Largest ``page[size]`` of ``get_profiles`` and the suppression-job listings (spec schema
 #: ``maximum``); Klaviyo's default is :data:`DEFAULT_PAGE_SIZE`.
 MAX_PAGE_SIZE = 100
@@ -80,6 +89,19 @@ RATE_LIMITS: dict[str, RateLimit] = {
     "create_or_update_profile": RateLimit(75, 750),
     "get_lists": RateLimit(75, 750),
     "get_list": RateLimit(75, 750),
+    "bulk_import_profiles": RateLimit(10, 150),
+    "get_bulk_import_profiles_job": RateLimit(10, 150),
+    "add_profiles_to_list": RateLimit(10, 150),
+    "remove_profiles_from_list": RateLimit(10, 150),
+    "get_profile_ids_for_list": RateLimit(75, 750),
+    "create_client_subscription": RateLimit(350, 750),
+}
+
+#: Operations whose limits drop when an ``additional-fields`` value is asked for (spec,
+#: operation descriptions): ``get_list`` with ``additional-fields[list]=profile_count`` is
+#: 1/s, 15/m. Counted under their own name, ``<operation>+<field>``.
+ADDITIONAL_FIELD_RATE_LIMITS: dict[str, RateLimit] = {
+    "get_list+profile_count": RateLimit(1, 15),
 }
 
 #: Email suppression reasons a profile shows (spec, ``suppression[].reason``).

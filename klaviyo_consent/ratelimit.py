@@ -25,7 +25,8 @@ from klaviyo_consent.exceptions import ConfigurationError
 
 #: operation -> ((calls, seconds), ...): Klaviyo's published limits (klaviyo.RATE_LIMITS).
 LIMITS: dict[str, tuple[tuple[int, float], ...]] = {
-    operation: limit.windows() for operation, limit in klaviyo.RATE_LIMITS.items()
+    operation: limit.windows()
+    for operation, limit in {**klaviyo.RATE_LIMITS, **klaviyo.ADDITIONAL_FIELD_RATE_LIMITS}.items()
 }
 
 #: Added to a computed wait: ``limits`` counts a call exactly one window old as still inside it.

@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from klaviyo_consent.backends.base import no_wait
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.signals import consent_recorded, identity_changed
+from klaviyo_consent.signals import consent_recorded, identity_changed, membership_recorded
 from klaviyo_consent.tasks import runs_inline, sync_task
 
 logger = logging.getLogger("klaviyo_consent.receivers")
@@ -40,6 +40,7 @@ def enqueue_push() -> None:
 
 @receiver(consent_recorded, dispatch_uid="klaviyo_consent.push_on_commit")
 @receiver(identity_changed, dispatch_uid="klaviyo_consent.push_identity_on_commit")
+@receiver(membership_recorded, dispatch_uid="klaviyo_consent.push_membership_on_commit")
 def push_on_commit(sender: Any, **kwargs: Any) -> None:
     """A consent or an identity change was recorded: push once its transaction commits (a new
     number is told to Klaviyo through the same run, services.identity_push)."""

@@ -42,3 +42,7 @@ drift_detected = Signal()
 #: kwargs: profile (Profile), identity_events (list[IdentityEvent]): a profile's identifiers
 #: changed (an identifier added, a number replaced, a merge). Sent inside the transaction.
 identity_changed = Signal()
+
+#: kwargs: events (list[MembershipEvent]), list_id (str), action ("add" | "remove"): list
+#: membership without consent was recorded. Sent inside the transaction; the push runs on commit.
+membership_recorded = Signal()

@@ -1,5 +1,5 @@
-"""Each entry point builds its service request in one place: the API serializer, the signup
-form, the CSV import's row and the demo seeds (issue 9, "Thin entry points")."""
+"""Each entry point builds its service request in one place: the API serializer, the drop-in
+consent form, the CSV import's row and the demo seeds (issue 9, "Thin entry points")."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from example_project.signup.forms import EMAIL_DISCLOSURE, SMS_DISCLOSURE, SignupForm
 from example_project.signup.management.commands.seed_demo import SEED_DEFAULTS, SEEDS
 from klaviyo_consent.api.serializers import ConsentRequestSerializer
 from klaviyo_consent.choices import Consent, Method
+from klaviyo_consent.forms import ConsentForm
 from klaviyo_consent.management.commands.klaviyo_consent_import import request_from_row
 from klaviyo_consent.services.ledger import ConsentRequest, Evidence
+from klaviyo_consent.services.signup import SignupRequest
 
 EVIDENCE = Evidence(ip_address="192.0.2.1", user_agent="test", page_url="https://shop.test/")
 
@@ -89,26 +90,28 @@ def test_the_serializer_refuses_an_external_id_alone_unless_the_caller_may_read_
         }
 
 
-def test_the_signup_form_builds_a_form_consent_with_the_words_of_the_boxes_ticked():
-    form = SignupForm(
-        {"email": "ada@example.com", "phone_number": "+447400900123", "sms_marketing": "on"}
+@pytest.mark.django_db
+def test_the_consent_form_builds_a_signup_with_the_boxes_ticked_and_the_words_shown():
+    texts = ConsentForm().texts
+    form = ConsentForm(
+        {
+            "email": "Ada@Example.com",
+            "country": "GB",
+            "phone_number": "07400 900123",
+            "sms_marketing": "on",
+            "email_text": str(texts["email"].pk),
+            "sms_text": str(texts["sms"].pk),
+        }
     )
     assert form.is_valid(), form.errors
-    request = form.to_request(evidence=EVIDENCE, recorded_by=None)
-    assert request == ConsentRequest(
-        consent=Consent.SUBSCRIBED,
-        subscriptions={"email": {"marketing": False}, "sms": {"marketing": True}},
+    assert form.to_signup(evidence=EVIDENCE) == SignupRequest(
         email="ada@example.com",
-        phone_number="+447400900123",
-        method=Method.FORM,
-        method_detail="example signup page",
-        custom_source="Example signup page",
-        consent_text=SMS_DISCLOSURE,
+        phone_number="07400 900123",
+        country="GB",
+        channels=frozenset({"sms"}),
+        texts={"email": texts["email"], "sms": texts["sms"]},
         evidence=EVIDENCE,
     )
-    both = SignupForm({"email": "ada@example.com", "email_marketing": "on"})
-    assert both.is_valid(), both.errors
-    assert both.to_request(evidence=EVIDENCE, recorded_by=None).consent_text == EMAIL_DISCLOSURE
 
 
 def test_an_import_row_maps_every_column_to_the_request():

@@ -295,6 +295,7 @@ def client(staff: Any, fake: Any, settings: Any) -> APIClient:
             "klaviyo_consent_write": None,
             "klaviyo_consent_check": None,
             "klaviyo_consent_webhook": None,
+            "klaviyo_consent_public": None,
         },
     }
     settings.KLAVIYO_CONSENT = {
@@ -335,6 +336,59 @@ def test_no_consent_body_reaches_a_5xx(client, path, data):
 )
 def test_no_check_body_reaches_a_5xx(client, data):
     _ok(client.post("/api/consent/check/", _raw(data), content_type="application/json"), data)
+
+
+PUBLIC_SIGNUP = {
+    "profile": {"email": "ada@example.com", "phone_number": "07400 123457", "country": "GB"},
+    "subscriptions": {"email": {"marketing": True}, "sms": {"marketing": True}},
+    "consent_text_ids": {"email": 1, "sms": 2},
+}
+
+
+@FUZZ
+@given(data=st.one_of(json_values, one_hostile_leaf(PUBLIC_SIGNUP)))
+def test_no_public_signup_body_reaches_a_5xx(client, data):
+    _ok(
+        client.post("/api/consent/public/subscribe/", _raw(data), content_type="application/json"),
+        data,
+    )
+
+
+FORM_FIELDS = [
+    "email",
+    "email_marketing",
+    "country",
+    "phone_number",
+    "sms_marketing",
+    "email_text",
+    "sms_text",
+    "website",
+    "next",
+]
+
+
+@FUZZ
+@given(data=st.dictionaries(st.sampled_from(FORM_FIELDS), nasty_text))
+def test_no_drop_in_form_post_reaches_a_5xx(client, data):
+    from urllib.parse import urlencode
+
+    from django.test import Client
+
+    # As bytes on the wire, lone surrogates too (a browser sends whatever a page's script puts).
+    body = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in data.items()})
+    browser = Client()
+    response = browser.post(
+        "/consent/signup/", body, content_type="application/x-www-form-urlencoded"
+    )
+    _ok(response, data)
+    # ... and the page it goes back to shows the form again (or the thanks) as text.
+    from django.template import RequestContext, Template
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    request.session = browser.session
+    page = Template("{% load klaviyo_consent %}{% consent_form %}").render(RequestContext(request))
+    page.encode("utf-8")
 
 
 @pytest.mark.parametrize("path", ["suppress/", "unsuppress/"])

@@ -214,17 +214,17 @@ def test_a_very_long_user_agent_is_cut_and_marked(api, fake):
     assert len(agent) == 2048 and agent.endswith("…")
 
 
-def test_the_example_signup_page_cleans_its_evidence_too(client, fake, settings):
-    settings.ROOT_URLCONF = "example_project.urls"
+def test_the_drop_in_form_cleans_its_evidence_too(client, fake):
     response = client.post(
-        "/",
-        {"email": "ada@example.com", "email_marketing": "on"},
+        "/consent/signup/",
+        {"email": "ada@example.com", "email_marketing": "on", "next": "/\x00signup"},
         HTTP_USER_AGENT="Mozilla\x00",
         REMOTE_ADDR="garbage",
     )
     assert response.status_code == 302, response.content
     event = ConsentEvent.objects.get()
     assert event.user_agent == "Mozilla\ufffd" and event.ip_address is None
+    assert "\x00" not in event.page_url
     assert Profile.objects.get().email == "ada@example.com"
 
 

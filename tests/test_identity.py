@@ -390,26 +390,29 @@ def test_admin_actions_replace_a_number_and_merge_profiles(admin_client, two_hal
     assert (closing.phone_number, closing.method) == ("+447400123456", "admin")
 
 
-def test_the_signup_page_refuses_a_known_number_with_a_new_email_without_naming_anyone(
-    client, ada, settings
+def test_the_drop_in_form_records_a_known_number_with_a_new_email_apart_naming_no_one(
+    client, ada
 ):
-    settings.ROOT_URLCONF = "example_project.urls"
-    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "example_project.signup"]
+    from klaviyo_consent.views import DONE_KEY
+
+    before = ConsentEvent.objects.filter(profile=ada).count()
     response = client.post(
-        "/",
+        "/consent/signup/",
         {
             "email": "mallory@example.org",
             "email_marketing": "on",
             "phone_number": "+447400123456",
         },
     )
-    assert response.status_code == 200
-    page = response.content.decode()
-    assert "could not sign you up" in page
-    assert "ada@example.org" not in page and "another profile" not in page
+    assert response.status_code == 302
+    said = client.session[DONE_KEY]
+    # The answer a new person gets: what was recorded for the address given, nobody named.
+    assert said == "Thank you! You're signed up for our marketing emails at mallory@example.org."
     ada.refresh_from_db()
-    assert ada.email == "ada@example.org"
-    assert not Profile.objects.filter(email="mallory@example.org").exists()
+    assert (ada.email, ada.phone_number) == ("ada@example.org", "+447400123456")
+    mallory = Profile.objects.get(email="mallory@example.org")
+    assert mallory.phone_number is None  # the number stays with the person who holds it
+    assert ConsentEvent.objects.filter(profile=ada).count() == before
 
 
 def test_an_email_withdrawal_by_the_number_of_a_known_profile_is_accepted(api, ada):

@@ -33,7 +33,21 @@ pytestmark = pytest.mark.skipif(
 
 @cache
 def spec(operation_id: str) -> dict[str, Any]:
-    return json.loads((SPEC / "apis" / f"{operation_id}.json").read_text())
+    """The operation's own spec file; ``stable.json`` (the whole spec) for those without one."""
+    path = SPEC / "apis" / f"{operation_id}.json"
+    return json.loads((path if path.is_file() else SPEC / "stable.json").read_text())
+
+
+@cache
+def spec_operation_ids() -> frozenset[str]:
+    """Every operationId of the whole spec (``stable.json``)."""
+    document = json.loads((SPEC / "stable.json").read_text())
+    return frozenset(
+        found["operationId"]
+        for item in document["paths"].values()
+        for found in item.values()
+        if isinstance(found, dict) and "operationId" in found
+    )
 
 
 def operation(operation_id: str) -> tuple[str, str, dict[str, Any]]:
@@ -81,7 +95,7 @@ def test_every_operation_the_app_calls_has_published_limits_in_the_facts():
     called = {
         name
         for name in re.findall(r'"([a-z_]+)"', source)
-        if (SPEC / "apis" / f"{name}.json").is_file()
+        if (SPEC / "apis" / f"{name}.json").is_file() or name in spec_operation_ids()
     }
     assert {"bulk_subscribe_profiles", "get_profiles"} <= called
     assert called <= set(klaviyo.RATE_LIMITS)
@@ -154,3 +168,32 @@ def test_suppression_reasons_and_opt_in_processes_are_the_specs_enums():
     described = re.search(r"opt-in process for this list\. Valid values: ([^\"]*)\"", text)
     assert described, "get_lists no longer lists the opt-in processes"
     assert set(re.findall(r"'(\w+)'", described.group(1))) == klaviyo.OPT_IN_PROCESSES
+
+
+def test_list_membership_and_client_sizes_are_the_specs():
+    assert klaviyo.MAX_IMPORT_PROFILES == 10000
+    assert (
+        "Accepts up to 10,000 profiles per request"
+        in operation("bulk_import_profiles")[2]["description"]
+    )
+    for operation_id in ("add_profiles_to_list", "remove_profiles_from_list"):
+        assert (
+            f"accepts a maximum of {klaviyo.MAX_LIST_MEMBERS} profiles per call"
+            in operation(operation_id)[2]["description"]
+        )
+    members = page_size_schema("get_profile_ids_for_list")
+    assert members["maximum"] == klaviyo.MAX_PAGE_SIZE
+
+
+def test_the_member_count_rate_limit_is_the_specs():
+    description = operation("get_list")[2]["description"]
+    limit = klaviyo.ADDITIONAL_FIELD_RATE_LIMITS["get_list+profile_count"]
+    tail = description.split("additional-fields[list]=profile_count", 1)[1]
+    assert f"Burst: `{limit.burst}/s`" in tail and f"Steady: `{limit.steady}/m`" in tail
+
+
+def test_the_client_subscription_requires_a_list_and_a_company_id():
+    _method, path, found = operation("create_client_subscription")
+    assert path == "/client/subscriptions"
+    company = [p for p in found["parameters"] if p["name"] == "company_id"]
+    assert company and company[0]["required"] and company[0]["in"] == "query"

@@ -271,12 +271,12 @@ def test_the_phone_number_operation_refuses_an_extension(api, fake):
         ),
     ],
 )
-def test_the_example_signup_page_applies_the_same_rules(client, fake, settings, data, field):
-    settings.ROOT_URLCONF = "example_project.urls"
-    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "example_project.signup"]
-    response = client.post("/", data)
-    assert response.status_code == 200
-    assert response.context["form"].errors[field]
+def test_the_drop_in_form_applies_the_same_rules(client, fake, data, field):
+    from klaviyo_consent.views import FORM_KEY
+
+    response = client.post("/consent/signup/", data)
+    assert response.status_code == 302
+    assert client.session[FORM_KEY]["errors"][field]
     assert not ConsentEvent.objects.exists()
 
 

@@ -121,10 +121,18 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(KlaviyoList)
 class KlaviyoListAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["list_id", "name", "opt_in_process", "mirrored_at"]
+    list_display = ["list_id", "name", "opt_in_process", "profile_count", "mirrored_at"]
     search_fields = ["list_id", "name"]
     actions = ["refresh_lists"]
-    readonly_fields = ["list_id", "name", "opt_in_process", "klaviyo_data", "mirrored_at"]
+    readonly_fields = [
+        "list_id",
+        "name",
+        "opt_in_process",
+        "profile_count",
+        "profile_count_read_at",
+        "klaviyo_data",
+        "mirrored_at",
+    ]
 
     @admin.action(permissions=["operate"], description="Refresh all lists from Klaviyo")
     def refresh_lists(self, request: HttpRequest, queryset: QuerySet) -> None:

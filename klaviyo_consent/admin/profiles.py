@@ -22,6 +22,7 @@ from klaviyo_consent.admin.base import (
     badge,
     mirror_cell,
 )
+from klaviyo_consent.admin.membership import add_to_list_action, remove_from_list_action
 from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Method, Suppression
 from klaviyo_consent.exceptions import ConsentValidationError
@@ -141,6 +142,8 @@ class ProfileAdmin(ProfileReceiptsMixin, ReadOnlyMixin, admin.ModelAdmin):
         "unsuppress_action",
         "replace_phone_number_action",
         "merge_action",
+        add_to_list_action,
+        remove_from_list_action,
     ]
 
     def _mirror_consent(self, profile: Profile, channel: str) -> str:

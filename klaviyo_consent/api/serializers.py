@@ -22,6 +22,7 @@ from klaviyo_consent.models import (
 )
 from klaviyo_consent.receipts import text_sha256
 from klaviyo_consent.services.ledger import ConsentRequest, Evidence, clean_email, ledger_for
+from klaviyo_consent.services.list_members import suppressions
 from klaviyo_consent.validators import clean_klaviyo_id
 
 
@@ -401,3 +402,17 @@ def sent_profile(profile: Profile, sent: dict[str, Any]) -> dict[str, Any]:
             if sent.get(name)
         },
     }
+
+
+class ExclusionSerializer(serializers.ModelSerializer):
+    """A suppressed profile and each reason Klaviyo gave (legacy ``exclusions``)."""
+
+    suppressions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Profile
+        fields = ["id", "email", "phone_number", "external_id", "suppressions", "mirrored_at"]
+        read_only_fields = fields
+
+    def get_suppressions(self, profile: Profile) -> list[dict[str, Any]]:
+        return suppressions(profile, self.context.get("list_id"))

@@ -7,6 +7,7 @@ Each view names a scope; the rate is read from DRF's own setting, as for any sco
             "klaviyo_consent_write": "600/min",   # subscribe, unsubscribe, suppress, ...
             "klaviyo_consent_check": "120/min",   # check/
             "klaviyo_consent_webhook": None,      # None: no limit
+            "klaviyo_consent_public": "10/min",   # the drop-in form and public/subscribe/
         },
     }
 
@@ -27,6 +28,8 @@ from rest_framework.throttling import ScopedRateThrottle
 WRITE = "klaviyo_consent_write"
 CHECK = "klaviyo_consent_check"
 WEBHOOK = "klaviyo_consent_webhook"
+#: The public signup paths (the drop-in form and ``public/subscribe/``): one budget per IP.
+PUBLIC = "klaviyo_consent_public"
 
 #: Rates when ``DEFAULT_THROTTLE_RATES`` names no rate for the scope: enough for a signup form
 #: and a support desk, low enough that a script cannot enumerate people or flood the outbox.
@@ -35,6 +38,7 @@ DEFAULT_RATES: dict[str, str | None] = {
     WRITE: "60/min",
     CHECK: "30/min",
     WEBHOOK: "600/min",
+    PUBLIC: "10/min",
 }
 
 
@@ -56,3 +60,21 @@ class ThrottledMixin:
 
     def get_throttles(self) -> list[Any]:
         return [*super().get_throttles(), ConsentRateThrottle()]  # type: ignore[misc]
+
+
+class PublicSignupThrottle(ConsentRateThrottle):
+    """The :data:`PUBLIC` scope, counted per client IP even for a logged-in visitor; usable on
+    a Django view too (``allow_request(request, None)``), so the drop-in form and the JSON
+    endpoint spend one budget."""
+
+    scope = PUBLIC
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        self.rate = self.get_rate()
+        if self.rate is None:
+            return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super(ScopedRateThrottle, self).allow_request(request, view)
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

@@ -2,8 +2,9 @@
 
 from django.urls import path
 
-from klaviyo_consent.api import proofs, root, views
+from klaviyo_consent.api import lists, proofs, root, views
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
+from klaviyo_consent.api.public import PublicSubscribeView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
 
 app_name = "klaviyo_consent"
@@ -24,9 +25,7 @@ urlpatterns = [
     path("events/", views.EventList.as_view(), name="event-list"),
     path("check/", PriorConsentCheckView.as_view(), name="check"),
     path("checkpoints/", proofs.CheckpointListView.as_view(), name="checkpoint-list"),
-    path(
-        "checkpoints/latest/", proofs.LatestCheckpointView.as_view(), name="checkpoint-latest"
-    ),
+    path("checkpoints/latest/", proofs.LatestCheckpointView.as_view(), name="checkpoint-latest"),
     path("events/<int:pk>/receipt/", proofs.EventReceiptView.as_view(), name="event-receipt"),
     path(
         "profiles/<int:pk>/receipts/",
@@ -34,6 +33,10 @@ urlpatterns = [
         name="profile-receipts",
     ),
     path("webhooks/klaviyo/", KlaviyoWebhookView.as_view(), name="klaviyo-webhook"),
+    path("lists/", lists.ListIndex.as_view(), name="list-list"),
+    path("lists/<str:list_id>/", lists.ListDetail.as_view(), name="list-detail"),
+    path("lists/<str:list_id>/members/", lists.ListMembersView.as_view(), name="list-members"),
+    path("public/subscribe/", PublicSubscribeView.as_view(), name="public-subscribe"),
 ]
 
 # The schema, its docs page and the API root (which lists each route above without a parameter).

@@ -38,6 +38,7 @@ from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
     ConsentEventSummarySerializer,
     ConsentRequestSerializer,
+    ExclusionSerializer,
     IdentityEventSerializer,
     MergeSerializer,
     PhoneNumberChangeSerializer,
@@ -58,7 +59,9 @@ from klaviyo_consent.services.identity import (
     replace_phone_number,
 )
 from klaviyo_consent.services.ledger import latest_events, record_consent
+from klaviyo_consent.services.list_members import excluded
 from klaviyo_consent.services.suppressions import record_suppression
+from klaviyo_consent.validators import KLAVIYO_ID
 
 
 def field_error(error: ConsentValidationError) -> ValidationError:
@@ -283,11 +286,33 @@ class ProfileList(Documented, generics.ListAPIView):
         return page
 
     def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(), "ledger_events": self.ledger_events}
+        return {
+            **super().get_serializer_context(),
+            "ledger_events": self.ledger_events,
+            "list_id": self.exclusions_of,
+        }
+
+    #: ``?suppressed=true``: the legacy exclusions question (``&list_id=`` narrows it).
+    exclusions_of: str | None = None
+
+    def get_serializer_class(self) -> Any:
+        if self.request.query_params.get("suppressed") is not None:
+            return ExclusionSerializer
+        return super().get_serializer_class()
 
     def get_queryset(self) -> Any:
         queryset = Profile.objects.all()
         request = self.request
+        if (suppressed := request.query_params.get("suppressed")) is not None:
+            if suppressed != "true":
+                raise ValidationError({"suppressed": ["Only suppressed=true is supported."]})
+            list_id = query_text(request, "list_id", max_length=64) or None
+            if list_id and not KLAVIYO_ID.fullmatch(list_id):
+                raise ValidationError({"list_id": ["A Klaviyo list id is letters and digits."]})
+            self.exclusions_of = list_id
+            queryset = excluded(queryset, list_id)
+        elif request.query_params.get("list_id") is not None:
+            raise ValidationError({"list_id": ["list_id goes with suppressed=true."]})
         if email := query_text(request, "email"):
             queryset = queryset.filter(email=normalize_email(email))
         if phone_number := query_text(request, "phone_number", max_length=64):

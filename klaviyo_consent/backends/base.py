@@ -224,6 +224,11 @@ class BaseKlaviyoBackend:
 
     #: GETs are safe to repeat: retry them this many times on 429/5xx/connection errors.
     read_retries = 4
+    #: Profiles a subscribe request may carry (None: Klaviyo's bulk job size).
+    max_profiles_per_subscribe: int | None = None
+    #: Why this backend cannot read Klaviyo back (None: it can). Pushed consent then keeps
+    #: ``pushed`` with this reason instead of waiting for a read-back.
+    cannot_read: str | None = None
 
     def __init__(
         self,
@@ -460,10 +465,50 @@ class BaseKlaviyoBackend:
                 return
             page = self._page("get_profiles", next_url)
 
-    def get_list(self, list_id: str) -> dict[str, Any]:
-        document = self._read("get_list", klaviyo_path("/api/lists/{}", list_id))
+    def get_list(self, list_id: str, *, profile_count: bool = False) -> dict[str, Any]:
+        """``GET /api/lists/{id}``; with ``profile_count`` its member count too, which Klaviyo
+        limits to 1/s and 15/m (spec), counted under its own name by the limiter."""
+        operation, params = "get_list", None
+        if profile_count:
+            operation = "get_list+profile_count"
+            params = {"additional-fields[list]": "profile_count"}
+        document = self._read(operation, klaviyo_path("/api/lists/{}", list_id), params)
         _expect("get_list", document, "data", dict)
         return document
+
+    # -- list membership (spec: bulk_import_profiles, add_/remove_profiles_(to/from)_list) --
+    def bulk_import_profiles(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST a bulk profile import job (≤ 10,000 profiles; 10/s, 150/m); returns the job
+        resource document (202: queued, not applied)."""
+        document = self._request(
+            "bulk_import_profiles", "POST", "/api/profile-bulk-import-jobs", payload=payload
+        )
+        _expect("bulk_import_profiles", document, "data", dict)
+        return document
+
+    def add_profiles_to_list(self, list_id: str, payload: dict[str, Any]) -> None:
+        """POST ≤ 1000 Klaviyo profile ids to the list (204; 10/s, 150/m)."""
+        path = klaviyo_path("/api/lists/{}/relationships/profiles", list_id)
+        self._request("add_profiles_to_list", "POST", path, payload=payload)
+
+    def remove_profiles_from_list(self, list_id: str, payload: dict[str, Any]) -> None:
+        """DELETE ≤ 1000 Klaviyo profile ids from the list (204; consent untouched)."""
+        path = klaviyo_path("/api/lists/{}/relationships/profiles", list_id)
+        self._request("remove_profiles_from_list", "DELETE", path, payload=payload)
+
+    def get_profile_ids_for_list(self, list_id: str, params: Mapping[str, str]) -> list[str]:
+        """Every Klaviyo profile id on the list matching ``params`` (its ``filter``)."""
+        operation = "get_profile_ids_for_list"
+        page = self._page(
+            operation, klaviyo_path("/api/lists/{}/relationships/profiles", list_id), params
+        )
+        ids: list[str] = []
+        while True:
+            ids += [str(row.get("id")) for row in page["data"] if row.get("id")]
+            next_url = (page.get("links") or {}).get("next")
+            if not next_url:
+                return ids
+            page = self._page(operation, next_url)
 
     def get_lists(self) -> Iterator[dict[str, Any]]:
         page = self._page("get_lists", "/api/lists")

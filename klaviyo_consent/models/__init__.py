@@ -5,6 +5,7 @@ No HTTP here; services move data between these rows and Klaviyo. One module per 
 * ``profiles``: Profile (Klaviyo's mirror beside it), KlaviyoList, normalize_email, parse_row_id
 * ``ledger``: the append-only ConsentEvent and IdentityEvent, and who recorded them
 * ``outbox``: Delivery and IdentityDelivery, each event's way to Klaviyo and its verdict
+* ``membership``: MembershipEvent (list membership without consent) and its MembershipDelivery
 * ``webhooks``: WebhookDelivery, verified Klaviyo webhooks
 * ``proofs``: ConsentText versions, the Merkle ledger, its checkpoints, its verification runs
 
@@ -20,6 +21,11 @@ from klaviyo_consent.models.ledger import (
     IdentityEvent,
     IdentityEventQuerySet,
     RecordedBy,
+)
+from klaviyo_consent.models.membership import (
+    MembershipDelivery,
+    MembershipEvent,
+    MembershipEventQuerySet,
 )
 from klaviyo_consent.models.outbox import Delivery, IdentityDelivery
 from klaviyo_consent.models.profiles import (
@@ -58,6 +64,9 @@ __all__ = [
     "LedgerEntry",
     "LedgerNode",
     "LedgerState",
+    "MembershipDelivery",
+    "MembershipEvent",
+    "MembershipEventQuerySet",
     "Profile",
     "RecordedBy",
     "VerificationRun",

@@ -127,6 +127,10 @@ class KlaviyoList(models.Model):
     opt_in_process = models.CharField(max_length=20, choices=OptInProcess.choices, blank=True)
     klaviyo_data = models.JSONField(default=dict, blank=True)
     mirrored_at = models.DateTimeField(null=True, blank=True)
+    #: Klaviyo's member count as last read (``additional-fields[list]=profile_count``, which
+    #: Klaviyo limits to 1/s and 15/m); None: never read.
+    profile_count = models.PositiveIntegerField(null=True, blank=True)
+    profile_count_read_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name", "list_id"]
@@ -143,3 +147,7 @@ class KlaviyoList(models.Model):
         self.opt_in_process = attributes.get("opt_in_process") or ""
         self.klaviyo_data = data
         self.mirrored_at = now or timezone.now()
+        count = attributes.get("profile_count")
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            self.profile_count = count
+            self.profile_count_read_at = self.mirrored_at

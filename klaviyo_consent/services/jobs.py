@@ -96,11 +96,16 @@ class Job:
     members: dict[int, list[Row]] = field(default_factory=dict)
     #: profile id -> channels Klaviyo refused for it: left out (identifier too) when re-sent.
     dropped: dict[int, set[str]] = field(default_factory=dict)
+    #: Profiles a subscribe request of this backend takes, if fewer than a bulk job's (the
+    #: client backend's Create Client Subscription: one).
+    limit: int | None = None
 
     @property
     def size(self) -> int:
         if self.operation == "subscribe":
-            return payloads.MAX_SUBSCRIBE_PROFILES
+            return min(
+                payloads.MAX_SUBSCRIBE_PROFILES, self.limit or payloads.MAX_SUBSCRIBE_PROFILES
+            )
         if self.operation in SUPPRESSION_JOBS:
             return payloads.MAX_SUPPRESS_PROFILES
         return payloads.MAX_UNSUBSCRIBE_PROFILES
@@ -145,8 +150,14 @@ SUPPRESSION_JOBS: dict[str, Callable[[Sequence[str]], dict[str, Any]]] = {
 }
 
 
-def build_jobs(deliveries: Iterable[Delivery | Row]) -> list[tuple[Job, list[list[int]]]]:
-    """Group into one job per operation / list / historical_import / custom_source, chunked."""
+def build_jobs(
+    deliveries: Iterable[Delivery | Row], *, max_subscribe: int | None = None
+) -> list[tuple[Job, list[list[int]]]]:
+    """Group into one job per operation / list / historical_import / custom_source, chunked.
+
+    ``max_subscribe``: profiles per subscribe request when the backend takes fewer than a bulk
+    job (``BaseKlaviyoBackend.max_profiles_per_subscribe``).
+    """
     jobs: dict[tuple[Any, ...], Job] = {}
     default_list = consent_settings.DEFAULT_LIST_ID or None
     for delivery in deliveries:
@@ -168,6 +179,7 @@ def build_jobs(deliveries: Iterable[Delivery | Row]) -> list[tuple[Job, list[lis
         job = jobs.get(key)
         if job is None:
             job = jobs[key] = Job(*key)
+            job.limit = max_subscribe
         members = job.members.get(row.profile_id)
         if members is None:
             job.members[row.profile_id] = [row]

@@ -128,6 +128,48 @@ def lease_due(
     return token, lease_until, kept, stranded
 
 
+def lease_rows(
+    rows: QuerySet[Any],
+    *,
+    limit: int,
+    in_order: tuple[str, ...] = (),
+    now: datetime | None = None,
+) -> list[Any]:
+    """Lease up to ``limit`` due, free rows of ``rows`` (any outbox queryset) and return them.
+
+    The same claim as :func:`lease_due` for the outbox tables beside consent's (list
+    membership): due (``next_attempt_at`` passed), no live lease, PostgreSQL skipping rows
+    another worker has locked, the lease set by a conditional UPDATE so two workers never
+    both win a row. ``in_order``: fields naming a key (e.g. profile and list) of which only
+    the oldest row of the same status is claimable, so a removal never overtakes its add.
+    """
+    now = now or timezone.now()
+    token = uuid.uuid4().hex
+    lease_until = now + timedelta(seconds=consent_settings.LEASE_SECONDS)
+    model = rows.model
+    with transaction.atomic():
+        due = rows.filter(next_attempt_at__lte=now).filter(_free(now))
+        if in_order:
+            older = model.objects.filter(
+                **{name: OuterRef(name) for name in in_order},
+                status=OuterRef("status"),
+                pk__lt=OuterRef("pk"),
+            )
+            due = due.exclude(Exists(older))
+        candidates = due.order_by("pk")
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+        ids = list(candidates.values_list("pk", flat=True)[:limit])
+        if not ids:
+            return []
+        model.objects.filter(pk__in=ids).filter(_free(now)).update(
+            lease_token=token, lease_expires_at=lease_until
+        )
+    return list(
+        model.objects.filter(lease_token=token, lease_expires_at=lease_until).order_by("pk")
+    )
+
+
 @dataclass
 class Lease:
     """A worker's hold on the rows it claimed, renewed while the worker is still working.
@@ -188,15 +230,27 @@ def release(rows: QuerySet[Any]) -> int:
     return _transition(rows)
 
 
-def mark_pushed(rows: QuerySet[Delivery], *, reason: str = "", now: datetime | None = None) -> int:
-    """Klaviyo accepted the job (202): ``pushed``, read back after ``VERIFY_DELAY``."""
+def mark_pushed(
+    rows: QuerySet[Any],
+    *,
+    reason: str = "",
+    now: datetime | None = None,
+    read_back: bool = True,
+) -> int:
+    """Klaviyo accepted the job (202): ``pushed``, read back after ``VERIFY_DELAY``.
+
+    ``read_back=False``: nothing can read Klaviyo back (the client backend); the row stays
+    ``pushed`` with ``reason`` and no read-back is scheduled.
+    """
     now = now or timezone.now()
     return _transition(
         rows,
         now,
         status=DeliveryStatus.PUSHED,
         pushed_at=now,
-        next_attempt_at=now + timedelta(seconds=consent_settings.VERIFY_DELAY),
+        next_attempt_at=(
+            now + timedelta(seconds=consent_settings.VERIFY_DELAY) if read_back else None
+        ),
         reason=reason,
         errors=[],
     )

@@ -129,7 +129,8 @@ class Pusher:
         waste the least.
         """
         tails: list[tuple[Job, list[int], list[Row]]] = []
-        for job, chunks in build_jobs(rows):
+        backend = get_backend()
+        for job, chunks in build_jobs(rows, max_subscribe=backend.max_profiles_per_subscribe):
             if not flush and chunks and len(chunks[-1]) < job.size:
                 tail = chunks.pop()
                 tails.append((job, tail, self._rows(job, tail)))
@@ -307,7 +308,14 @@ class Pusher:
 
     def _mark_pushed(self, job: Job, profile_ids: list[int]) -> None:
         rows = self._rows(job, profile_ids)
-        self.mark_rows_pushed(rows)
+        cannot_read = get_backend().cannot_read
+        if cannot_read:
+            # Nothing can read Klaviyo back (a public key only): the verdict stays ``pushed``,
+            # with the reason, and no read-back is scheduled.
+            outbox.mark_pushed(self._owned(rows), reason=cannot_read, read_back=False)
+            self.report.pushed += len(rows)
+        else:
+            self.mark_rows_pushed(rows)
         _announce(consent_pushed, rows, operation=job.operation, list_id=job.list_id)
 
     def mark_rows_pushed(self, rows: Sequence[Row], reason: str = "") -> None:

@@ -23,6 +23,9 @@ class SyncReport:
     recovered: int = 0
     #: Requests that never reached Klaviyo (refused connection, timeout, DNS): their rows wait.
     unreachable: int = 0
+    #: List membership rows (no consent) sent to Klaviyo, and given a verdict by a read-back.
+    memberships_pushed: int = 0
+    memberships_verified: int = 0
     verdicts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def merge(self, other: SyncReport) -> None:

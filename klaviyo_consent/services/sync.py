@@ -13,12 +13,14 @@ from typing import Any
 
 from django.utils import timezone
 
+from klaviyo_consent.backends import get_backend
 from klaviyo_consent.backends.base import waiting_allowed
 from klaviyo_consent.choices import DeliveryStatus
 from klaviyo_consent.exceptions import KlaviyoAPIError, PushDeferred
-from klaviyo_consent.models import Delivery
+from klaviyo_consent.models import Delivery, MembershipDelivery
 from klaviyo_consent.services import outbox
 from klaviyo_consent.services.identity_push import push_identity_changes
+from klaviyo_consent.services.membership_push import push_memberships, verify_memberships
 from klaviyo_consent.services.push import push_pending
 from klaviyo_consent.services.reports import SyncReport, Waiting
 from klaviyo_consent.services.verify import verify_pushed
@@ -53,9 +55,11 @@ def sync(
         report.merge(push_pending())
         if push_identity_changes(report):  # new numbers told: their SMS consent may go now
             report.merge(push_pending())
-        if verify:
+        push_memberships(report)  # list membership without consent, same limits and outbox
+        if verify and get_backend().cannot_read is None:
             try:
                 report.merge(verify_pushed())
+                verify_memberships(report)
             except (KlaviyoAPIError, PushDeferred) as exc:
                 if waiting_allowed():
                     raise
@@ -102,8 +106,11 @@ def pending_count() -> int:
 
 
 def retry_failed(*, event_ids: Sequence[int] | None = None) -> int:
-    """Put failed (and dead-lettered) events back in the outbox for another round of attempts."""
+    """Put failed (and dead-lettered) events back in the outbox for another round of attempts.
+
+    Without ``event_ids``, failed list memberships too (``MembershipDelivery``)."""
     rows = Delivery.objects.filter(status=DeliveryStatus.FAILED)
     if event_ids is not None:
-        rows = rows.filter(event_id__in=list(event_ids))
-    return outbox.requeue(rows)
+        return outbox.requeue(rows.filter(event_id__in=list(event_ids)))
+    memberships = MembershipDelivery.objects.filter(status=DeliveryStatus.FAILED)
+    return outbox.requeue(rows) + outbox.requeue(memberships)

@@ -43,6 +43,25 @@ def resolve_text(
     found = ConsentText.objects.filter(sha256=digest).order_by("id").first()
     if found is not None:
         return found
+    return new_version(key, body, locale=locale)
+
+
+def active_text(key: str, default_body: str) -> ConsentText:
+    """The words a form shows now for ``key``: its newest version not retired.
+
+    A key with no such version gets ``default_body`` as its next version, so a drop-in form
+    works on a fresh site; staff change the words by adding a version in the admin (and
+    retiring the old one).
+    """
+    found = (
+        ConsentText.objects.filter(key=key, retired_at__isnull=True).order_by("-version").first()
+    )
+    return found if found is not None else new_version(key, default_body)
+
+
+def new_version(key: str, body: str, *, locale: str = "") -> ConsentText:
+    """Store ``body`` as the next version of ``key``; the words of a version never change."""
+    digest = text_sha256(body)
     for _ in range(3):
         try:
             with transaction.atomic():
@@ -53,7 +72,7 @@ def resolve_text(
                     key=key, locale=locale, version=(latest or 0) + 1, body=body
                 )
         except IntegrityError:  # another request took this version number: look again
-            found = ConsentText.objects.filter(sha256=digest).order_by("id").first()
+            found = ConsentText.objects.filter(key=key, sha256=digest).order_by("id").first()
             if found is not None:
                 return found
     raise ConsentValidationError("Could not store the consent text; retry.", field="consent_text")

@@ -20,6 +20,7 @@ from django.utils.dateparse import parse_datetime
 
 from klaviyo_consent.choices import Consent, Method
 from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.phone import clean_country, normalize_phone_number
 from klaviyo_consent.services.ledger import (
     EARLIEST_CONSENT,
     ConsentRequest,
@@ -27,6 +28,8 @@ from klaviyo_consent.services.ledger import (
     aware,
     record_consent,
 )
+from klaviyo_consent.services.membership import MAX_PROFILES, clean_members, record_membership
+from klaviyo_consent.validators import KLAVIYO_ID
 
 COLUMNS = {
     "email",
@@ -208,6 +211,48 @@ def decode_csv(data: bytes, encoding: str | None, path: Path) -> str:
     return text
 
 
+def member_from_row(row: dict[str, str]) -> dict[str, str]:
+    """A ``--members-only`` row: its identifiers for list membership, cleaned (a national
+    phone number read in the row's ``country``). A consent column with a value is refused:
+    membership never records consent, and ignoring it would drop it silently."""
+    given = [c for c in PURPOSE_COLUMNS if (row.get(c) or "").strip()]
+    if given:
+        raise ConsentValidationError(
+            "--members-only records list membership, not consent; empty this column or "
+            "import consent without --members-only.",
+            field=given[0],
+        )
+    phone = (row.get("phone_number") or "").strip()
+    if phone:
+        country = clean_country(row.get("country"), field="country")
+        phone = normalize_phone_number(phone, field="phone_number", country=country)
+    person = {"email": row.get("email") or "", "phone_number": phone}
+    person["external_id"] = row.get("external_id") or ""
+    try:
+        [member] = clean_members([person])
+    except ConsentValidationError as error:
+        raise ConsentValidationError(
+            error.message, field=(error.field or "row").removeprefix("profiles.0.")
+        ) from error
+    return {k: v for k, v in vars(member).items() if v}
+
+
+def _record_members(list_id: str, batch: list[tuple[int, dict[str, str]]]) -> None:
+    """Record one batch of ``--members-only`` rows; an error names its row's line."""
+    try:
+        record_membership(list_id, [p for _, p in batch], action="add", method=Method.IMPORT)
+    except ConsentValidationError as error:
+        parts = (error.field or "").split(".")
+        index = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        raise _MemberRowError(batch[index][0], error) from error
+
+
+class _MemberRowError(Exception):
+    def __init__(self, line: int, error: ConsentValidationError) -> None:
+        super().__init__(error.message)
+        self.line, self.error = line, error
+
+
 @contextmanager
 def _field_limit(limit: int) -> Iterator[None]:
     """csv's field size limit (process-wide) lowered for the length of one import."""
@@ -249,6 +294,12 @@ class Command(BaseCommand):
             help="Consent given earlier: every row needs consented_at (Klaviyo's rule).",
         )
         parser.add_argument(
+            "--members-only",
+            action="store_true",
+            help="Rows are people to add to --list-id without consent (Klaviyo keeps them "
+            "NEVER_SUBSCRIBED); only email, phone_number, external_id and country are read.",
+        )
+        parser.add_argument(
             "--encoding",
             default=None,
             help="The file's encoding, e.g. cp1252 or latin-1 (default: UTF-8, with or without "
@@ -269,6 +320,12 @@ class Command(BaseCommand):
         zone = _zone(options["timezone"])
         consent = Consent.UNSUBSCRIBED if options["unsubscribe"] else Consent.SUBSCRIBED
         text = decode_csv(data, options["encoding"], path)
+        members_only = options["members_only"]
+        if members_only and not options["list_id"]:
+            raise CommandError("--members-only needs --list-id: the list to add the rows to.")
+        if members_only and not KLAVIYO_ID.fullmatch(options["list_id"]):
+            raise CommandError("--list-id is not a Klaviyo list id: letters and digits only.")
+        members: list[tuple[int, dict[str, str]]] = []
         count = 0
         line = 1
         try:
@@ -295,6 +352,13 @@ class Command(BaseCommand):
                             f"{len(row[None])} value(s) more than the header has columns.",
                             field="row",
                         )
+                    if members_only:
+                        members.append((line, member_from_row(row)))
+                        if len(members) == MAX_PROFILES:
+                            _record_members(options["list_id"], members)
+                            members = []
+                        count += 1
+                        continue
                     record_consent(
                         request_from_row(
                             row,
@@ -307,6 +371,13 @@ class Command(BaseCommand):
                         )
                     )
                     count += 1
+                if members:
+                    _record_members(options["list_id"], members)
+        except _MemberRowError as failure:
+            raise CommandError(
+                f"{path}, line {failure.line}: {failure.error.field or 'row'}: "
+                f"{failure.error.message} Nothing was imported."
+            ) from failure
         except ConsentValidationError as error:
             raise CommandError(
                 f"{path}, line {line}: {error.field or 'row'}: {error.message} "
@@ -327,4 +398,10 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{path}, line {line}: {type(error).__name__}: {error} Nothing was imported."
             ) from error
+        if members_only:
+            self.stdout.write(
+                f"Recorded {count} row(s) of {path} as members of list {options['list_id']} "
+                "(no consent)."
+            )
+            return
         self.stdout.write(f"Recorded consent from {count} row(s) of {path}.")

@@ -18,6 +18,11 @@ class Command(BaseCommand):
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument("--all", action="store_true", help="Page through every Klaviyo profile.")
         group.add_argument("--profile", type=int, action="append", help="Local profile id.")
+        group.add_argument(
+            "--lists",
+            action="store_true",
+            help="Mirror every list with its member count (Klaviyo allows 15 counts a minute).",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -30,6 +35,10 @@ class Command(BaseCommand):
             raise CommandError(f"Klaviyo could not be read: {error}") from error
 
     def pull(self, options: dict[str, Any]) -> None:
+        if options["lists"]:
+            lists = mirror_lists(profile_counts=True)
+            self.stdout.write(f"lists mirrored {len(lists)} with their member counts")
+            return
         if options["all"]:
             lists = mirror_lists()
             self.stdout.write(f"lists mirrored {len(lists)}")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from klaviyo_consent.testing.fake.client import ClientSubscriptions
+from klaviyo_consent.testing.fake.lists import ListMemberships
 from klaviyo_consent.testing.fake.profiles import ProfileImports
 from klaviyo_consent.testing.fake.reads import Reads
 from klaviyo_consent.testing.fake.routing import Routing
@@ -13,13 +17,21 @@ from klaviyo_consent.testing.fake.suppressions import SuppressionJobs
 
 
 class FakeKlaviyo(
-    AccountScenarios, SubscriptionJobs, SuppressionJobs, ProfileImports, Reads, Routing
+    AccountScenarios,
+    SubscriptionJobs,
+    SuppressionJobs,
+    ProfileImports,
+    ListMemberships,
+    ClientSubscriptions,
+    Reads,
+    Routing,
 ):
     """Klaviyo's consent endpoints, in memory and thread-safe (one RLock around all state).
 
     Settings mirror an account: ``sms_countries`` (phonenumbers regions Klaviyo texts),
     ``sms_enabled``, ``default_opt_in_process`` (used when a job names no list), ``api_key``
-    (None accepts any key). Test knobs: ``enforce_rate_limits``, ``time_scale`` (simulated
+    (None accepts any key), ``public_api_key`` (the site id ``/client/`` calls must name;
+    None accepts any). Test knobs: ``enforce_rate_limits``, ``time_scale`` (simulated
     seconds per real second), ``fault_rate`` with ``seed``, ``timeout_applies`` (a random
     timeout on a POST then applies the job half of the time), ``validate_responses``
     (check every answer with the SDK's models), ``now`` (a datetime or a callable).
@@ -31,6 +43,13 @@ class FakeKlaviyo(
     ``rejected_emails`` (fill it to make Klaviyo refuse addresses). ``clock`` (default
     ``time.monotonic``) can be replaced to drive the rate-limit windows by hand.
     """
+
+    @contextmanager
+    def editing(self) -> Iterator[FakeKlaviyo]:
+        """Change the account outside the API (confirm, STOP, bounce, ``rejected_emails``) as
+        one step; a file-backed fake reads its file first and saves it after."""
+        with self._lock:
+            yield self
 
 
 _default_fake: FakeKlaviyo | None = None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from klaviyo_consent.testing.fake.core import FakeKlaviyo
@@ -19,6 +20,8 @@ _PERSISTED = (
     "_lists",
     "_pending",
     "_suppression_jobs",
+    "_import_jobs",
+    "_import_errors",
     "_seq",
     "_id_prefix",
     "jobs",
@@ -64,6 +67,14 @@ class FileBackedFakeKlaviyo(FakeKlaviyo):
             pickle.dump(state, handle)
         os.replace(temporary, self.state_file)
         self._loaded_mtime = self._mtime()
+
+    @contextmanager
+    def editing(self) -> Iterator[FakeKlaviyo]:
+        """Reload the account, let the caller change it, save it for the other processes."""
+        with self._lock:
+            self._reload()
+            yield self
+            self.save()
 
     def handle(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None

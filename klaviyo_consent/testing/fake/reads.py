@@ -102,16 +102,21 @@ class Reads(AccountState):
         }
         return self._json_response(200, document, "GetProfileResponse")
 
-    def _list_resource(self, item: _List, base: str) -> dict[str, Any]:
+    def _list_resource(
+        self, item: _List, base: str, *, profile_count: bool = False
+    ) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "name": item.name,
+            "created": _iso(item.created),
+            "updated": _iso(item.updated),
+            "opt_in_process": item.opt_in_process,
+        }
+        if profile_count:
+            attributes["profile_count"] = len(item.members)
         return {
             "type": "list",
             "id": item.id,
-            "attributes": {
-                "name": item.name,
-                "created": _iso(item.created),
-                "updated": _iso(item.updated),
-                "opt_in_process": item.opt_in_process,
-            },
+            "attributes": attributes,
             "links": {"self": f"{base}/api/lists/{item.id}/"},
         }
 
@@ -135,5 +140,14 @@ class Reads(AccountState):
         item = self._lists.get(call.args["id"])
         if item is None:
             raise _problem(404, f"A list with id {call.args['id']} does not exist.")
-        document = {"data": self._list_resource(item, call.base), "links": {"self": call.url}}
+        raw = call.params.get("additional-fields[list]", "")
+        requested = {part.strip() for part in raw.split(",") if part.strip()}
+        if requested - {"profile_count"}:
+            raise _problem(
+                400,
+                f"Invalid additional-fields[list] value(s): {', '.join(sorted(requested))}.",
+                parameter="additional-fields[list]",
+            )
+        resource = self._list_resource(item, call.base, profile_count="profile_count" in requested)
+        document = {"data": resource, "links": {"self": call.url}}
         return self._json_response(200, document, "GetListRetrieveResponseCompoundDocument")

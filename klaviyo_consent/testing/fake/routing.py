@@ -137,7 +137,10 @@ class Routing(RateLimited, AccountState):
 
     def _serve(self, operation: str, call: _Call, headers: dict[str, str]) -> FakeResponse:
         try:
-            self._authenticate(headers)
+            if operation in PUBLIC_KEY_OPERATIONS:
+                self._authenticate_public(call)  # type: ignore[attr-defined]
+            else:
+                self._authenticate(headers)
             revision = headers.get("revision")
             if not revision or not _REVISION_RE.match(revision):
                 raise _problem(
@@ -145,7 +148,7 @@ class Routing(RateLimited, AccountState):
                     "The revision header is missing or not in the format YYYY-MM-DD[.suffix].",
                     parameter="revision",
                 )
-            limit_headers = self._take_quota(operation)
+            limit_headers = self._take_quota(_quota_name(operation, call))
         except _Problem as problem:
             return self._error_response(problem)
         call.revision = revision
@@ -204,7 +207,34 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
     (re.compile(r"^/api/profiles/(?P<id>[^/]+)$"), {"GET": "get_profile"}),
     (re.compile(r"^/api/lists$"), {"GET": "get_lists"}),
     (re.compile(r"^/api/lists/(?P<id>[^/]+)$"), {"GET": "get_list"}),
+    (
+        re.compile(r"^/api/lists/(?P<id>[^/]+)/relationships/profiles$"),
+        {
+            "GET": "get_profile_ids_for_list",
+            "POST": "add_profiles_to_list",
+            "DELETE": "remove_profiles_from_list",
+        },
+    ),
+    (re.compile(r"^/api/profile-bulk-import-jobs$"), {"POST": "bulk_import_profiles"}),
+    (
+        re.compile(r"^/api/profile-bulk-import-jobs/(?P<id>[^/]+)$"),
+        {"GET": "get_bulk_import_profiles_job"},
+    ),
+    (re.compile(r"^/client/subscriptions$"), {"POST": "create_client_subscription"}),
 ]
+
+#: Operations authenticated by the public key (``company_id``), not a private key.
+PUBLIC_KEY_OPERATIONS = frozenset({"create_client_subscription"})
+
+
+def _quota_name(operation: str, call: _Call) -> str:
+    """The rate-limit counter a request spends: ``get_list`` asking for ``profile_count`` has
+    its own, lower limits (klaviyo.ADDITIONAL_FIELD_RATE_LIMITS)."""
+    if operation == "get_list" and "profile_count" in call.params.get(
+        "additional-fields[list]", ""
+    ):
+        return "get_list+profile_count"
+    return operation
 
 
 def _route(path: str) -> tuple[dict[str, str], dict[str, str]] | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from klaviyo_consent.klaviyo import ADDITIONAL_FIELD_RATE_LIMITS
 from klaviyo_consent.testing.fake.errors import _Problem, _problem
 from klaviyo_consent.testing.fake.ratelimits import RATE_LIMITS, RateLimit
 from klaviyo_consent.testing.fake.records import (
@@ -60,6 +61,7 @@ class AccountState:
         fault_rate: float = 0.0,
         seed: int | None = None,
         api_key: str | None = None,
+        public_api_key: str | None = None,
         validate_responses: bool = False,
         now: Callable[[], datetime] | datetime | None = None,
         timeout_applies: bool = False,
@@ -89,9 +91,10 @@ class AccountState:
         self.fault_rate = fault_rate
         self.seed = seed
         self.api_key = api_key
+        self.public_api_key = public_api_key
         self.validate_responses = validate_responses
         self.timeout_applies = timeout_applies
-        self.rate_limits: dict[str, RateLimit] = dict(RATE_LIMITS)
+        self.rate_limits: dict[str, RateLimit] = {**RATE_LIMITS, **ADDITIONAL_FIELD_RATE_LIMITS}
         self.clock: Callable[[], float] = time.monotonic
         if now is None:
             self._now: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -117,6 +120,8 @@ class AccountState:
                 _SUPPRESS_JOB: {},
                 _UNSUPPRESS_JOB: {},
             }
+            self._import_jobs: dict[str, dict[str, Any]] = {}
+            self._import_errors: dict[str, list[dict[str, Any]]] = {}
             self._windows: dict[tuple[str, float], list[float]] = {}
             self._faults: list[InjectedFault] = []
             self._seq = 0

@@ -1,0 +1,124 @@
+"""Admin actions for list membership without consent, on the selected profiles.
+
+Each is a few lines around :func:`klaviyo_consent.services.membership.record_membership`: a
+form asks for the list, the service records one membership event per profile (no consent
+event) and the outbox sends it. The profile admin lists them in its ``actions``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from klaviyo_consent.admin.base import ReadOnlyMixin
+from klaviyo_consent.choices import Membership, Method
+from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.models import KlaviyoList, MembershipDelivery, MembershipEvent
+from klaviyo_consent.services.membership import MAX_PROFILES, record_membership
+from klaviyo_consent.services.outbox import requeue
+from klaviyo_consent.validators import KLAVIYO_ID
+
+
+class ListForm(forms.Form):
+    list_id = forms.CharField(
+        label="Klaviyo list id",
+        max_length=64,
+        help_text="e.g. Y6nRLr. Membership only: nobody is subscribed or unsubscribed.",
+    )
+
+    def clean_list_id(self) -> str:
+        value = self.cleaned_data["list_id"].strip()
+        if not KLAVIYO_ID.fullmatch(value):
+            raise forms.ValidationError("A Klaviyo list id is letters and digits, e.g. Y6nRLr.")
+        return value
+
+
+def _membership(
+    modeladmin: Any, request: HttpRequest, queryset: QuerySet, action: str, name: str
+) -> TemplateResponse | None:
+    count = queryset.count()
+    if count > MAX_PROFILES:
+        modeladmin.message_user(
+            request, f"Select at most {MAX_PROFILES} profiles at a time.", messages.ERROR
+        )
+        return None
+    form = ListForm(request.POST if "apply" in request.POST else None)
+    if form.is_bound and form.is_valid():
+        people = queryset.values("email", "phone_number", "external_id")
+        try:
+            result = record_membership(
+                form.cleaned_data["list_id"],
+                [{k: v for k, v in person.items() if v} for person in people],
+                action=action,
+                method=Method.ADMIN,
+                method_detail="admin action",
+                recorded_by=request.user if request.user.is_authenticated else None,
+            )
+        except ConsentValidationError as error:
+            modeladmin.message_user(request, error.message, messages.ERROR)
+            return None
+        verb = "add to" if action == Membership.ADD else "removal from"
+        modeladmin.message_user(
+            request,
+            f"{len(result.events)} {verb} list {result.list_id} recorded and queued for "
+            "Klaviyo; consent is unchanged.",
+        )
+        return None
+    known = ", ".join(str(item) for item in KlaviyoList.objects.all()[:20])
+    title = "Add to a Klaviyo list" if action == Membership.ADD else "Remove from a Klaviyo list"
+    return TemplateResponse(
+        request,
+        "admin/klaviyo_consent/profile/identity_action.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": title,
+            "explanation": f"{count} profile(s). List membership without consent: Klaviyo "
+            "keeps each person's consent as it is (NEVER_SUBSCRIBED stays so)."
+            + (f" Lists known: {known}." if known else ""),
+            "form": form,
+            "queryset": queryset,
+            "action": name,
+            "opts": modeladmin.model._meta,
+        },
+    )
+
+
+@admin.action(permissions=["operate"], description="Add to a Klaviyo list (no consent)")
+def add_to_list_action(
+    modeladmin: Any, request: HttpRequest, queryset: QuerySet
+) -> TemplateResponse | None:
+    return _membership(modeladmin, request, queryset, Membership.ADD, "add_to_list_action")
+
+
+@admin.action(permissions=["operate"], description="Remove from a Klaviyo list (no consent)")
+def remove_from_list_action(
+    modeladmin: Any, request: HttpRequest, queryset: QuerySet
+) -> TemplateResponse | None:
+    return _membership(modeladmin, request, queryset, Membership.REMOVE, "remove_from_list_action")
+
+
+@admin.register(MembershipEvent)
+class MembershipEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """List membership without consent, read-only, with each event's verdict; failed ones can
+    be sent again."""
+
+    list_display = ["id", "profile", "list_id", "action", "verdict", "method", "recorded_at"]
+    list_filter = ["action", "delivery__status", "method"]
+    search_fields = ["list_id", "profile__email", "profile__phone_number"]
+    list_select_related = ["profile", "delivery"]
+    actions = ["retry_action"]
+
+    @admin.display(description="verdict")
+    def verdict(self, event: MembershipEvent) -> str:
+        delivery = event.delivery
+        return f"{delivery.status}: {delivery.reason}" if delivery.reason else delivery.status
+
+    @admin.action(permissions=["operate"], description="Retry failed membership pushes")
+    def retry_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = requeue(MembershipDelivery.objects.filter(event__in=queryset))
+        self.message_user(request, f"{count} membership push(es) queued again.")
