@@ -86,6 +86,7 @@ if not env.bool("API_THROTTLE", default=True):
         "klaviyo_consent_write": None,
         "klaviyo_consent_check": None,
         "klaviyo_consent_webhook": None,
+        "klaviyo_consent_public": None,
     }
 
 # The immediate backend pushes right after each commit: fine for a demo. For production see

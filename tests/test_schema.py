@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def _app_routes() -> list[str]:
         assert isinstance(pattern, URLPattern)
         if pattern.name in ("schema", "docs"):
             continue
-        route = str(pattern.pattern).replace("<int:pk>", "{id}")
+        route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern)).replace("{pk}", "{id}")
         routes.append(f"/api/consent/{route}")
     return routes
 

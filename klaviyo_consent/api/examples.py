@@ -247,3 +247,57 @@ NOT_YET_CHECKPOINTED: dict[str, Any] = {
     "detail": "Event 9 is not in a checkpoint yet; run klaviyo_consent_checkpoint."
 }
 WEBHOOK_REJECTED: dict[str, Any] = {"detail": "The signature does not match.", "code": "signature"}
+
+# Lists (issue 13) and the public signup endpoint (issue 12).
+LIST: dict[str, Any] = {
+    "list_id": "Y6nRLr",
+    "name": "Newsletter",
+    "opt_in_process": "single_opt_in",
+    "profile_count": 1204,
+    "profile_count_read_at": "2026-11-30T07:00:00Z",
+    "mirrored_at": "2026-11-30T07:00:00Z",
+}
+MEMBERS: dict[str, Any] = {
+    "profiles": [{"email": "ada@example.com"}, {"phone_number": "+447400123456"}]
+}
+MEMBERSHIP_RECORDED: dict[str, Any] = {
+    "list_id": "Y6nRLr",
+    "action": "add",
+    "events": [
+        {
+            "id": 3,
+            "profile": 1,
+            "list_id": "Y6nRLr",
+            "action": "add",
+            "method": "api",
+            "recorded_at": "2026-11-30T08:10:00Z",
+            "status": "pending",
+            "reason": "",
+        }
+    ],
+}
+MEMBER_STATUSES: dict[str, Any] = {
+    "list_id": "Y6nRLr",
+    "members": [
+        {
+            "email": "ada@example.com",
+            "phone_number": None,
+            "profile": 1,
+            "on_list": True,
+            "membership_status": "applied",
+            "suppressed": False,
+            "suppressions": [],
+            "member": True,
+        }
+    ],
+}
+PUBLIC_SUBSCRIBE: dict[str, Any] = {
+    "profile": {"email": "ada@example.com", "phone_number": "07400 123456", "country": "GB"},
+    "subscriptions": {"email": {"marketing": True}, "sms": {"marketing": True}},
+}
+PUBLIC_SUBSCRIBED: dict[str, Any] = {
+    "email": "subscribed",
+    "sms": "subscribed",
+    "message": "You're signed up for our marketing emails and texts.",
+}
+CSRF_FAILED: dict[str, Any] = {"detail": "CSRF Failed: CSRF token missing."}

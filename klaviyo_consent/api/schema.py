@@ -117,8 +117,12 @@ FIELD_ERRORS_SCHEMA: dict[str, Any] = {
 }
 
 
-def _example(name: str, value: dict[str, Any], summary: str = "") -> OpenApiExample:
-    return OpenApiExample(name, value=value, summary=summary or name, response_only=True)
+def _example(
+    name: str, value: dict[str, Any], summary: str = "", status_codes: list[str] | None = None
+) -> OpenApiExample:
+    return OpenApiExample(
+        name, value=value, summary=summary or name, response_only=True, status_codes=status_codes
+    )
 
 
 def _response(
@@ -197,8 +201,12 @@ def request_example(name: str, value: dict[str, Any]) -> OpenApiExample:
     return OpenApiExample(name, value=value, request_only=True)
 
 
-def response_examples(*named: tuple[str, dict[str, Any]]) -> list[OpenApiExample]:
-    return [_example(name, value) for name, value in named]
+def response_examples(
+    *named: tuple[str, dict[str, Any]], status: int | None = None
+) -> list[OpenApiExample]:
+    """Examples of a success answer (200 or 201 unless ``status`` names another)."""
+    codes = [str(status)] if status is not None else None
+    return [_example(name, value, status_codes=codes) for name, value in named]
 
 
 def query(name: str, type_: Any, description: str, **kwargs: Any) -> OpenApiParameter:
