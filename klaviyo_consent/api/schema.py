@@ -45,6 +45,10 @@ class ConsentAutoSchema(AutoSchema):
 
     def _map_serializer(self, serializer: Any, direction: Any, bypass_extensions: bool = False):
         result = super()._map_serializer(serializer, direction, bypass_extensions)
+        if "description" in result and type(serializer).__dict__.get("__doc__") is None:
+            # drf-spectacular takes the first docstring up the MRO: a mixin's (how fields are
+            # built) is no description of the data.
+            result = {k: v for k, v in result.items() if k != "description"}
         if isinstance(serializer, PolymorphicProxySerializer) and "oneOf" in result:
             result = dict(result)
             result["anyOf"] = result.pop("oneOf")

@@ -314,7 +314,7 @@ class IdentityDeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
 class IdentityEventSerializer(_BuiltOnce, serializers.ModelSerializer):
     recorded_by = serializers.SerializerMethodField()
     #: Telling Klaviyo a new number (Create or Update Profile); null for other changes.
-    delivery = IdentityDeliverySerializer(read_only=True, default=None)
+    delivery = IdentityDeliverySerializer(read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = IdentityEvent
