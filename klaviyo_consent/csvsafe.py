@@ -3,7 +3,8 @@
 Values are stored and sent to Klaviyo exactly as given (``=HYPERLINK(...)`` is a legal
 ``consent_text``); only when one leaves the app in a CSV file does a cell that a spreadsheet
 would run get a leading apostrophe, which Excel, LibreOffice and Google Sheets show as text.
-The app writes no CSV yet: this is the one door for the coming export (and for a site's own).
+CSV written in Python goes through :func:`writer`; the export (services/export_sql.py) has
+its database write the same rule from :data:`FORMULA_PREFIXES`, so that tuple is its one source.
 """
 
 from __future__ import annotations

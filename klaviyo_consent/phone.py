@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import geocoder
 
 from klaviyo_consent import klaviyo
 from klaviyo_consent.conf import consent_settings
@@ -80,6 +79,10 @@ def phone_region(e164: str) -> str | None:
 def country_name(region: str | None) -> str:
     if not region:
         return "an unknown country"
+    # Imported here: phonenumbers' geocoder loads all its geodata (about 100 MB of RSS) into
+    # every process that imports it, and only this refusal message needs a country's name.
+    from phonenumbers import geocoder
+
     example = phonenumbers.example_number(region)
     name = geocoder.country_name_for_number(example, "en") if example else ""
     return name or region

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from klaviyo_consent.api import lists, proofs, root, views
+from klaviyo_consent.api.export import EventExportView
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
 from klaviyo_consent.api.public import PublicSubscribeView
 from klaviyo_consent.api.webhooks import KlaviyoWebhookView
@@ -23,6 +24,7 @@ urlpatterns = [
     ),
     path("profiles/<int:pk>/merge/", views.MergeView.as_view(), name="profile-merge"),
     path("events/", views.EventList.as_view(), name="event-list"),
+    path("events/export/", EventExportView.as_view(), name="event-export"),
     path("check/", PriorConsentCheckView.as_view(), name="check"),
     path("checkpoints/", proofs.CheckpointListView.as_view(), name="checkpoint-list"),
     path("checkpoints/latest/", proofs.LatestCheckpointView.as_view(), name="checkpoint-latest"),
