@@ -270,6 +270,11 @@ def test_an_admin_change_page_for_a_hostile_id_is_never_a_500(admin_with_profile
 def test_an_admin_action_on_hostile_ids_is_never_a_500(admin_with_profile, selected):
     response = admin_with_profile.post(
         "/admin/klaviyo_consent/profile/",
-        {"action": "refresh_action", "_selected_action": [selected]},
+        {
+            "action": "reverify_action",
+            "_selected_action": [selected],
+            "confirm": "yes",
+            "reason": "hostile ids",
+        },
     )
     assert response.status_code in (200, 302, 400)

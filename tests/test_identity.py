@@ -362,7 +362,8 @@ def test_admin_actions_replace_a_number_and_merge_profiles(admin_client, two_hal
             "action": "merge_action",
             "_selected_action": [survivor.pk, other.pk],
             "survivor": survivor.pk,
-            "apply": "1",
+            "confirm": "yes",
+            "reason": "same customer, two signups",
         },
     )
     assert done.status_code == 302
@@ -380,7 +381,8 @@ def test_admin_actions_replace_a_number_and_merge_profiles(admin_client, two_hal
             "action": "replace_phone_number_action",
             "_selected_action": [survivor.pk],
             "phone_number": "+447400654321",
-            "apply": "1",
+            "confirm": "yes",
+            "reason": "customer changed phones",
         },
     )
     assert done.status_code == 302

@@ -286,7 +286,8 @@ def test_the_admin_action_adds_the_selected_profiles_to_a_list_without_consent(
             {
                 "action": "add_to_list_action",
                 "_selected_action": [ada.pk, bob.pk],
-                "apply": "1",
+                "confirm": "yes",
+                "reason": "wholesale buyers, ticket 77",
                 "list_id": "Single",
             },
         )
@@ -295,6 +296,7 @@ def test_the_admin_action_adds_the_selected_profiles_to_a_list_without_consent(
         (ada.pk, "add", "admin"),
         (bob.pk, "add", "admin"),
     ]
+    assert {e.method_detail for e in events} == {"wholesale buyers, ticket 77"}
     assert fake.is_member("Single", email="ada@example.com")
     assert fake.is_member("Single", phone_number="+447400123456")
     assert not ConsentEvent.objects.exists()
@@ -307,7 +309,8 @@ def test_the_admin_action_refuses_a_bad_list_id(admin_client, fake):
         {
             "action": "remove_from_list_action",
             "_selected_action": [ada.pk],
-            "apply": "1",
+            "confirm": "yes",
+            "reason": "left the wholesale programme",
             "list_id": "../x",
         },
     )

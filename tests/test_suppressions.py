@@ -134,7 +134,12 @@ def test_admin_actions_suppress_and_unsuppress_the_selected_profiles(
     with on_commit():
         response = admin_client.post(
             "/admin/klaviyo_consent/profile/",
-            {"action": "suppress_action", "_selected_action": [profile_id]},
+            {
+                "action": "suppress_action",
+                "_selected_action": [profile_id],
+                "confirm": "yes",
+                "reason": "bounced at the front desk",
+            },
             follow=True,
         )
     assert "1 suppress request(s) recorded" in response.content.decode()
@@ -144,7 +149,12 @@ def test_admin_actions_suppress_and_unsuppress_the_selected_profiles(
     with on_commit():
         admin_client.post(
             "/admin/klaviyo_consent/profile/",
-            {"action": "unsuppress_action", "_selected_action": [profile_id]},
+            {
+                "action": "unsuppress_action",
+                "_selected_action": [profile_id],
+                "confirm": "yes",
+                "reason": "address fixed",
+            },
         )
     assert suppressions(fake, "ada@example.com") == []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -11,6 +13,12 @@ from django.utils.safestring import SafeString
 from klaviyo_consent.admin.base import (
     ReadOnlyMixin,
     badge,
+)
+from klaviyo_consent.admin.labels import (
+    VERDICT_LABELS,
+    humanize_reason,
+    local_time,
+    subscription_label,
 )
 from klaviyo_consent.admin.proofs import EventProofMixin
 from klaviyo_consent.models import (
@@ -24,24 +32,25 @@ from klaviyo_consent.services.sync import retry_failed
 from klaviyo_consent.services.webhooks import handle_webhook
 
 
+class VerdictListFilter(admin.ChoicesFieldListFilter):
+    """The delivery's status, under the name staff know it by."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.title = "verdict"
+
+
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
-    list_display = [
-        "id",
-        "recorded_at",
-        "profile",
-        "channel",
-        "purpose",
-        "consent",
-        "method",
-        "verdict",
-    ]
+    # Five columns that fit 1280 px: the event in words, when, who, how, and the verdict.
+    list_display = ["__str__", "when", "profile", "method", "verdict"]
     list_filter = [
+        ("recorded_at", admin.DateFieldListFilter),  # no date_hierarchy: it scans for dates
         "channel",
         "purpose",
         "consent",
         "method",
-        "delivery__status",
+        ("delivery__status", VerdictListFilter),
         "historical_import",
     ]
     search_fields = [
@@ -52,7 +61,6 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
         "custom_source",
     ]
     list_select_related = ["profile", "delivery"]
-    date_hierarchy = "recorded_at"
     actions = ["retry_action"]
     readonly_fields = [
         *(name if name != "recorded_by" else "recorded_by_user" for name in EVENT_FIELDS),
@@ -66,9 +74,18 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
         # The username kept on the event: the user may have been deleted since.
         return event.recorded_by_name or "—"
 
+    @admin.display(description="recorded", ordering="recorded_at")
+    def when(self, event: ConsentEvent) -> str:
+        return local_time(event.recorded_at)
+
     @admin.display(description="verdict", ordering="delivery__status")
     def verdict(self, event: ConsentEvent) -> SafeString:
-        return badge(event.delivery.status, event.delivery.reason)
+        label = subscription_label(event.channel, event.purpose)
+        return format_html(
+            "{}<br><small>{}</small>",
+            badge(event.delivery.status, event.delivery.reason, label),
+            humanize_reason(event.delivery.reason),
+        )
 
     @admin.display(description="delivery")
     def delivery_state(self, event: ConsentEvent) -> SafeString:
@@ -77,13 +94,13 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
             "{} {}<br>attempts {}, waits (429s, refused requests) {}, next try {}, pushed {}, "
             "verified {}, dead-lettered {}<br><code>{}</code>",
             badge(d.status),
-            d.reason,
+            humanize_reason(d.reason),
             d.attempts,
             d.deferrals,
-            d.next_attempt_at or "—",
-            d.pushed_at or "—",
-            d.verified_at or "—",
-            d.dead_lettered_at or "—",
+            local_time(d.next_attempt_at),
+            local_time(d.pushed_at),
+            local_time(d.verified_at),
+            local_time(d.dead_lettered_at),
             d.errors or "",
         )
 
@@ -98,10 +115,10 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    h.get("at"),
-                    h.get("from"),
+                    local_time(h.get("at")),
+                    VERDICT_LABELS.get(h.get("from"), h.get("from") or "—"),
                     badge(h.get("status")),
-                    h.get("reason"),
+                    humanize_reason(h.get("reason") or ""),
                     h.get("source"),
                 )
                 for h in history
@@ -144,10 +161,13 @@ class WebhookDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Verified Klaviyo webhook deliveries, for audit; unprocessed ones carry their error."""
 
     list_display = ["received_at", "webhook_id", "topics", "processed_at", "attempts", "error"]
-    list_filter = [("processed_at", admin.EmptyFieldListFilter), "webhook_id"]
+    list_filter = [
+        ("processed_at", admin.EmptyFieldListFilter),
+        ("received_at", admin.DateFieldListFilter),
+        "webhook_id",
+    ]
     actions = ["retry_action"]
     search_fields = ["webhook_id", "signature"]
-    date_hierarchy = "received_at"
     readonly_fields = [
         "webhook_id",
         "signature",

@@ -1,8 +1,9 @@
 """Admin actions for list membership without consent, on the selected profiles.
 
 Each is a few lines around :func:`klaviyo_consent.services.membership.record_membership`: a
-form asks for the list, the service records one membership event per profile (no consent
-event) and the outbox sends it. The profile admin lists them in its ``actions``.
+confirmation page (admin/confirm.py) asks for the list and a reason, the service records one
+membership event per profile (no consent event; the reason is its method_detail) and the
+outbox sends it. The profile admin lists them in its ``actions``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.template.response import TemplateResponse
 
 from klaviyo_consent.admin.base import ReadOnlyMixin
+from klaviyo_consent.admin.confirm import ReasonForm, confirmed_action
 from klaviyo_consent.choices import Membership, Method
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import KlaviyoList, MembershipDelivery, MembershipEvent
@@ -24,12 +25,18 @@ from klaviyo_consent.services.outbox import requeue
 from klaviyo_consent.validators import KLAVIYO_ID
 
 
-class ListForm(forms.Form):
+class ListForm(ReasonForm):
     list_id = forms.CharField(
         label="Klaviyo list id",
         max_length=64,
         help_text="e.g. Y6nRLr. Membership only: nobody is subscribed or unsubscribed.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        known = ", ".join(str(item) for item in KlaviyoList.objects.all()[:20])
+        if known:
+            self.fields["list_id"].help_text += f" Lists known: {known}."
 
     def clean_list_id(self) -> str:
         value = self.cleaned_data["list_id"].strip()
@@ -38,68 +45,51 @@ class ListForm(forms.Form):
         return value
 
 
-def _membership(
-    modeladmin: Any, request: HttpRequest, queryset: QuerySet, action: str, name: str
-) -> TemplateResponse | None:
-    count = queryset.count()
-    if count > MAX_PROFILES:
-        modeladmin.message_user(
-            request, f"Select at most {MAX_PROFILES} profiles at a time.", messages.ERROR
+def _membership(request: HttpRequest, queryset: QuerySet, data: dict[str, Any], action: str) -> str:
+    if queryset.count() > MAX_PROFILES:
+        raise ConsentValidationError(
+            f"Select at most {MAX_PROFILES} profiles at a time.", field="profiles"
         )
-        return None
-    form = ListForm(request.POST if "apply" in request.POST else None)
-    if form.is_bound and form.is_valid():
-        people = queryset.values("email", "phone_number", "external_id")
-        try:
-            result = record_membership(
-                form.cleaned_data["list_id"],
-                [{k: v for k, v in person.items() if v} for person in people],
-                action=action,
-                method=Method.ADMIN,
-                method_detail="admin action",
-                recorded_by=request.user if request.user.is_authenticated else None,
-            )
-        except ConsentValidationError as error:
-            modeladmin.message_user(request, error.message, messages.ERROR)
-            return None
-        verb = "add to" if action == Membership.ADD else "removal from"
-        modeladmin.message_user(
-            request,
-            f"{len(result.events)} {verb} list {result.list_id} recorded and queued for "
-            "Klaviyo; consent is unchanged.",
-        )
-        return None
-    known = ", ".join(str(item) for item in KlaviyoList.objects.all()[:20])
-    title = "Add to a Klaviyo list" if action == Membership.ADD else "Remove from a Klaviyo list"
-    return TemplateResponse(
-        request,
-        "admin/klaviyo_consent/profile/identity_action.html",
-        {
-            **modeladmin.admin_site.each_context(request),
-            "title": title,
-            "explanation": f"{count} profile(s). List membership without consent: Klaviyo "
-            "keeps each person's consent as it is (NEVER_SUBSCRIBED stays so)."
-            + (f" Lists known: {known}." if known else ""),
-            "form": form,
-            "queryset": queryset,
-            "action": name,
-            "opts": modeladmin.model._meta,
-        },
+    people = queryset.values("email", "phone_number", "external_id")
+    result = record_membership(
+        data["list_id"],
+        [{k: v for k, v in person.items() if v} for person in people],
+        action=action,
+        method=Method.ADMIN,
+        method_detail=data["reason"],
+        recorded_by=request.user if request.user.is_authenticated else None,
+    )
+    verb = "add to" if action == Membership.ADD else "removal from"
+    return (
+        f"{len(result.events)} {verb} list {result.list_id} recorded and queued for Klaviyo; "
+        "consent is unchanged."
     )
 
 
-@admin.action(permissions=["operate"], description="Add to a Klaviyo list (no consent)")
+_EXPLANATION = (
+    "List membership without consent: Klaviyo keeps each person's consent as it is "
+    "(NEVER_SUBSCRIBED stays so)."
+)
+
+
+@confirmed_action(
+    description="Add to a Klaviyo list (no consent)", form_class=ListForm, explanation=_EXPLANATION
+)
 def add_to_list_action(
-    modeladmin: Any, request: HttpRequest, queryset: QuerySet
-) -> TemplateResponse | None:
-    return _membership(modeladmin, request, queryset, Membership.ADD, "add_to_list_action")
+    modeladmin: Any, request: HttpRequest, queryset: QuerySet, data: dict[str, Any]
+) -> str:
+    return _membership(request, queryset, data, Membership.ADD)
 
 
-@admin.action(permissions=["operate"], description="Remove from a Klaviyo list (no consent)")
+@confirmed_action(
+    description="Remove from a Klaviyo list (no consent)",
+    form_class=ListForm,
+    explanation=_EXPLANATION,
+)
 def remove_from_list_action(
-    modeladmin: Any, request: HttpRequest, queryset: QuerySet
-) -> TemplateResponse | None:
-    return _membership(modeladmin, request, queryset, Membership.REMOVE, "remove_from_list_action")
+    modeladmin: Any, request: HttpRequest, queryset: QuerySet, data: dict[str, Any]
+) -> str:
+    return _membership(request, queryset, data, Membership.REMOVE)
 
 
 @admin.register(MembershipEvent)

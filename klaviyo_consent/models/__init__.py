@@ -7,11 +7,13 @@ No HTTP here; services move data between these rows and Klaviyo. One module per 
 * ``outbox``: Delivery and IdentityDelivery, each event's way to Klaviyo and its verdict
 * ``membership``: MembershipEvent (list membership without consent) and its MembershipDelivery
 * ``webhooks``: WebhookDelivery, verified Klaviyo webhooks
+* ``health``: KlaviyoHealth, the last 401/403/429 Klaviyo answered
 * ``proofs``: ConsentText versions, the Merkle ledger, its checkpoints, its verification runs
 
 Import models from here: ``from klaviyo_consent.models import ConsentEvent``.
 """
 
+from klaviyo_consent.models.health import KlaviyoHealth
 from klaviyo_consent.models.ledger import (
     EVENT_FIELDS,
     IDENTITY_EVENT_FIELDS,
@@ -60,6 +62,7 @@ __all__ = [
     "IdentityDelivery",
     "IdentityEvent",
     "IdentityEventQuerySet",
+    "KlaviyoHealth",
     "KlaviyoList",
     "LedgerEntry",
     "LedgerNode",

@@ -133,6 +133,7 @@ IDENTITY_EVENT_FIELDS = (
     "other_profile",
     "moved",
     "method",
+    "reason",
     "recorded_at",
     "recorded_by",
 )
@@ -207,6 +208,15 @@ class ConsentEvent(RecordedBy):
                 condition=Q(channel="sms"),
                 name="kc_event_sms_number",
             ),
+            # The admin: drift (inbound events) by profile and over the last days, and the
+            # event list's newest-first order.
+            models.Index(
+                fields=["profile"], condition=Q(method="klaviyo"), name="kc_event_inbound"
+            ),
+            models.Index(
+                fields=["recorded_at"], condition=Q(method="klaviyo"), name="kc_event_inbound_at"
+            ),
+            models.Index(fields=["-recorded_at", "-id"], name="kc_event_recent"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -221,7 +231,16 @@ class ConsentEvent(RecordedBy):
         ]
 
     def __str__(self) -> str:
-        return f"{self.consent} {self.channel}.{self.purpose} for {self.profile_id} (#{self.pk})"
+        # Human words, no query: "Email marketing: Subscribed (event 11)".
+        what = (
+            f"{self.get_suppression_display().lower()} request"
+            if self.suppression
+            else self.get_consent_display()
+        )
+        return (
+            f"{self.get_channel_display()} {self.get_purpose_display().lower()}: {what} "
+            f"(event {self.pk})"
+        )
 
     def clean(self) -> None:
         if self.purpose not in CHANNEL_PURPOSES.get(self.channel, ()):
@@ -276,6 +295,9 @@ class IdentityEvent(RecordedBy):
     #: For a merge: the identifiers that moved, ``{"email": "...", ...}``.
     moved = models.JSONField(default=dict, blank=True)
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.API)
+    #: Why staff made the change (the admin asks for it); null (no default: adding the column
+    #: leaves SQLite's append-only trigger in place) where none was given.
+    reason = models.TextField(null=True, blank=True)  # noqa: DJ001
     recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = IdentityEventQuerySet.as_manager()
@@ -284,7 +306,7 @@ class IdentityEvent(RecordedBy):
         ordering = ["-recorded_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.change} for {self.profile_id} (#{self.pk})"
+        return f"{self.get_change_display()} (identity event {self.pk})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:

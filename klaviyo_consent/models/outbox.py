@@ -63,6 +63,15 @@ class Delivery(models.Model):
             models.Index(
                 fields=["profile", "channel", "purpose", "status"], name="kc_delivery_key"
             ),
+            # The admin: profiles by verdict (a semi-join from the status), counts by verdict
+            # and the outbox's oldest pending event (events are recorded in id order).
+            models.Index(fields=["status", "profile"], name="kc_delivery_status_profile"),
+            models.Index(fields=["status", "event"], name="kc_delivery_status_event"),
+            models.Index(
+                fields=["status"],
+                condition=models.Q(dead_lettered_at__isnull=False),
+                name="kc_delivery_dead",
+            ),
         ]
 
     def __str__(self) -> str:

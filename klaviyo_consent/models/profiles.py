@@ -11,9 +11,11 @@ from typing import Any
 import idna
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from klaviyo_consent.choices import OptInProcess
+from klaviyo_consent.choices import CHANNEL_PURPOSES, OptInProcess
 
 
 def normalize_email(value: str) -> str:
@@ -55,6 +57,15 @@ def parse_row_id(value: str) -> int | None:
     return number if number <= MAX_ROW_ID else None
 
 
+def mirrored_consent(channel: str, purpose: str) -> Cast:
+    """Klaviyo's mirrored ``subscriptions.<channel>.<purpose>.consent`` as text: the expression
+    of the ``kc_profile_<channel>_<purpose>`` index, for filters that want the index.
+
+    (A bare ``KT`` compares as JSON on SQLite, where ``= 'SUBSCRIBED'`` is malformed JSON.)
+    """
+    return Cast(KT(f"subscriptions__{channel}__{purpose}__consent"), models.TextField())
+
+
 class Profile(models.Model):
     """A person the site knows, and Klaviyo's ``subscriptions`` object for them, as last read."""
 
@@ -80,6 +91,13 @@ class Profile(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # The admin's consent filter: one expression index per Klaviyo subscription's consent
+        # (``mirrored_consent``), the same expression the filter queries.
+        indexes = [
+            models.Index(mirrored_consent(channel, purpose), name=f"kc_profile_{channel}_{purpose}")
+            for channel, purposes in CHANNEL_PURPOSES.items()
+            for purpose in purposes
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["email"], condition=Q(email__isnull=False), name="kc_profile_unique_email"

@@ -45,6 +45,7 @@ def replace_phone_number(
     country: str | None = None,
     method: str = Method.API,
     recorded_by: Any = None,
+    reason: str | None = None,
 ) -> IdentityResult:
     """Give ``profile`` a new phone number; the old number's SMS consent ends with it.
 
@@ -52,6 +53,7 @@ def replace_phone_number(
     number (``method_detail`` "phone number replaced"), pushed to Klaviyo like any withdrawal:
     Klaviyo drops SMS consent on a number change too (help centre, "How SMS affects
     profiles"). The new number starts ``NEVER_SUBSCRIBED``: consent is given by its holder.
+    ``reason``: why staff changed it, kept on the identity event (the admin asks for one).
 
     Raises :class:`ConsentValidationError` naming ``phone_number`` (or ``country``) for a bad
     or unchanged number, :class:`IdentityConflict` (409) when another profile holds it.
@@ -106,6 +108,7 @@ def replace_phone_number(
             old_value=old or "",
             new_value=new,
             method=method,
+            reason=reason,
             recorded_at=now,
             recorded_by=recorded_by,
         )
@@ -118,7 +121,12 @@ def replace_phone_number(
 
 
 def merge_profiles(
-    survivor: Profile, other: Profile, *, method: str = Method.API, recorded_by: Any = None
+    survivor: Profile,
+    other: Profile,
+    *,
+    method: str = Method.API,
+    recorded_by: Any = None,
+    reason: str | None = None,
 ) -> IdentityResult:
     """Fold ``other`` into ``survivor``: one person known by two profiles.
 
@@ -172,6 +180,7 @@ def merge_profiles(
             other_profile=other,
             moved=moved,
             method=method,
+            reason=reason,
             recorded_by=recorded_by,
         )
         identity_changed.send(sender=IdentityEvent, profile=survivor, identity_events=[record])

@@ -29,6 +29,7 @@ from klaviyo_consent.exceptions import (
 )
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
 from klaviyo_consent.services import outbox, payloads
+from klaviyo_consent.services.health import note_answer
 from klaviyo_consent.services.jobs import ROW_COLUMNS, Job, Row, build_jobs, row_of
 from klaviyo_consent.services.mirror import fetch, store_mirrors
 from klaviyo_consent.services.outbox import Lease, backoff, lease_due
@@ -372,6 +373,7 @@ class Pusher:
         waits with a growing backoff (``deferrals``) until the site fixes what Klaviyo names.
         """
         rows = self._rows(job, profile_ids)
+        note_answer(error, job.operation)
         retry_at = self._defer(
             rows,
             error,
@@ -421,6 +423,7 @@ class Pusher:
         if isinstance(error, KlaviyoRateLimited):
             # A 429 is about the account's rate, not these consents: it never spends the
             # attempt budget, so a burst of them can never dead-letter anything.
+            note_answer(error, job.operation)
             self._defer(rows, error, f"Will retry (rate limited): {error}")
             logger.info("Klaviyo rate-limited a %s job: %s", job.operation, error)
             _announce(consent_push_failed, rows, error=error, final=False)

@@ -21,6 +21,7 @@ from klaviyo_consent.exceptions import KlaviyoAPIError
 from klaviyo_consent.models import ConsentEvent, Delivery, Profile
 from klaviyo_consent.services import outbox, payloads
 from klaviyo_consent.services.drift import record_drift
+from klaviyo_consent.services.health import note_answer
 from klaviyo_consent.services.lists import opt_in_processes
 from klaviyo_consent.services.mirror import fetch, match_page, store_mirrors
 from klaviyo_consent.services.outbox import claim
@@ -318,6 +319,7 @@ def verify_pushed(*, limit: int | None = None) -> SyncReport:
 def _read_back_failed(batch: Sequence[Delivery], error: KlaviyoAPIError) -> None:
     """A read-back Klaviyo could not answer (an error, a 2xx that is not its JSON): each row
     keeps its status, counts the attempt, says why and is due again after a backoff."""
+    note_answer(error, "get_profiles")
     now = timezone.now()
     groups: dict[tuple[int, str], list[int]] = defaultdict(list)
     for delivery in batch:
