@@ -74,14 +74,21 @@ def seed_ledger(events: int) -> None:
             [now, now, events],
         ),
         (
-            "INSERT INTO klaviyo_consent_consentevent (id, profile_id, email, phone_number, "
+            "INSERT INTO klaviyo_consent_consentevent (id, profile_id, "
             "channel, purpose, consent, method, method_detail, custom_source, consent_text, "
-            "consent_text_version_id, recorded_at, list_id, historical_import, ip_address, "
-            "user_agent, page_url, klaviyo_data, recorded_by_label) SELECT n, n, "
-            "'p' || n || '@bench.example', '', 'email', 'marketing', 'SUBSCRIBED', 'form', '', "
-            f"'footer', {bodies}, {ids}, %s, '', {false}, '203.0.113.7', "
-            f"'Mozilla/5.0 (bench)', 'https://shop.example/signup', '{{}}', '' FROM {series}",
+            "consent_text_version_id, recorded_at, list_id, historical_import, "
+            "klaviyo_data, recorded_by_label) SELECT n, n, "
+            "'email', 'marketing', 'SUBSCRIBED', 'form', '', "
+            f"'footer', {bodies}, {ids}, %s, '', {false}, '{{}}', '' FROM {series}",
             [now, events],
+        ),
+        (
+            # The events' erasable raw values live apart from them (docs/erasure.md).
+            "INSERT INTO klaviyo_consent_eventpersonaldata (event_id, email, phone_number, "
+            "ip_address, user_agent, page_url) SELECT n, 'p' || n || '@bench.example', '', "
+            "'203.0.113.7', 'Mozilla/5.0 (bench)', 'https://shop.example/signup' "
+            f"FROM {series}",
+            [events],
         ),
         (
             "INSERT INTO klaviyo_consent_delivery (event_id, profile_id, channel, purpose, "

@@ -29,6 +29,7 @@ def seed(events: int, batch: int = 20_000) -> None:
     from django.utils import timezone
 
     from klaviyo_consent.models import ConsentEvent, ConsentText, Delivery, Profile
+    from klaviyo_consent.models.erasable import insert_with_rows
 
     texts = [
         ConsentText.objects.create(key="bench", version=v, body=f"Bench consent words v{v}.")
@@ -42,7 +43,8 @@ def seed(events: int, batch: int = 20_000) -> None:
             profiles = Profile.objects.bulk_create(
                 [Profile(email=f"p{made + i}@bench.example") for i in range(size)]
             )
-            rows = ConsentEvent.objects.bulk_create(
+            rows = insert_with_rows(
+                ConsentEvent.objects.all(),
                 [
                     ConsentEvent(
                         profile=p,
@@ -60,7 +62,7 @@ def seed(events: int, batch: int = 20_000) -> None:
                         page_url="https://shop.example/signup",
                     )
                     for i, p in enumerate(profiles)
-                ]
+                ],
             )
             Delivery.objects.bulk_create(
                 [
@@ -148,12 +150,14 @@ def main() -> None:
         seed_offset = ConsentEvent.objects.count()
     # 1,000 more events, then the incremental checkpoint that takes exactly them.
     from klaviyo_consent.models import ConsentText, Delivery, Profile
+    from klaviyo_consent.models.erasable import insert_with_rows
 
     text = ConsentText.objects.get(key="bench", version=1)
     profiles = Profile.objects.bulk_create(
         [Profile(email=f"more{seed_offset + i}@bench.example") for i in range(seed_more)]
     )
-    rows = ConsentEvent.objects.bulk_create(
+    rows = insert_with_rows(
+        ConsentEvent.objects.all(),
         [
             ConsentEvent(
                 profile=p,
@@ -165,7 +169,7 @@ def main() -> None:
                 consent_text_version=text,
             )
             for p in profiles
-        ]
+        ],
     )
     Delivery.objects.bulk_create(
         [

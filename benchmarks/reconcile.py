@@ -84,6 +84,7 @@ def seed_local(fake, people: list[tuple[str | None, str | None]]) -> dict[str, i
     from django.utils import timezone
 
     from klaviyo_consent.models import ConsentEvent, Delivery, KlaviyoList, Profile
+    from klaviyo_consent.models.erasable import insert_with_rows
 
     KlaviyoList.objects.create(list_id=LIST_ID, name=LIST_ID, opt_in_process="single_opt_in")
     now = timezone.now()
@@ -105,21 +106,24 @@ def seed_local(fake, people: list[tuple[str | None, str | None]]) -> dict[str, i
                     rows.append((profile, "email"))
                 if profile.phone_number:
                     rows.append((profile, "sms"))
-            saved = ConsentEvent.objects.bulk_create(
-                ConsentEvent(
-                    profile=profile,
-                    email=profile.email or "",
-                    phone_number=profile.phone_number or "",
-                    channel=channel,
-                    purpose="marketing",
-                    consent="SUBSCRIBED",
-                    method="form",
-                    custom_source="footer",
-                    consent_text="Yes, send me news and offers.",
-                    recorded_at=now,
-                    list_id=LIST_ID,
-                )
-                for profile, channel in rows
+            saved = insert_with_rows(  # the events and their erasable rows
+                ConsentEvent.objects.all(),
+                [
+                    ConsentEvent(
+                        profile=profile,
+                        email=profile.email or "",
+                        phone_number=profile.phone_number or "",
+                        channel=channel,
+                        purpose="marketing",
+                        consent="SUBSCRIBED",
+                        method="form",
+                        custom_source="footer",
+                        consent_text="Yes, send me news and offers.",
+                        recorded_at=now,
+                        list_id=LIST_ID,
+                    )
+                    for profile, channel in rows
+                ],
             )
             deliveries = []
             for n, event in enumerate(saved):

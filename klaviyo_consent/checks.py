@@ -111,6 +111,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     messages += _check_sending_countries()
     messages += _check_public_writes()
     messages += _check_ledger(is_production=issubclass(backend, KlaviyoBackend) and not is_fake)
+    days = consent_settings.EVIDENCE_RETENTION_DAYS
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
+        messages.append(
+            checks.Error(
+                f'KLAVIYO_CONSENT["EVIDENCE_RETENTION_DAYS"] must be None or a whole number of '
+                f"days (1 or more), not {days!r}.",
+                id="klaviyo_consent.E012",
+            )
+        )
     return messages
 
 

@@ -111,6 +111,10 @@ DEFAULTS: dict[str, Any] = {
     # committing later than this after its insert would be missed (klaviyo_consent_verify
     # names any such event).
     "LEDGER_COMMIT_HORIZON": 3600.0,
+    # Days evidence (IP address, user agent, page URL) is kept: older evidence is erased by
+    # `klaviyo_consent_erase --expired-evidence` and each `klaviyo_consent_sync --loop`
+    # checkpoint round, the consent and its proof kept (docs/erasure.md). None: kept forever.
+    "EVIDENCE_RETENTION_DAYS": None,
     # The data controller named on every receipt (ISO/IEC TS 27560 / Kantara piiControllers).
     "CONTROLLER": {"name": "", "contact": "", "address": "", "url": ""},
 }

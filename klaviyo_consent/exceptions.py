@@ -159,3 +159,13 @@ class NotYetCheckpointed(LedgerError):
 
 class LedgerMismatch(LedgerError):
     """Verification found stored data that no longer matches the ledger; names what and where."""
+
+
+class ErasureRefused(KlaviyoConsentError):
+    """An erasure cannot run now; the message says why (already erased, events not yet in the
+    ledger, a profile merged into another). The API answers 409 naming ``field``."""
+
+    def __init__(self, message: str, *, field: str = "profile") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message

@@ -87,6 +87,7 @@ RATE_LIMITS: dict[str, RateLimit] = {
     "get_profiles": RateLimit(75, 750),
     "get_profile": RateLimit(75, 750),
     "create_or_update_profile": RateLimit(75, 750),
+    "request_profile_deletion": RateLimit(3, 60),
     "get_lists": RateLimit(75, 750),
     "get_list": RateLimit(75, 750),
     "bulk_import_profiles": RateLimit(10, 150),

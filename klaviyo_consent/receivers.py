@@ -10,7 +10,12 @@ from django.dispatch import receiver
 
 from klaviyo_consent.backends.base import no_wait
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.signals import consent_recorded, identity_changed, membership_recorded
+from klaviyo_consent.signals import (
+    consent_recorded,
+    identity_changed,
+    membership_recorded,
+    profile_erased,
+)
 from klaviyo_consent.tasks import runs_inline, sync_task
 
 logger = logging.getLogger("klaviyo_consent.receivers")
@@ -41,8 +46,10 @@ def enqueue_push() -> None:
 @receiver(consent_recorded, dispatch_uid="klaviyo_consent.push_on_commit")
 @receiver(identity_changed, dispatch_uid="klaviyo_consent.push_identity_on_commit")
 @receiver(membership_recorded, dispatch_uid="klaviyo_consent.push_membership_on_commit")
+@receiver(profile_erased, dispatch_uid="klaviyo_consent.push_erasure_on_commit")
 def push_on_commit(sender: Any, **kwargs: Any) -> None:
-    """A consent or an identity change was recorded: push once its transaction commits (a new
-    number is told to Klaviyo through the same run, services.identity_push)."""
+    """A consent, an identity change or an erasure was recorded: push once its transaction
+    commits (a new number and a deletion job go through the same run: services.identity_push,
+    services.erasure_push)."""
     if consent_settings.PUSH_ON_COMMIT:
         transaction.on_commit(enqueue_push, robust=True)

@@ -39,6 +39,10 @@ consent_not_applied = Signal()
 #: in Klaviyo (STOP reply, unsubscribe link, spam complaint, double opt-in confirmed).
 drift_detected = Signal()
 
+#: kwargs: erasure (Erasure): a person was erased (their raw identifiers and evidence gone,
+#: Klaviyo's deletion job queued). Sent inside the transaction.
+profile_erased = Signal()
+
 #: kwargs: profile (Profile), identity_events (list[IdentityEvent]): a profile's identifiers
 #: changed (an identifier added, a number replaced, a merge). Sent inside the transaction.
 identity_changed = Signal()

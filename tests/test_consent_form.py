@@ -345,7 +345,7 @@ def test_a_known_email_with_a_new_number_is_recorded_apart_and_the_page_says_the
     )
     ada = Profile.objects.get(email="ada@example.com")
     assert ada.phone_number == "+447400123456"  # never overwritten
-    apart = ConsentEvent.objects.get(phone_number="+447400654321", channel="sms")
+    apart = ConsentEvent.objects.get(personal_data__phone_number="+447400654321", channel="sms")
     assert apart.profile_id != ada.pk and RECORDED_APART in apart.method_detail
 
 

@@ -12,6 +12,7 @@ from tests.helpers import ADA, CHECK, UNSUBSCRIBE, subscribe_as
 
 pytestmark = pytest.mark.django_db
 
+
 @pytest.fixture
 def ada(api, fake, on_commit):
     """Ada, subscribed to email and SMS marketing with her number, pushed and applied."""
@@ -445,7 +446,7 @@ def test_drift_never_records_the_old_numbers_state_for_the_new_number(api, ada, 
     pull_profiles([Profile.objects.get(pk=ada.pk)])
     new = sms_status(api, "+447400654321")["consent"]["sms"]["marketing"]
     assert new["consent"] == "NEVER_SUBSCRIBED"
-    assert not ConsentEvent.objects.filter(phone_number="+447400654321").exists()
+    assert not ConsentEvent.objects.filter(personal_data__phone_number="+447400654321").exists()
 
 
 def test_a_naive_klaviyo_timestamp_is_read_as_utc_not_a_type_error():

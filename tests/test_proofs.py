@@ -25,6 +25,7 @@ from klaviyo_consent.models import (
     Checkpoint,
     ConsentEvent,
     ConsentText,
+    EventPersonalData,
     LedgerEntry,
     VerificationRun,
 )
@@ -242,10 +243,11 @@ def test_a_stored_event_changed_through_raw_sql_is_named_by_verify(fake):
 def test_a_changed_identifier_is_caught_against_its_digest(fake):
     [target] = subscribe("a@example.com")
     ledger.checkpoint()
-    table = ConsentEvent._meta.db_table
+    table = EventPersonalData._meta.db_table  # the erasable values, apart from the event row
     with connection.cursor() as cursor:
-        drop_append_only_trigger(cursor)
-        cursor.execute(f"UPDATE {table} SET email = 'eve@example.com' WHERE id = %s", [target.pk])
+        cursor.execute(
+            f"UPDATE {table} SET email = 'eve@example.com' WHERE event_id = %s", [target.pk]
+        )
     with pytest.raises(CommandError, match=f"Event {target.pk} .*email no longer matches"):
         call_command("klaviyo_consent_verify")
 
@@ -253,10 +255,9 @@ def test_a_changed_identifier_is_caught_against_its_digest(fake):
 def test_an_erased_identifier_leaves_the_leaf_and_root_valid(fake):
     [target] = subscribe("a@example.com")
     ledger.checkpoint()
-    table = ConsentEvent._meta.db_table
+    table = EventPersonalData._meta.db_table
     with connection.cursor() as cursor:
-        drop_append_only_trigger(cursor)
-        cursor.execute(f"UPDATE {table} SET email = '' WHERE id = %s", [target.pk])
+        cursor.execute(f"UPDATE {table} SET email = '' WHERE event_id = %s", [target.pk])
     assert ledger_verify.verify_ledger().events == 1
 
 

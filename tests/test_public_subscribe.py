@@ -250,7 +250,7 @@ def test_a_stranger_cannot_attach_a_number_to_a_known_person(anonymous, fake):
     assert (attaching.status_code, attaching.json()) == (stranger.status_code, stranger.json())
     ada = Profile.objects.get(email="ada@example.com")
     assert ada.phone_number is None  # nothing joined to her profile
-    sms = ConsentEvent.objects.get(phone_number="+447400999999", channel="sms")
+    sms = ConsentEvent.objects.get(personal_data__phone_number="+447400999999", channel="sms")
     assert sms.profile.email is None and RECORDED_APART in sms.method_detail
 
 

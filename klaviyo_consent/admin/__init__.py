@@ -5,6 +5,7 @@ admin autodiscovery does) registers every model admin.
 """
 
 from klaviyo_consent.admin.base import ReadOnlyMixin, badge
+from klaviyo_consent.admin.erasure import ErasureAdmin, ErasureDeliveryAdmin
 from klaviyo_consent.admin.events import (
     ConsentEventAdmin,
     KlaviyoListAdmin,
@@ -22,6 +23,8 @@ __all__ = [
     "ConsentTextAdmin",
     "VerificationRunAdmin",
     "ConsentEventAdmin",
+    "ErasureAdmin",
+    "ErasureDeliveryAdmin",
     "KlaviyoListAdmin",
     "ProfileAdmin",
     "ReadOnlyMixin",

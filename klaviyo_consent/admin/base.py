@@ -130,6 +130,16 @@ class ReadOnlyMixin:
     #: of Django's 100 (benchmarks/admin_pages.py).
     list_per_page = 50
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Django's changelist applies ``list_select_related`` only to a queryset that selects
+        # no relation yet; the ledgers' default managers already join their erasable rows, so
+        # add the list's relations here or every row would cost a query.
+        queryset = super().get_queryset(request)  # type: ignore[misc]
+        related = getattr(self, "list_select_related", False)
+        if isinstance(related, list | tuple):
+            queryset = queryset.select_related(*related)
+        return queryset
+
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return SafeChangeList
 

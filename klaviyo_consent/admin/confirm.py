@@ -95,7 +95,10 @@ def confirmed_action(
                     form.add_error(None, error.message)
                 else:
                     reason = form.cleaned_data["reason"]
-                    for obj in objects[:MAX_SHOWN]:
+                    # Read again: the history's object_repr must be what the action left (an
+                    # erased profile's, not the email it had before).
+                    shown = [obj.pk for obj in objects[:MAX_SHOWN]]
+                    for obj in modeladmin.model._default_manager.filter(pk__in=shown):
                         modeladmin.log_change(request, obj, f"{description}. Reason: {reason}")
                     modeladmin.message_user(request, message, messages.SUCCESS)
                     if len(objects) == 1:

@@ -54,8 +54,8 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
         "historical_import",
     ]
     search_fields = [
-        "email",
-        "phone_number",
+        "personal_data__email",
+        "personal_data__phone_number",
         "profile__email",
         "profile__phone_number",
         "custom_source",

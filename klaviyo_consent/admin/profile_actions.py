@@ -17,8 +17,9 @@ from django.http import HttpRequest
 from klaviyo_consent.admin.confirm import ReasonForm, confirmed_action
 from klaviyo_consent.admin.labels import subscription_label
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Consent, Method, Suppression
-from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.exceptions import ConsentValidationError, ErasureRefused
 from klaviyo_consent.models import ConsentText, Profile
+from klaviyo_consent.services.erasure import ErasureRequest, erase_profile
 from klaviyo_consent.services.identity import merge_profiles, replace_phone_number
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
 from klaviyo_consent.services.suppressions import record_suppression
@@ -242,6 +243,54 @@ class ProfileActionsMixin:
             survivor, other, method=Method.ADMIN, recorded_by=_user(request), reason=data["reason"]
         )
         return f"Merged profile #{other.pk} into #{survivor.pk}."
+
+
+class EraseForm(ReasonForm):
+    """Erasure asks for a reason (no identifiers in it: it is kept) and a ticked box."""
+
+    understood = forms.BooleanField(
+        required=True, label="I understand that erasure cannot be undone."
+    )
+
+
+class EraseActionMixin:
+    """The erase action: needs ``klaviyo_consent.erase_profile``, not just ``change_profile``."""
+
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("klaviyo_consent.erase_profile")
+
+    @confirmed_action(
+        description="Erase the person (keeps the proof)",
+        form_class=EraseForm,
+        permissions=("erase",),
+        danger=True,
+        explanation="Their email, phone number, external id, IP addresses, user agents, page "
+        "URLs and Klaviyo's mirror are removed everywhere, and Klaviyo is asked to delete the "
+        "profile. Each consent event keeps its channel, purpose, consent, times, text version "
+        "and verdict, and its ledger leaf (keyed digests in place of the identifiers), so "
+        "receipts still verify. This cannot be undone.",
+    )
+    def erase_action(self, request: HttpRequest, queryset: QuerySet, data: dict[str, Any]) -> str:
+        erased, refused = 0, []
+        for profile in queryset.order_by("pk"):
+            try:
+                erase_profile(
+                    ErasureRequest(
+                        profile_id=profile.pk,
+                        source="admin",
+                        requested_by=_user(request),
+                        reason=data["reason"],
+                    )
+                )
+            except ErasureRefused as error:
+                refused.append(f"#{profile.pk}: {error.message}")
+            else:
+                erased += 1
+        if not erased:
+            raise ConsentValidationError("; ".join(refused), field="profile")
+        return f"Erased {erased} person(s); Klaviyo's deletion job is queued." + (
+            f" Not erased: {'; '.join(refused)}." if refused else ""
+        )
 
 
 def _subscriptions(data: dict[str, Any]) -> dict[str, dict[str, bool]]:

@@ -35,7 +35,7 @@ from klaviyo_consent.admin.labels import (
     subscription_label,
 )
 from klaviyo_consent.admin.membership import add_to_list_action, remove_from_list_action
-from klaviyo_consent.admin.profile_actions import ProfileActionsMixin
+from klaviyo_consent.admin.profile_actions import EraseActionMixin, ProfileActionsMixin
 from klaviyo_consent.admin.proofs import ProfileReceiptsMixin
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import (
@@ -98,6 +98,7 @@ class ProfileChangeList(SafeChangeList):
 class ProfileAdmin(
     ConfirmedActionsMixin,
     ProfileActionsMixin,
+    EraseActionMixin,
     ProfileReceiptsMixin,
     ReadOnlyMixin,
     admin.ModelAdmin,
@@ -114,12 +115,25 @@ class ProfileAdmin(
         "external_id",
         "merged_into",
         "klaviyo_id",
+        "erased_at",
         "read_back",
         "created",
         "receipts_download",
     ]
     fieldsets = [
-        (None, {"fields": ["email", "phone_number", "external_id", "merged_into", "klaviyo_id"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "email",
+                    "phone_number",
+                    "external_id",
+                    "merged_into",
+                    "klaviyo_id",
+                    "erased_at",
+                ]
+            },
+        ),
         ("Klaviyo and proof", {"fields": ["read_back", "created", "receipts_download"]}),
     ]
     actions = [
@@ -133,6 +147,7 @@ class ProfileAdmin(
         "merge_action",
         add_to_list_action,
         remove_from_list_action,
+        "erase_action",
     ]
 
     def _mirror_consent(self, profile: Profile, channel: str) -> str:

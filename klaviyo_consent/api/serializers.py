@@ -339,6 +339,7 @@ class ProfileSerializer(_BuiltOnce, serializers.ModelSerializer):
             "klaviyo_id",
             "subscriptions",
             "mirrored_at",
+            "erased_at",
             "ledger",
             "created_at",
             "updated_at",

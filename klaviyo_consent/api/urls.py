@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from klaviyo_consent.api import lists, proofs, root, views
+from klaviyo_consent.api import erasure, lists, proofs, root, views
 from klaviyo_consent.api.export import EventExportView
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
 from klaviyo_consent.api.public import PublicSubscribeView
@@ -23,6 +23,7 @@ urlpatterns = [
         name="profile-phone-number",
     ),
     path("profiles/<int:pk>/merge/", views.MergeView.as_view(), name="profile-merge"),
+    path("profiles/<int:pk>/erase/", erasure.EraseProfileView.as_view(), name="profile-erase"),
     path("events/", views.EventList.as_view(), name="event-list"),
     path("events/export/", EventExportView.as_view(), name="event-export"),
     path("check/", PriorConsentCheckView.as_view(), name="check"),

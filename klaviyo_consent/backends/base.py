@@ -424,6 +424,17 @@ class BaseKlaviyoBackend:
         _expect("create_or_update_profile", document, "data", dict)
         return document
 
+    def request_profile_deletion(self, payload: dict[str, Any]) -> None:
+        """POST ``/api/data-privacy-deletion-jobs`` (Request Profile Deletion, 3/s, 60/m):
+        Klaviyo answers 202 and deletes every matching profile asynchronously."""
+        self._request(
+            "request_profile_deletion",
+            "POST",
+            "/api/data-privacy-deletion-jobs",
+            payload=payload,
+            raw=True,
+        )
+
     def _page(self, operation: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         """One page of a collection: an object with a ``data`` list of resource objects."""
         page = self._read(operation, path, params)

@@ -3,6 +3,8 @@
 No HTTP here; services move data between these rows and Klaviyo. One module per responsibility:
 
 * ``profiles``: Profile (Klaviyo's mirror beside it), KlaviyoList, normalize_email, parse_row_id
+* ``erasure``: Erasure (a ledger leaf), ErasedIdentifier, ErasureDelivery (Klaviyo's job)
+* ``erasable``: the ledgers' erasable raw values (EventPersonalData, IdentityPersonalData)
 * ``ledger``: the append-only ConsentEvent and IdentityEvent, and who recorded them
 * ``outbox``: Delivery and IdentityDelivery, each event's way to Klaviyo and its verdict
 * ``membership``: MembershipEvent (list membership without consent) and its MembershipDelivery
@@ -13,6 +15,19 @@ No HTTP here; services move data between these rows and Klaviyo. One module per 
 Import models from here: ``from klaviyo_consent.models import ConsentEvent``.
 """
 
+from klaviyo_consent.models.erasable import (
+    EVENT_ERASABLE,
+    EVIDENCE_FIELDS,
+    IDENTITY_ERASABLE,
+    EventPersonalData,
+    IdentityPersonalData,
+)
+from klaviyo_consent.models.erasure import (
+    ErasedIdentifier,
+    Erasure,
+    ErasureDelivery,
+    ErasureScope,
+)
 from klaviyo_consent.models.health import KlaviyoHealth
 from klaviyo_consent.models.ledger import (
     EVENT_FIELDS,
@@ -49,6 +64,15 @@ from klaviyo_consent.models.proofs import (
 from klaviyo_consent.models.webhooks import WebhookDelivery
 
 __all__ = [
+    "EVENT_ERASABLE",
+    "EVIDENCE_FIELDS",
+    "IDENTITY_ERASABLE",
+    "EventPersonalData",
+    "ErasedIdentifier",
+    "Erasure",
+    "ErasureDelivery",
+    "ErasureScope",
+    "IdentityPersonalData",
     "EVENT_FIELDS",
     "IDENTITY_EVENT_FIELDS",
     "MAX_ROW_ID",

@@ -7,16 +7,26 @@ neither kind of event is ever updated or deleted.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, models
+from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Method, Purpose, Suppression
 from klaviyo_consent.exceptions import ImmutableConsentEvent
+from klaviyo_consent.models.erasable import (
+    EVENT_ERASABLE,
+    IDENTITY_ERASABLE,
+    ErasableRowMixin,
+    EventPersonalData,
+    IdentityPersonalData,
+    erasable,
+    insert_with_rows,
+)
 from klaviyo_consent.models.outbox import Delivery
 from klaviyo_consent.models.profiles import Profile
 
@@ -70,11 +80,7 @@ class ConsentEventQuerySet(models.QuerySet):
         """
         for event in events:
             event.label_recorded_by()
-        if connections[self.db].features.can_return_rows_from_bulk_insert:
-            self.bulk_create(events, batch_size=batch_size)  # one INSERT; events get their ids
-        else:
-            for event in events:
-                event.save(using=self.db)
+        insert_with_rows(self, events, batch_size=batch_size)
         deliveries = [
             Delivery(
                 event=event,
@@ -139,16 +145,25 @@ IDENTITY_EVENT_FIELDS = (
 )
 
 
-class ConsentEvent(RecordedBy):
-    """One consent given or withdrawn, with its proof. Append-only: never updated or deleted."""
+class ConsentEventManager(models.Manager.from_queryset(ConsentEventQuerySet)):  # type: ignore[misc]
+    """Events with their erasable row joined, so ``event.email`` costs no query."""
+
+    def get_queryset(self) -> ConsentEventQuerySet:
+        return super().get_queryset().select_related("personal_data")
+
+
+class ConsentEvent(ErasableRowMixin, RecordedBy):
+    """One consent given or withdrawn, with its proof. Append-only: never updated or deleted.
+
+    The raw identifiers and evidence (``email``, ``phone_number``, ``external_id``,
+    ``ip_address``, ``user_agent``, ``page_url``) are attributes kept in the event's erasable
+    row (:class:`~klaviyo_consent.models.EventPersonalData`, ``personal_data``): filter on
+    ``personal_data__email``; erasure blanks that row, never this one.
+    """
+
+    erasable_model = EventPersonalData
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="events")
-    # The identifiers as they were when the person agreed: proof outlives a later change.
-    email = models.EmailField(max_length=254, blank=True)
-    phone_number = models.CharField(max_length=16, blank=True)
-    # The external id the request named, if any (null, no default: adding the column leaves
-    # SQLite's append-only trigger in place). A keyed digest of it enters the ledger's leaf.
-    external_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     channel = models.CharField(max_length=10, choices=Channel.choices)
     purpose = models.CharField(max_length=20, choices=Purpose.choices)
     consent = models.CharField(
@@ -180,9 +195,6 @@ class ConsentEvent(RecordedBy):
     recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
     list_id = models.CharField(max_length=64, blank=True)
     historical_import = models.BooleanField(default=False)
-    ip_address = models.GenericIPAddressField(null=True, blank=True)
-    user_agent = models.TextField(blank=True)
-    page_url = models.TextField(blank=True)
     # Null (no default: adding the column leaves SQLite's append-only trigger in place) for
     # consent; set for a site request to suppress or unsuppress the email in Klaviyo, whose
     # ``consent`` carries the key's consent over unchanged.
@@ -196,18 +208,21 @@ class ConsentEvent(RecordedBy):
     #: For inbound events (method ``klaviyo``): Klaviyo's method, method_detail and timestamp.
     klaviyo_data = models.JSONField(default=dict, blank=True)
 
-    objects = ConsentEventQuerySet.as_manager()
+    objects = ConsentEventManager()
+
+    # The erasable attributes (the identifiers as they were when the person agreed: proof
+    # outlives a later change), read from and written to ``personal_data``.
+    email = erasable("email", EVENT_ERASABLE["email"])
+    phone_number = erasable("phone_number", EVENT_ERASABLE["phone_number"])
+    external_id = erasable("external_id", EVENT_ERASABLE["external_id"])
+    ip_address = erasable("ip_address", EVENT_ERASABLE["ip_address"])
+    user_agent = erasable("user_agent", EVENT_ERASABLE["user_agent"])
+    page_url = erasable("page_url", EVENT_ERASABLE["page_url"])
 
     class Meta:
         ordering = ["-recorded_at", "-id"]
         indexes = [
             models.Index(fields=["profile", "channel", "purpose", "-id"], name="kc_event_key"),
-            # A number's own SMS history, whoever holds it now (check/ of a replaced number).
-            models.Index(
-                fields=["phone_number", "purpose"],
-                condition=Q(channel="sms"),
-                name="kc_event_sms_number",
-            ),
             # The admin: drift (inbound events) by profile and over the last days, and the
             # event list's newest-first order.
             models.Index(
@@ -251,6 +266,7 @@ class ConsentEvent(RecordedBy):
             raise ImmutableConsentEvent("Consent events are append-only; record a new event.")
         self.label_recorded_by()
         super().save(*args, **kwargs)
+        self.save_erasable_row(using=kwargs.get("using"))
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ImmutableConsentEvent("Consent events are append-only and cannot be deleted.")
@@ -269,6 +285,13 @@ class IdentityChange(models.TextChoices):
 
 
 class IdentityEventQuerySet(models.QuerySet):
+    def append(self, events: Iterable[IdentityEvent]) -> list[IdentityEvent]:
+        """Insert new identity events, each with its erasable row."""
+        events = list(events)
+        for event in events:
+            event.label_recorded_by()
+        return insert_with_rows(self, events)
+
     def update(self, **kwargs: Any) -> int:
         raise ImmutableConsentEvent("Identity events are append-only; record a new event.")
 
@@ -276,31 +299,43 @@ class IdentityEventQuerySet(models.QuerySet):
         raise ImmutableConsentEvent("Identity events are append-only and cannot be deleted.")
 
 
-class IdentityEvent(RecordedBy):
+class IdentityEventManager(models.Manager.from_queryset(IdentityEventQuerySet)):  # type: ignore[misc]
+    """Identity events with their erasable row joined."""
+
+    def get_queryset(self) -> IdentityEventQuerySet:
+        return super().get_queryset().select_related("personal_data")
+
+
+class IdentityEvent(ErasableRowMixin, RecordedBy):
     """One change to which identifiers make a person: append-only, like the consent ledger.
 
     Consent events keep the identifiers they were given for; these rows say when and why a
     profile's identifiers changed since (a number replaced, an identifier added, a merge).
+    ``old_value``, ``new_value`` and ``moved`` are kept in the erasable row
+    (:class:`~klaviyo_consent.models.IdentityPersonalData`, ``personal_data``).
     """
+
+    erasable_model = IdentityPersonalData
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="identity_events")
     change = models.CharField(max_length=24, choices=IdentityChange.choices)
     field = models.CharField(max_length=20, blank=True, help_text="email, phone_number, ...")
-    old_value = models.CharField(max_length=255, blank=True)
-    new_value = models.CharField(max_length=255, blank=True)
     #: For a merge: the profile folded into ``profile``.
     other_profile = models.ForeignKey(
         Profile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
-    #: For a merge: the identifiers that moved, ``{"email": "...", ...}``.
-    moved = models.JSONField(default=dict, blank=True)
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.API)
     #: Why staff made the change (the admin asks for it); null (no default: adding the column
     #: leaves SQLite's append-only trigger in place) where none was given.
     reason = models.TextField(null=True, blank=True)  # noqa: DJ001
     recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
 
-    objects = IdentityEventQuerySet.as_manager()
+    objects = IdentityEventManager()
+
+    old_value = erasable("old_value", IDENTITY_ERASABLE["old_value"])
+    new_value = erasable("new_value", IDENTITY_ERASABLE["new_value"])
+    #: For a merge: the identifiers that moved, ``{"email": "...", ...}``.
+    moved = erasable("moved", IDENTITY_ERASABLE["moved"])
 
     class Meta:
         ordering = ["-recorded_at", "-id"]
@@ -313,6 +348,7 @@ class IdentityEvent(RecordedBy):
             raise ImmutableConsentEvent("Identity events are append-only; record a new event.")
         self.label_recorded_by()
         super().save(*args, **kwargs)
+        self.save_erasable_row(using=kwargs.get("using"))
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ImmutableConsentEvent("Identity events are append-only and cannot be deleted.")

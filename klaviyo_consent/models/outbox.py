@@ -72,6 +72,11 @@ class Delivery(models.Model):
                 condition=models.Q(dead_lettered_at__isnull=False),
                 name="kc_delivery_dead",
             ),
+            # Rows with a story (Klaviyo's error text, a verdict's why): what an erasure scans
+            # for copies of the person's identifiers on other people's rows.
+            models.Index(
+                fields=["profile"], condition=~models.Q(reason=""), name="kc_delivery_reason"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -86,6 +86,9 @@ class Profile(models.Model):
         help_text="Klaviyo's subscriptions object, exactly as Klaviyo returned it.",
     )
     mirrored_at = models.DateTimeField(null=True, blank=True)
+    #: Set when the person was erased (GDPR Art. 17): identifiers and mirror are gone, the
+    #: row stays for its events' ledger (docs/erasure.md).
+    erased_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -98,6 +101,7 @@ class Profile(models.Model):
             for channel, purposes in CHANNEL_PURPOSES.items()
             for purpose in purposes
         ]
+        permissions = [("erase_profile", "Can erase a person's personal data")]
         constraints = [
             models.UniqueConstraint(
                 fields=["email"], condition=Q(email__isnull=False), name="kc_profile_unique_email"
@@ -115,12 +119,15 @@ class Profile(models.Model):
             models.CheckConstraint(
                 condition=Q(email__isnull=False)
                 | Q(phone_number__isnull=False)
-                | Q(merged_into__isnull=False),
+                | Q(merged_into__isnull=False)
+                | Q(erased_at__isnull=False),
                 name="kc_profile_has_email_or_phone",
             ),
         ]
 
     def __str__(self) -> str:
+        if self.erased_at is not None:
+            return f"erased profile {self.pk}"
         return self.email or self.phone_number or f"profile {self.pk}"
 
     def klaviyo_leaf(self, channel: str, purpose: str) -> dict[str, Any]:

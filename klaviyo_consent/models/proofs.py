@@ -61,7 +61,8 @@ class AppendOnlyQuerySet(models.QuerySet):
 
 
 class LedgerEntry(models.Model):
-    """Leaf ``leaf_index`` of the Merkle ledger: one event, appended in commit order.
+    """Leaf ``leaf_index`` of the Merkle ledger: one event (or one erasure record), appended
+    in commit order.
 
     Written only by the checkpointer. ``digests`` keeps the HMAC digests of the event's
     identifiers as sequenced, so erasing the raw values later leaves the leaf valid.
@@ -69,7 +70,11 @@ class LedgerEntry(models.Model):
 
     leaf_index = models.BigIntegerField(primary_key=True)
     event = models.OneToOneField(
-        ConsentEvent, on_delete=models.PROTECT, related_name="ledger_entry"
+        ConsentEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entry"
+    )
+    #: Set instead of ``event`` for an erasure record's leaf.
+    erasure = models.OneToOneField(
+        "Erasure", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entry"
     )
     leaf_hash = models.CharField(max_length=64)
     digests = models.JSONField(default=dict, blank=True)
@@ -80,8 +85,17 @@ class LedgerEntry(models.Model):
     class Meta:
         ordering = ["leaf_index"]
         verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(event__isnull=True, erasure__isnull=False)
+                | models.Q(event__isnull=False, erasure__isnull=True),
+                name="kc_leaf_is_event_or_erasure",
+            ),
+        ]
 
     def __str__(self) -> str:
+        if self.erasure_id is not None:
+            return f"leaf {self.leaf_index} (erasure #{self.erasure_id})"
         return f"leaf {self.leaf_index} (event #{self.event_id})"
 
 

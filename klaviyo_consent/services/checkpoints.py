@@ -25,9 +25,23 @@ from django.utils import timezone
 
 from klaviyo_consent import merkle
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.models import Checkpoint, ConsentEvent, LedgerEntry, LedgerNode, LedgerState
+from klaviyo_consent.models import (
+    Checkpoint,
+    ConsentEvent,
+    Erasure,
+    LedgerEntry,
+    LedgerNode,
+    LedgerState,
+)
 from klaviyo_consent.receipts import checkpoint_message
-from klaviyo_consent.services.leaves import event_digests, event_leaf, ledger_secret, utc_timestamp
+from klaviyo_consent.services.leaves import (
+    erasure_digests,
+    erasure_leaf,
+    event_digests,
+    event_leaf,
+    ledger_secret,
+    utc_timestamp,
+)
 from klaviyo_consent.services.signing import signer
 
 #: Perfect subtrees of 2**TILE_LEVEL leaves and more are stored as LedgerNode rows: a proof
@@ -72,6 +86,7 @@ def checkpoint(*, now: datetime | None = None, batch_size: int = 5000) -> Checkp
             tip = ConsentEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
             horizon, tips = commit_horizon(state.tips, moment, tip)
             appended = _append_committed(frontier, batch_size, above=horizon)
+            appended += _append_erasures(frontier)
             claimed = LedgerState.objects.filter(pk=1, tree_size=before).update(
                 tree_size=frontier.size, frontier=[h.hex() for h in frontier.hashes], tips=tips
             )
@@ -160,6 +175,34 @@ def _append_committed(frontier: merkle.Frontier, batch_size: int, *, above: int 
         appended += len(entries)
 
 
+def _keep_tiles(nodes: list[LedgerNode]) -> Any:
+    def keep(level: int, index: int, node: bytes) -> None:
+        if level >= TILE_LEVEL:
+            nodes.append(LedgerNode(level=level, index=index, hash=node.hex()))
+
+    return keep
+
+
+def _append_erasures(frontier: merkle.Frontier) -> int:
+    """Append every committed erasure record without a leaf, in id order (they are few)."""
+    secret = ledger_secret()
+    entries: list[LedgerEntry] = []
+    nodes: list[LedgerNode] = []
+    keep = _keep_tiles(nodes)
+    for erasure in Erasure.objects.filter(ledger_entry__isnull=True).order_by("id"):
+        digests = erasure_digests(erasure, secret)
+        leaf = erasure_leaf(erasure, digests)
+        entries.append(
+            LedgerEntry(
+                leaf_index=frontier.size, erasure=erasure, leaf_hash=leaf.hex(), digests=digests
+            )
+        )
+        frontier.append(leaf, keep)
+    LedgerEntry.objects.bulk_create(entries)
+    LedgerNode.objects.bulk_create(nodes)
+    return len(entries)
+
+
 def checkpoint_due(now: datetime | None = None) -> bool:
     """True when CHECKPOINT_INTERVAL has passed since the last checkpoint and events were added."""
     interval = consent_settings.CHECKPOINT_INTERVAL
@@ -170,4 +213,4 @@ def checkpoint_due(now: datetime | None = None) -> bool:
     if latest is not None and (now - latest.created_at).total_seconds() < interval:
         return False
     covered = latest.tree_size if latest else 0
-    return ConsentEvent.objects.count() > covered
+    return ConsentEvent.objects.count() + Erasure.objects.count() > covered

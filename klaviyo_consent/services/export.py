@@ -44,14 +44,14 @@ CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; 
 
 #: The erasable raw values of an event (email, phone, external id and evidence), output column
 #: -> ORM path from ConsentEvent. The ONE place the export reads them: erasure keeps them apart
-#: from the event rows, so re-point these paths there. An erased value reads as null.
+#: from the event rows, in the event's erasable row (``EventPersonalData``, docs/erasure.md).
 RAW_VALUES: dict[str, str] = {
-    "email": "email",
-    "phone_number": "phone_number",
-    "external_id": "external_id",
-    "ip_address": "ip_address",
-    "user_agent": "user_agent",
-    "page_url": "page_url",
+    "email": "personal_data__email",
+    "phone_number": "personal_data__phone_number",
+    "external_id": "personal_data__external_id",
+    "ip_address": "personal_data__ip_address",
+    "user_agent": "personal_data__user_agent",
+    "page_url": "personal_data__page_url",
 }
 
 

@@ -103,7 +103,7 @@ def _claim(limit: int) -> list[IdentityDelivery]:
         )
     return list(
         IdentityDelivery.objects.filter(lease_token=token)
-        .select_related("identity_event", "profile")
+        .select_related("identity_event", "identity_event__personal_data", "profile")
         .order_by("identity_event_id")
     )
 

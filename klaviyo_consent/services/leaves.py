@@ -16,7 +16,7 @@ from django.conf import settings
 
 from klaviyo_consent import merkle
 from klaviyo_consent.conf import consent_settings
-from klaviyo_consent.models import ConsentEvent
+from klaviyo_consent.models import ConsentEvent, Erasure
 from klaviyo_consent.receipts import SCHEMA_VERSION, canonical, text_sha256
 
 #: The event's identifiers, which enter a leaf only as HMAC-SHA256 digests.
@@ -128,3 +128,44 @@ def build_record(event: ConsentEvent, digests: dict[str, str]) -> dict[str, Any]
 
 def event_leaf(event: ConsentEvent, digests: dict[str, str]) -> bytes:
     return merkle.leaf_hash(canonical(build_record(event, digests)))
+
+
+#: ``record_type`` of an erasure record's leaf (an event's leaf has none).
+ERASURE_RECORD = "erasure"
+
+
+def erasure_digests(erasure: Erasure, secret: bytes | None = None) -> dict[str, str]:
+    """The keyed digest of who asked (their username), kept on the erasure's LedgerEntry."""
+    label = erasure.recorded_by_label
+    return {"recorded_by": digest("recorded_by", label, secret)} if label else {}
+
+
+def build_erasure_record(erasure: Erasure, digests: dict[str, str]) -> dict[str, Any]:
+    """The leaf content of an erasure record: who asked (as a digest), when, what, for whom
+    (the profile id and the digests of the identifiers erased, never the identifiers).
+
+    Field names: docs/erasure.md.
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "record_type": ERASURE_RECORD,
+        "record_id": erasure.pk,
+        "pii_principal_id": {
+            "profile_id": erasure.profile_id,
+            "email": list(erasure.digests.get("email") or []),
+            "phone_number": list(erasure.digests.get("phone_number") or []),
+            "external_id": list(erasure.digests.get("external_id") or []),
+        },
+        "erasure": {
+            "scope": erasure.scope,
+            "source": erasure.source,
+            "events": erasure.events,
+            "evidence_before": utc_timestamp(erasure.evidence_before),
+        },
+        "timestamps": {"recorded_at": utc_timestamp(erasure.requested_at)},
+        "evidence": {"recorded_by": digests.get("recorded_by")},
+    }
+
+
+def erasure_leaf(erasure: Erasure, digests: dict[str, str]) -> bytes:
+    return merkle.leaf_hash(canonical(build_erasure_record(erasure, digests)))

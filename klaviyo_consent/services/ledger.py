@@ -18,6 +18,7 @@ from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Delivery
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
 from klaviyo_consent.models import (
     ConsentEvent,
+    EventPersonalData,
     IdentityChange,
     IdentityEvent,
     Profile,
@@ -30,7 +31,7 @@ from klaviyo_consent.validators import check_deliverable_email, clean_klaviyo_id
 
 #: Stores the evidence IP as the database keeps it (IPv6 compressed), so a response built
 #: from the new rows says what a later read says.
-_IP_FIELD = ConsentEvent._meta.get_field("ip_address")
+_IP_FIELD = EventPersonalData._meta.get_field("ip_address")
 
 
 class _LostProfileRace(Exception):
@@ -302,7 +303,7 @@ def _resolve_profile(
             profile.save(update_fields=[name for name, _ in added] + ["updated_at"])
         except IntegrityError as error:  # another request gave it to someone else meanwhile
             raise _LostProfileRace from error
-        records = IdentityEvent.objects.bulk_create(
+        records = IdentityEvent.objects.append(
             IdentityEvent(
                 profile=profile,
                 change=IdentityChange.IDENTIFIER_ADDED,
@@ -432,8 +433,8 @@ def _current(queryset: Any) -> Any:
         current_email=Coalesce(F("profile__merged_into__email"), F("profile__email")),
         current_phone=Coalesce(F("profile__merged_into__phone_number"), F("profile__phone_number")),
     ).filter(
-        Q(channel=Channel.EMAIL, email=F("current_email"))
-        | Q(channel=Channel.SMS, phone_number=F("current_phone"))
+        Q(channel=Channel.EMAIL, personal_data__email=F("current_email"))
+        | Q(channel=Channel.SMS, personal_data__phone_number=F("current_phone"))
     )
 
 
@@ -480,16 +481,18 @@ def sms_histories(phone_numbers: Iterable[str]) -> dict[str, list[ConsentEvent]]
 
     How ``check/`` answers a number no profile holds any more (a replaced number): with the
     number's own history. Emails never lose their profile (they only move, on a merge), so
-    only numbers need this. One query (the ``kc_event_sms_number`` index); a number never seen
+    only numbers need this. One query (the ``kc_event_phone_number`` index); a number never seen
     maps to ``[]``, and no numbers cost no query.
     """
     found: dict[str, list[ConsentEvent]] = {number: [] for number in phone_numbers}
     if not found:
         return found
     newest = (
-        ConsentEvent.objects.filter(channel=Channel.SMS, phone_number__in=list(found))
+        ConsentEvent.objects.filter(
+            channel=Channel.SMS, personal_data__phone_number__in=list(found)
+        )
         .order_by()
-        .values("phone_number", "purpose")
+        .values("personal_data__phone_number", "purpose")
         .annotate(newest=Max("id"))
         .values("newest")
     )

@@ -25,7 +25,13 @@ from klaviyo_consent.models import (
 )
 from klaviyo_consent.receipts import ReceiptError, verify_checkpoint
 from klaviyo_consent.services.checkpoints import commit_horizon
-from klaviyo_consent.services.leaves import digest, event_leaf, identifier_values, ledger_secret
+from klaviyo_consent.services.leaves import (
+    digest,
+    erasure_leaf,
+    event_leaf,
+    identifier_values,
+    ledger_secret,
+)
 from klaviyo_consent.services.proofs import checkpoint_data, consistency
 from klaviyo_consent.services.signing import trusted_keys
 
@@ -85,7 +91,9 @@ def _verify() -> Verification:
 
     secret = ledger_secret()
     entries = (
-        LedgerEntry.objects.select_related("event", "event__consent_text_version")
+        LedgerEntry.objects.select_related(
+            "event", "event__consent_text_version", "event__personal_data", "erasure"
+        )
         .order_by("leaf_index")
         .iterator(chunk_size=2000)
     )
@@ -135,6 +143,16 @@ def _verify_leaves(
                 f"Leaf {frontier.size} is missing from the ledger; "
                 f"it breaks {breaks(frontier.size)}."
             )
+        if entry.erasure_id is not None:
+            leaf = erasure_leaf(entry.erasure, entry.digests)
+            if leaf.hex() != entry.leaf_hash:
+                raise LedgerMismatch(
+                    f"Erasure {entry.erasure_id} (leaf {entry.leaf_index}): its stored record "
+                    f"no longer matches its leaf; it breaks {breaks(entry.leaf_index)}."
+                )
+            frontier.append(leaf)
+            next_cp = _check_roots(frontier, checkpoints, next_cp)
+            continue
         event = entry.event
         for field, value in identifier_values(event).items():
             if value and digest(field, value, secret) != entry.digests.get(field):
@@ -149,19 +167,25 @@ def _verify_leaves(
                 f"matches its leaf; it breaks {breaks(entry.leaf_index)}."
             )
         frontier.append(leaf)
-        while next_cp < len(checkpoints) and checkpoints[next_cp].tree_size == frontier.size:
-            if frontier.root().hex() != checkpoints[next_cp].root_hash:
-                raise LedgerMismatch(
-                    f"Checkpoint {frontier.size}: the events it covers no longer hash to its "
-                    "root (a leaf hash was rewritten with its event)."
-                )
-            next_cp += 1
+        next_cp = _check_roots(frontier, checkpoints, next_cp)
     if next_cp < len(checkpoints):
         raise LedgerMismatch(
             f"Checkpoint {checkpoints[next_cp].tree_size} covers more events than the ledger "
             f"holds ({frontier.size})."
         )
     return frontier
+
+
+def _check_roots(frontier: merkle.Frontier, checkpoints: list[Checkpoint], next_cp: int) -> int:
+    """Check the root of every checkpoint the tree reached; return the next one's index."""
+    while next_cp < len(checkpoints) and checkpoints[next_cp].tree_size == frontier.size:
+        if frontier.root().hex() != checkpoints[next_cp].root_hash:
+            raise LedgerMismatch(
+                f"Checkpoint {frontier.size}: the events it covers no longer hash to its "
+                "root (a leaf hash was rewritten with its event)."
+            )
+        next_cp += 1
+    return next_cp
 
 
 def _verify_consistency(checkpoints: list[Checkpoint]) -> None:

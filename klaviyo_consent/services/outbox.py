@@ -65,7 +65,7 @@ def claim(
     token, lease_until, _, _ = lease
     return list(
         Delivery.objects.filter(lease_token=token, lease_expires_at=lease_until)
-        .select_related("event", "profile")
+        .select_related("event", "event__personal_data", "profile")
         .order_by("event_id")
     )
 

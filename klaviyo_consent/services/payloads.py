@@ -164,6 +164,31 @@ def profile_import(
     return {"data": data}
 
 
+#: What a data-privacy deletion may name a profile by (spec ``request_profile_deletion``).
+DELETION_TARGETS = ("id", "email", "phone_number")
+
+
+def profile_deletion(field: str, value: str) -> dict[str, Any]:
+    """A Request Profile Deletion body (``POST /api/data-privacy-deletion-jobs``, schema
+    ``DataPrivacyCreateDeletionJobQuery``) naming the profile by exactly one identifier:
+    ``field`` is ``id`` (Klaviyo's profile id), ``email`` or ``phone_number`` (E.164); the
+    spec answers an error when more than one is given. Raises ``ValueError`` for another field.
+    """
+    if field not in DELETION_TARGETS:
+        raise ValueError(f"a deletion names a profile by one of {DELETION_TARGETS}, not {field!r}")
+    profile: dict[str, Any] = {"type": "profile", "attributes": {}}
+    if field == "id":
+        profile["id"] = value
+    else:
+        profile["attributes"][field] = value
+    return {
+        "data": {
+            "type": "data-privacy-deletion-job",
+            "attributes": {"profile": {"data": profile}},
+        }
+    }
+
+
 def profile_filter(field: str, values: Sequence[str]) -> str:
     """``equals(field,"v")`` or ``any(field,["a","b"])`` with JSON string quoting."""
     if len(values) == 1:

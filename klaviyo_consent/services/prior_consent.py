@@ -7,12 +7,14 @@ not parse; here every identifier gets an answer, a malformed one an ``error``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from functools import partial
 from typing import Any
 
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import Profile
 from klaviyo_consent.phone import normalize_phone_number
+from klaviyo_consent.services.erasure import erasures_of
 from klaviyo_consent.services.ledger import clean_email, latest_events, ledger_for, sms_histories
 
 #: The most identifiers (emails and phone numbers together) one check may name.
@@ -72,6 +74,10 @@ def check_prior_consent(
     profile's ledger for it, a replaced number (no profile holds it) with the events recorded
     for it, e.g. UNSUBSCRIBED "phone number replaced" (docs/identity.md). National numbers are
     read in ``country`` (ISO 3166-1 alpha-2), else ``DEFAULT_PHONE_REGION``.
+
+    An identifier no profile holds that an erasure removed answers ``"erased": true`` with
+    ``erased_at`` (found by its keyed digest, one more query) and ``consent`` null: the
+    ledger keeps that person's consent, but no longer under this identifier.
     """
     items: list[tuple[str, str, str | None, str | None]] = []
     for kind, values, normalize in (
@@ -101,9 +107,16 @@ def check_prior_consent(
         (PHONE_NUMBER, number): ledger_for(None, events=events)
         for number, events in sms_histories(unheld).items()
     }
+    erased = erasures_of(
+        (kind, value)
+        for kind, values in wanted.items()
+        for value in values
+        if (kind, value) not in found
+    )
     results = []
     for kind, raw, normalized, error in items:
         profile = found.get((kind, normalized)) if normalized else None
+        erased_at = erased.get((kind, normalized or "")) if profile is None else None
         ledger = (
             ledgers[profile.pk]
             if profile is not None
@@ -116,7 +129,9 @@ def check_prior_consent(
                 "normalized": normalized,
                 "profile_id": profile.pk if profile is not None else None,
                 "error": error,
-                "consent": None if error else _leaves(ledger),
+                "erased": erased_at is not None,
+                "erased_at": erased_at.astimezone(UTC).isoformat() if erased_at else None,
+                "consent": None if error or erased_at else _leaves(ledger),
             }
         )
     return results

@@ -120,6 +120,7 @@ def receipt(event: ConsentEvent, checkpoint: Checkpoint | None = None) -> dict[s
     path = merkle.inclusion_proof(entry.leaf_index, cp.tree_size, DatabaseTree().subtree)
     text = event.consent_text_version
     delivery = getattr(event, "delivery", None)
+    values = event.erasable_row(create=False)
     return {
         "schema_version": SCHEMA_VERSION,
         "receipt_id": f"{cp.key_id}-{cp.tree_size}-{entry.leaf_index}",
@@ -129,6 +130,8 @@ def receipt(event: ConsentEvent, checkpoint: Checkpoint | None = None) -> dict[s
             "email": event.email or None,
             "phone_number": event.phone_number or None,
             "external_id": event.external_id or None,  # as named at the event, not today's
+            # Set once erasure blanked the raw values: the record's digests stand for them.
+            "erased_at": utc_timestamp(values.erased_at if values else None),
         },
         "notice": {
             "consent_text": consent_text_of(event),

@@ -19,6 +19,7 @@ from klaviyo_consent.choices import DeliveryStatus
 from klaviyo_consent.exceptions import KlaviyoAPIError, PushDeferred
 from klaviyo_consent.models import Delivery, MembershipDelivery
 from klaviyo_consent.services import outbox
+from klaviyo_consent.services.erasure_push import push_erasures
 from klaviyo_consent.services.identity_push import push_identity_changes
 from klaviyo_consent.services.membership_push import push_memberships, verify_memberships
 from klaviyo_consent.services.push import push_pending
@@ -56,6 +57,7 @@ def sync(
         if push_identity_changes(report):  # new numbers told: their SMS consent may go now
             report.merge(push_pending())
         push_memberships(report)  # list membership without consent, same limits and outbox
+        push_erasures(report)  # data-privacy deletion jobs of erased people
         if verify and get_backend().cannot_read is None:
             try:
                 report.merge(verify_pushed())

@@ -102,7 +102,7 @@ def judge_outstanding(
         deliveries = [
             d
             for d in Delivery.objects.filter(profile_id__in=list(profiles), status__in=REJUDGED)
-            .select_related("event")
+            .select_related("event", "event__personal_data")
             .order_by("event_id")
             # A not_applied event is re-judged while it is its key's latest word.
             if d.status != DeliveryStatus.NOT_APPLIED or d.pk in latest

@@ -6,8 +6,9 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from klaviyo_consent.management.output import Output, klaviyo_retries_told
-from klaviyo_consent.services import checkpoints, identity_push
+from klaviyo_consent.services import checkpoints, erasure_push, identity_push
 from klaviyo_consent.services import sync as sync_service
+from klaviyo_consent.services.erasure import erase_expired_evidence
 from klaviyo_consent.services.reports import SyncReport
 
 
@@ -44,6 +45,8 @@ class Command(BaseCommand):
             out.line(f"{queued} failed event(s) queued again")
             queued = identity_push.retry_failed()
             out.line(f"{queued} failed phone-number change(s) queued again")
+            queued = erasure_push.retry_failed()
+            out.line(f"{queued} failed Klaviyo deletion job(s) queued again")
         passes = 0
 
         def on_pass(report: SyncReport) -> None:
@@ -76,4 +79,8 @@ class Command(BaseCommand):
                 made = checkpoints.checkpoint().checkpoint
                 if made is not None:
                     out.line(f"checkpoint {made.tree_size} root {made.root_hash}")
+                # Evidence past EVIDENCE_RETENTION_DAYS goes once its events are in the ledger.
+                expired = erase_expired_evidence()
+                if expired is not None:
+                    out.line(f"erased the evidence of {expired.events} events")
             time.sleep(options["interval"])

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from klaviyo_consent.testing.fake.client import ClientSubscriptions
 from klaviyo_consent.testing.fake.lists import ListMemberships
+from klaviyo_consent.testing.fake.privacy import DataPrivacy
 from klaviyo_consent.testing.fake.profiles import ProfileImports
 from klaviyo_consent.testing.fake.reads import Reads
 from klaviyo_consent.testing.fake.routing import Routing
@@ -23,6 +24,7 @@ class FakeKlaviyo(
     ProfileImports,
     ListMemberships,
     ClientSubscriptions,
+    DataPrivacy,
     Reads,
     Routing,
 ):
@@ -39,9 +41,10 @@ class FakeKlaviyo(
     Tests and benchmarks read the public state directly: ``jobs``, ``request_log``,
     ``counts`` (requests per operation id), ``applied`` (consent applications by jobs,
     keyed by lower-cased email or E.164 phone, channel, purpose, consent), ``throttled``
-    (rate-limit 429s), ``injected_faults``, ``pending_confirmations`` and
-    ``rejected_emails`` (fill it to make Klaviyo refuse addresses). ``clock`` (default
-    ``time.monotonic``) can be replaced to drive the rate-limit windows by hand.
+    (rate-limit 429s), ``deletion_jobs`` (data-privacy deletions), ``injected_faults``,
+    ``pending_confirmations`` and ``rejected_emails`` (fill it to make Klaviyo refuse
+    addresses). ``clock`` (default ``time.monotonic``) can be replaced to drive the
+    rate-limit windows by hand.
     """
 
     @contextmanager

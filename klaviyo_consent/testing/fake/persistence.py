@@ -25,6 +25,7 @@ _PERSISTED = (
     "_seq",
     "_id_prefix",
     "jobs",
+    "deletion_jobs",
     "rejected_emails",
 )
 

@@ -202,6 +202,7 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
         re.compile(r"^/api/profile-suppression-bulk-delete-jobs/(?P<id>[^/]+)$"),
         {"GET": "get_bulk_unsuppress_profiles_job"},
     ),
+    (re.compile(r"^/api/data-privacy-deletion-jobs$"), {"POST": "request_profile_deletion"}),
     (re.compile(r"^/api/profiles$"), {"GET": "get_profiles"}),
     (re.compile(r"^/api/profile-import$"), {"POST": "create_or_update_profile"}),
     (re.compile(r"^/api/profiles/(?P<id>[^/]+)$"), {"GET": "get_profile"}),

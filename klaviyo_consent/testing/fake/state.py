@@ -131,6 +131,8 @@ class AccountState:
             self.rejected_emails: set[str] = set()
             self.rejected_phone_numbers: set[str] = set()
             self.jobs: list[dict[str, Any]] = []
+            #: Data-privacy deletion requests: ``{"field", "value", "deleted": [ids]}``.
+            self.deletion_jobs: list[dict[str, Any]] = []
             self.request_log: list[LoggedRequest] = []
             self.counts: Counter[str] = Counter()
             self.applied: Counter[tuple[str, str, str, str]] = Counter()
