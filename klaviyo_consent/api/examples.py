@@ -301,3 +301,21 @@ PUBLIC_SUBSCRIBED: dict[str, Any] = {
     "message": "You're signed up for our marketing emails and texts.",
 }
 CSRF_FAILED: dict[str, Any] = {"detail": "CSRF Failed: CSRF token missing."}
+
+ERASE: dict[str, Any] = {"reason": "Ticket 4711: the person asked to be forgotten"}
+ERASED: dict[str, Any] = {
+    "erasure_id": 1,
+    "profile_id": 1,
+    "scope": "profile",
+    "requested_at": "2026-11-30T09:00:00Z",
+    "requested_by": "support",
+    "source": "api",
+    "reason": ERASE["reason"],
+    "events": 3,
+    "digests": {},
+    "leaf_index": None,
+    "klaviyo_deletion": [
+        {"target": "email", "status": "pending", "reason": "", "attempts": 0, "pushed_at": None}
+    ],
+}
+ERASURE_REFUSED: dict[str, Any] = {"profile": ["This profile has already been erased."]}
