@@ -58,8 +58,8 @@ class _PublicSubscriptions(StrictSerializer):
 
 
 class _TextIds(StrictSerializer):
-    email = RowIdField(required=False)
-    sms = RowIdField(required=False)
+    email = RowIdField(noun="consent text", required=False)
+    sms = RowIdField(noun="consent text", required=False)
 
 
 class PublicSubscribeSerializer(StrictSerializer):

@@ -43,10 +43,10 @@ class RowIdField(serializers.IntegerField):
     """A row id: a JSON integer from 1 to 2⁶³−1. DRF's IntegerField also takes ``"7"``,
     ``7.0`` and ``true``."""
 
-    default_error_messages = {"invalid": "A profile id is a whole number (a JSON integer)."}
-
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, noun: str, **kwargs: Any) -> None:
+        """``noun`` names the id in its error: "A consent text id is a whole number ..."."""
         super().__init__(min_value=1, max_value=MAX_ROW_ID, **kwargs)
+        self.error_messages["invalid"] = f"A {noun} id is a whole number (a JSON integer)."
 
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, int):
@@ -62,7 +62,8 @@ _REQUEST_METHODS = [m for m in Method.values if m != Method.KLAVIYO]
         "type": "string",
         "pattern": f"^({'|'.join(_REQUEST_METHODS)})$",
         "default": Method.API.value,
-        "description": "How the consent reached the site: " + ", ".join(_REQUEST_METHODS)
+        "description": "How the consent reached the site: "
+        + ", ".join(_REQUEST_METHODS)
         + " (klaviyo is kept for changes made in Klaviyo).",
     }
 )
@@ -145,7 +146,7 @@ class PhoneNumberChangeSerializer(StrictSerializer):
 class MergeSerializer(StrictSerializer):
     """Body of ``profiles/{id}/merge/``: the profile folded into this one."""
 
-    other = RowIdField()
+    other = RowIdField(noun="profile")
 
 
 def _purposes_serializer(channel: str) -> type[StrictSerializer]:
@@ -187,7 +188,7 @@ class ConsentRequestSerializer(StrictSerializer):
         required=False, allow_blank=True, default="", trim_whitespace=False
     )
     #: A ConsentText version by id (its words need not be sent again).
-    consent_text_id = RowIdField(required=False, allow_null=True, default=None)
+    consent_text_id = RowIdField(noun="consent text", required=False, allow_null=True, default=None)
     consented_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     historical_import = StrictBooleanField(required=False, default=False)
 
