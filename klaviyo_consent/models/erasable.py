@@ -17,6 +17,8 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connections, models
 
+from klaviyo_consent.models.bulk import insert
+
 
 def erasable(name: str, default: Any) -> property:
     """An event attribute read from and written to its erasable row (``personal_data``).
@@ -64,17 +66,19 @@ class ErasableRowMixin:
 def insert_with_rows(
     queryset: models.QuerySet, events: list[Any], *, batch_size: int | None = None
 ) -> list[Any]:
-    """Insert new append-only ``events`` and their erasable rows: one INSERT each where the
-    database returns the new ids, else one event at a time (``save`` writes its row)."""
+    """Insert new append-only ``events`` and their erasable rows: multi-row INSERTs
+    (``models.bulk.insert``, for bulk loads) where the database returns the new ids, else one
+    event at a time (``save`` writes its row)."""
     if connections[queryset.db].features.can_return_rows_from_bulk_insert:
-        queryset.bulk_create(events, batch_size=batch_size)
+        if not events:
+            return events
+        insert(queryset.model, events, using=queryset.db, batch_size=batch_size)
         rows = []
         for event in events:
             row = event.erasable_row(create=True)
             row.event_id = event.pk
             rows.append(row)
-        if events:
-            type(rows[0]).objects.using(queryset.db).bulk_create(rows, batch_size=batch_size)
+        insert(type(rows[0]), rows, using=queryset.db, batch_size=batch_size)
     else:
         for event in events:
             event.save(using=queryset.db)
