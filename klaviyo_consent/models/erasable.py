@@ -19,6 +19,10 @@ from django.db import connections, models
 
 from klaviyo_consent.models.bulk import insert
 
+#: The events' ``related_name`` for their erasable row, also the name of its cache.
+ROW = "personal_data"
+_MISSING = object()
+
 
 def erasable(name: str, default: Any) -> property:
     """An event attribute read from and written to its erasable row (``personal_data``).
@@ -47,11 +51,18 @@ class ErasableRowMixin:
 
     def erasable_row(self, *, create: bool) -> Any:
         """The event's erasable row (cached), a new unsaved one if ``create``, else None."""
-        try:
-            return self.personal_data  # type: ignore[attr-defined]
-        except ObjectDoesNotExist:
-            if not create:
-                return None
+        cached = self._state.fields_cache.get(ROW, _MISSING)  # type: ignore[attr-defined]
+        if cached is not None and cached is not _MISSING:
+            return cached
+        if cached is _MISSING and self.pk is not None:  # type: ignore[attr-defined]
+            try:  # a stored event: its row is read (and cached) once
+                return self.personal_data  # type: ignore[attr-defined]
+            except ObjectDoesNotExist:
+                pass
+        # No row: none stored, or an event not yet written (which the descriptor would
+        # report by raising, at a cost a bulk load pays per value).
+        if not create:
+            return None
         row = self.erasable_model()
         self.personal_data = row  # caches both sides; ``event`` is set when it is saved
         return row
