@@ -17,7 +17,7 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connections, models
 
-from klaviyo_consent.models.bulk import insert
+from klaviyo_consent.models.bulk import insert, new
 
 #: The events' ``related_name`` for their erasable row, also the name of its cache.
 ROW = "personal_data"
@@ -63,7 +63,7 @@ class ErasableRowMixin:
         # report by raising, at a cost a bulk load pays per value).
         if not create:
             return None
-        row = self.erasable_model()
+        row = new(self.erasable_model)
         self.personal_data = row  # caches both sides; ``event`` is set when it is saved
         return row
 
