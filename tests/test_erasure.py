@@ -600,3 +600,111 @@ def test_migration_0013_moves_existing_values_and_keeps_the_append_only_triggers
     checkpoints.checkpoint()
     with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
         cursor.execute(f"UPDATE {LedgerEntry._meta.db_table} SET leaf_hash = 'x'")
+
+
+# --- what an erasure left behind, and what could bring it back ---------------------------------
+
+
+def test_retry_failed_never_resends_an_erased_persons_stopped_pushes(api, fake, on_commit):
+    from klaviyo_consent.models import MembershipDelivery
+    from klaviyo_consent.services.sync import retry_failed
+
+    with on_commit():
+        response = api.post(
+            SUBSCRIBE, body(profile={"email": ADA_EMAIL, "phone_number": ADA_PHONE}), format="json"
+        )
+        members = api.post(
+            "/api/consent/lists/Single/members/",
+            {"profiles": [{"email": ADA_EMAIL}]},
+            format="json",
+        )
+    assert members.status_code == 201, members.content
+    profile_id = response.data["profile"]["id"]
+    # Nothing pushed yet: the erasure stops every pending consent and membership push.
+    Delivery.objects.filter(profile_id=profile_id).update(status=DeliveryStatus.PENDING)
+    MembershipDelivery.objects.filter(profile_id=profile_id).update(status=DeliveryStatus.PENDING)
+    jobs_before = len(fake.jobs)
+    erase_profile(ErasureRequest(profile_id=profile_id, source="command"))
+    assert retry_failed() == 0
+    call_command("klaviyo_consent_sync", "--retry-failed")
+    assert Delivery.objects.filter(profile_id=profile_id, status="pending").count() == 0
+    assert MembershipDelivery.objects.filter(profile_id=profile_id, status="pending").count() == 0
+    assert len(fake.jobs) == jobs_before  # no job names her again
+
+
+def test_the_admin_retry_action_leaves_an_erased_persons_pushes_stopped(admin_client, fake):
+    [event] = record_consent(
+        ConsentRequest(
+            consent="SUBSCRIBED", subscriptions={"email": {"marketing": True}}, email=ADA_EMAIL
+        )
+    ).events
+    erase_profile(ErasureRequest(profile_id=event.profile_id, source="command"))
+    admin_client.post(
+        "/admin/klaviyo_consent/consentevent/",
+        {"action": "retry_action", "_selected_action": [event.pk]},
+    )
+    assert Delivery.objects.get(pk=event.pk).status == DeliveryStatus.FAILED
+
+
+@pytest.mark.parametrize("dead", [False, True])
+def test_a_refused_deletion_job_keeps_no_identifier_klaviyo_quoted(queued, fake, settings, dead):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "MAX_ATTEMPTS": 1}
+    quoted = [{"detail": f"profile {ADA_EMAIL} / {ADA_NEW_PHONE} not deletable", "status": 400}]
+    fake.fail_next(500 if dead else 400, errors=quoted)
+    push_erasures()
+    queued.refresh_from_db()
+    assert queued.status == DeliveryStatus.FAILED and bool(queued.dead_lettered_at) is dead
+    assert _leftovers((ADA_EMAIL, ADA_NEW_PHONE)) == []
+    assert ERASED in queued.reason and queued.errors[0]["detail"].count(ERASED) == 2
+    assert queued.target_value  # kept until Klaviyo accepts the job
+
+
+def test_klaviyos_health_detail_naming_the_person_is_scrubbed(ada, fake):
+    from klaviyo_consent.models import KlaviyoHealth
+
+    KlaviyoHealth.objects.create(
+        status=429,
+        seen=1,
+        operation="get_profiles",
+        detail=f"Too many requests for {ADA_EMAIL}",
+        last_seen_at=timezone.now(),
+    )
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    assert KlaviyoHealth.objects.get().detail == f"Too many requests for {ERASED}"
+
+
+def test_the_admin_history_of_any_object_naming_the_person_is_scrubbed(ada, admin_user):
+    from django.contrib.admin.models import CHANGE
+    from django.contrib.contenttypes.models import ContentType
+
+    event = ConsentEvent.objects.filter(profile=ada).first()
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(ConsentEvent),
+        object_id=str(event.pk),
+        object_repr=f"event of {ADA_EMAIL}",
+        action_flag=CHANGE,
+        change_message=f"Withdrawn. Reason: asked from {ADA_NEW_PHONE}",
+    )
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    entry = LogEntry.objects.get(content_type__model="consentevent")
+    assert entry.object_repr == f"event of {ERASED}"
+    assert entry.change_message == f"Withdrawn. Reason: asked from {ERASED}"
+
+
+@pytest.mark.parametrize("reason", [f"asked by {ADA_EMAIL}", "called from +44 7400 123456"])
+def test_a_reason_naming_an_email_or_phone_number_is_refused(reason, fake):
+    from klaviyo_consent.admin.confirm import ReasonForm
+    from klaviyo_consent.exceptions import ConsentValidationError
+    from klaviyo_consent.services.membership import record_membership
+
+    form = ReasonForm({"reason": reason})
+    assert not form.is_valid()
+    assert "must not contain an email address or phone number" in str(form.errors["reason"])
+    assert ReasonForm({"reason": "customer asked by phone, ticket 4821"}).is_valid()
+    with pytest.raises(ConsentValidationError) as refused:
+        record_membership(
+            "Single", [{"email": "bob@example.com"}], action="add", method_detail=reason
+        )
+    assert refused.value.field == "method_detail"
+    assert "kept after erasure" in str(refused.value)
