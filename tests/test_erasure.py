@@ -708,3 +708,59 @@ def test_a_reason_naming_an_email_or_phone_number_is_refused(reason, fake):
         )
     assert refused.value.field == "method_detail"
     assert "kept after erasure" in str(refused.value)
+
+
+def test_an_identity_events_reason_is_erasable_and_erased_with_the_person(ada, fake):
+    from klaviyo_consent.models import IdentityPersonalData
+
+    changed = IdentityEvent.objects.filter(profile=ada).first()
+    assert "reason" not in {f.name for f in IdentityEvent._meta.concrete_fields}
+    assert changed.reason == changed.personal_data.reason  # the attribute API is kept
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    assert set(IdentityPersonalData.objects.values_list("reason", flat=True)) <= {None, ""}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0015_moves_identity_reasons_and_keeps_the_append_only_triggers():
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("klaviyo_consent", "0014_delivery_history")])
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_profile (email, klaviyo_id, subscriptions, created_at, "
+            "updated_at) VALUES ('old@example.com', '', '{}', %s, %s)",
+            [now, now],
+        )
+        cursor.execute("SELECT id FROM klaviyo_consent_profile")
+        [(profile_id,)] = cursor.fetchall()
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_identityevent (profile_id, change, field, method, "
+            "reason, recorded_at, recorded_by_label) VALUES (%s, 'phone_number_replaced', "
+            "'phone_number', 'admin', 'ticket 9', %s, '')",
+            [profile_id, now],
+        )
+        cursor.execute("SELECT id FROM klaviyo_consent_identityevent")
+        [(event_id,)] = cursor.fetchall()
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_consentevent (profile_id, channel, purpose, consent, "
+            "method, method_detail, custom_source, consent_text, recorded_at, list_id, "
+            "historical_import, klaviyo_data, recorded_by_label) VALUES (%s, 'email', "
+            "'marketing', 'SUBSCRIBED', 'api', '', '', '', %s, '', %s, '{}', '')",
+            [profile_id, now, False],
+        )
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_identitypersonaldata (event_id, old_value, new_value, "
+            "moved) VALUES (%s, '+447400123456', '+447400654321', '{}')",
+            [event_id],
+        )
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    event = IdentityEvent.objects.get()
+    assert (event.reason, event.old_value) == ("ticket 9", "+447400123456")
+    with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {ConsentEvent._meta.db_table} SET consent = 'UNSUBSCRIBED'")
+    with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {ConsentEvent._meta.db_table}")

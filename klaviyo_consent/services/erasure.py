@@ -151,7 +151,7 @@ def erase_profile(request: ErasureRequest, *, now: datetime | None = None) -> Er
         rows.update(**_BLANK_EVENT, erased_at=now)
         IdentityPersonalData.objects.filter(
             Q(event__profile_id__in=ids) | Q(event__other_profile_id__in=ids)
-        ).update(old_value="", new_value="", moved={}, erased_at=now)
+        ).update(old_value="", new_value="", moved={}, reason=None, erased_at=now)
         _stop_deliveries(ids)
         _scrub_outbox(ids, values)
         _scrub_webhooks(values)
