@@ -4,7 +4,8 @@ A consent event and an identity event never change, yet a person may ask to be f
 (GDPR Art. 17) and evidence may outlive its retention. So the raw identifiers and evidence
 (email, phone number, external id, IP address, user agent, page URL; an identity change's old
 and new values and its reason) live in one row per event here, which erasure blanks
-(``erased_at``). The event keeps its proof: the ledger leaf holds keyed digests of those values (docs/receipts.md).
+(``erased_at``). The event keeps its proof: the ledger leaf holds keyed digests of those
+values (docs/receipts.md).
 
 The events keep attributes of the same names (``event.email``, ``ConsentEvent(email=...)``)
 through :func:`erasable`; ORM lookups go through the relation: ``personal_data__email``.
