@@ -31,7 +31,9 @@ from klaviyo_consent.models import (
     WebhookDelivery,
 )
 from klaviyo_consent.receipts import verify_receipt
+from klaviyo_consent.exceptions import KlaviyoAPIError
 from klaviyo_consent.services import checkpoints, payloads
+from klaviyo_consent.services.health import note_answer
 from klaviyo_consent.services.erasure import (
     ERASED,
     ErasureRequest,
@@ -49,12 +51,25 @@ pytestmark = pytest.mark.django_db
 ADA_EMAIL = "ada@example.com"
 ADA_PHONE = "+447400123456"
 ADA_NEW_PHONE = "+447400654321"
+#: The number staff gave her in the admin, with a reason.
+ADA_ADMIN_PHONE = "+447400111222"
 ADA_EXTERNAL = "crm-ada-4711"
 ADA_IP = "203.0.113.77"
 ADA_AGENT = "AdaBrowser/9.1 (Lovelace)"
 ADA_PAGE = "https://shop.example/ada-landing?ref=ada-campaign"
 #: Everything that identifies Ada; none may remain anywhere after her erasure.
-ADA = (ADA_EMAIL, ADA_PHONE, ADA_NEW_PHONE, ADA_EXTERNAL, ADA_IP, ADA_AGENT, ADA_PAGE)
+ADA = (
+    ADA_EMAIL,
+    ADA_PHONE,
+    ADA_NEW_PHONE,
+    ADA_ADMIN_PHONE,
+    ADA_EXTERNAL,
+    ADA_IP,
+    ADA_AGENT,
+    ADA_PAGE,
+)
+#: A list she was added to through the lists API (a membership is not a consent).
+ADA_LIST = "Single"
 ERASE = "/api/consent/profiles/{}/erase/"
 CHECK = "/api/consent/check/"
 
@@ -71,9 +86,10 @@ def eraser(django_user_model: Any) -> Any:
 
 
 @pytest.fixture
-def ada(api, fake, on_commit) -> Profile:
-    """Ada: email and SMS consent with evidence, an external id, a replaced number, Klaviyo's
-    mirror, a Klaviyo error quoting her email, and a webhook naming her."""
+def ada(api, fake, on_commit, admin_client) -> Profile:
+    """Ada: email and SMS consent with evidence, an external id, a replaced number, a number
+    staff changed in the admin with a reason, a list membership, Klaviyo's mirror, a Klaviyo
+    error quoting her email, Klaviyo's health naming her, and a webhook naming her."""
     with on_commit():
         response = api.post(
             SUBSCRIBE,
@@ -94,6 +110,28 @@ def ada(api, fake, on_commit) -> Profile:
             format="json",
         )
     assert changed.status_code == 200, changed.data
+    with on_commit():
+        added = api.post(
+            f"/api/consent/lists/{ADA_LIST}/members/",
+            {"profiles": [{"email": ADA_EMAIL}]},
+            format="json",
+        )
+    assert added.status_code == 201, added.content
+    sync()
+    with on_commit():
+        admin_client.post(
+            "/admin/klaviyo_consent/profile/",
+            {
+                "action": "replace_phone_number_action",
+                "_selected_action": [profile.pk],
+                "confirm": "yes",
+                "phone_number": ADA_ADMIN_PHONE,
+                "country": "",
+                "reason": "customer asked on the phone, ticket 4821",
+            },
+            follow=True,  # staff read the confirmation message, which names the new number
+        )
+    assert Profile.objects.get(pk=profile.pk).phone_number == ADA_ADMIN_PHONE
     sync()
     pull(profile.pk)
     profile.refresh_from_db()
@@ -110,6 +148,10 @@ def ada(api, fake, on_commit) -> Profile:
         topics=["profile.subscribed"],
         body={"data": [{"attributes": {"email": ADA_EMAIL, "phone_number": ADA_NEW_PHONE}}]},
         error=f"could not match {ADA_EXTERNAL}",
+    )
+    note_answer(
+        KlaviyoAPIError(status=429, errors=[{"detail": f"Slow down on {ADA_ADMIN_PHONE}"}]),
+        "get_profiles",
     )
     return profile
 
@@ -166,6 +208,13 @@ def _admin_pages(client: Any) -> str:
             page = client.get(f"{base}{pk}/change/")
             assert page.status_code == 200, (base, pk)
             pages.append(page.content.decode())
+            if "447400111222" in pages[-1]:
+                print(
+                    "HIT",
+                    base,
+                    pk,
+                    pages[-1][max(0, pages[-1].index("447400111222") - 1500) :][:1800],
+                )
     return "\n".join(pages)
 
 
@@ -178,7 +227,25 @@ def _api_pages(api: APIClient, profile: Profile) -> str:
         f"/api/consent/profiles/{profile.pk}/receipts/",
         "/api/consent/checkpoints/",
     ]
-    pages = [api.get(path).content.decode() for path in paths]
+    paths += [
+        "/api/consent/events/export/?format=csv",
+        "/api/consent/events/export/?format=jsonl",
+        f"/api/consent/events/export/?format=jsonl&profile={profile.pk}",
+    ]
+    pages = []
+    for path in paths:
+        page = api.get(path)
+        assert page.status_code == 200, (path, page.status_code)
+        pages.append(b"".join(page.streaming_content) if page.streaming else page.content)
+    pages = [page.decode() for page in pages]
+    # members/?email= echoes the address it is asked about (as check/ does): the rest may not
+    # name her.
+    for query in ({"email": ADA_EMAIL}, {"phone_number": ADA_ADMIN_PHONE}):
+        page = api.get(f"/api/consent/lists/{ADA_LIST}/members/", query)
+        assert page.status_code == 200, page.content
+        for member in page.json()["members"]:
+            member.pop("email"), member.pop("phone_number")
+            pages.append(json.dumps(member))
     for event in ConsentEvent.objects.filter(profile=profile):
         pages.append(api.get(f"/api/consent/events/{event.pk}/receipt/").content.decode())
     # (check/ echoes the identifiers it is asked about: its own test asks it.)
@@ -663,14 +730,15 @@ def test_klaviyos_health_detail_naming_the_person_is_scrubbed(ada, fake):
     from klaviyo_consent.models import KlaviyoHealth
 
     KlaviyoHealth.objects.create(
-        status=429,
+        status=403,
         seen=1,
         operation="get_profiles",
-        detail=f"Too many requests for {ADA_EMAIL}",
+        detail=f"No scope to read {ADA_EMAIL}",
         last_seen_at=timezone.now(),
     )
     erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
-    assert KlaviyoHealth.objects.get().detail == f"Too many requests for {ERASED}"
+    assert KlaviyoHealth.objects.get(status=403).detail == f"No scope to read {ERASED}"
+    assert ADA_ADMIN_PHONE not in KlaviyoHealth.objects.get(status=429).detail
 
 
 def test_the_admin_history_of_any_object_naming_the_person_is_scrubbed(ada, admin_user):
