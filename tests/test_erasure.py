@@ -18,7 +18,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from klaviyo_consent.choices import DeliveryStatus
-from klaviyo_consent.exceptions import ErasureRefused, ImmutableConsentEvent
+from klaviyo_consent.exceptions import ErasureRefused, ImmutableConsentEvent, KlaviyoAPIError
 from klaviyo_consent.models import (
     ConsentEvent,
     Delivery,
@@ -31,9 +31,7 @@ from klaviyo_consent.models import (
     WebhookDelivery,
 )
 from klaviyo_consent.receipts import verify_receipt
-from klaviyo_consent.exceptions import KlaviyoAPIError
 from klaviyo_consent.services import checkpoints, payloads
-from klaviyo_consent.services.health import note_answer
 from klaviyo_consent.services.erasure import (
     ERASED,
     ErasureRequest,
@@ -42,6 +40,7 @@ from klaviyo_consent.services.erasure import (
     scrub,
 )
 from klaviyo_consent.services.erasure_push import push_erasures
+from klaviyo_consent.services.health import note_answer
 from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
 from klaviyo_consent.services.sync import sync
 from tests.helpers import FAKE_HEADERS, SUBSCRIBE, body, post_to_fake, pull
