@@ -831,3 +831,21 @@ def test_migration_0015_moves_identity_reasons_and_keeps_the_append_only_trigger
         cursor.execute(f"UPDATE {ConsentEvent._meta.db_table} SET consent = 'UNSUBSCRIBED'")
     with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {ConsentEvent._meta.db_table}")
+
+
+def test_a_consent_method_detail_naming_an_email_or_phone_number_is_refused(api, fake):
+    from klaviyo_consent.exceptions import ConsentValidationError
+
+    with pytest.raises(ConsentValidationError) as refused:
+        record_consent(
+            ConsentRequest(
+                consent="SUBSCRIBED",
+                subscriptions={"email": {"marketing": True}},
+                email="bob@example.com",
+                method_detail=f"forwarded by {ADA_EMAIL}",
+            )
+        )
+    assert refused.value.field == "method_detail"
+    answer = api.post(SUBSCRIBE, body(method_detail=f"phoned from {ADA_PHONE}"), format="json")
+    assert answer.status_code == 400 and "method_detail" in answer.data
+    assert not ConsentEvent.objects.exists()
