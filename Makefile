@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-sqlite test-postgres test-django6 test-all lint bench services clean
+.PHONY: demo test test-slow test-sqlite test-postgres test-django6 test-all lint bench services clean \
+	test-schema test-wheel
 
 # Django 6 needs Python >= 3.12: the first python3.12 / python3.13 on PATH or in pyenv, if any.
 PYTHON_DJANGO6 ?= $(shell for v in 3.12 3.13; do \
@@ -79,6 +80,17 @@ test-django6:
 	$(VENV6)/bin/python -c 'import django, sys; print("Django", django.get_version(), "on Python", sys.version.split()[0])'; \
 	$(VENV6)/bin/python -m pytest -q; \
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/test $(VENV6)/bin/python -m pytest -q
+
+## make test-schema: schemathesis against the example site (every endpoint of the OpenAPI schema;
+## server errors, status codes and response shapes), on a free port, SQLite, the fake Klaviyo
+test-schema: $(STAMP)
+	PY=$(PY) ST=$(VENV)/bin/schemathesis .ci/schemathesis
+
+## make test-wheel: build + twine check, every template/static file in the wheel, the wheel
+## installed in a fresh venv under an empty project: manage.py check, migrate, a valid schema
+test-wheel: $(STAMP)
+	$(PIP) install --quiet --group dev
+	PY=$(PY) PYTHON=$(PYTHON) .ci/wheel
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check klaviyo_consent tests example_project benchmarks

@@ -33,6 +33,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "klaviyo_consent",
     "example_project.signup",
 ]
@@ -77,6 +79,15 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
 }
+# API_THROTTLE=off lifts the app's rate limits (make test-schema: the fuzzer sends thousands of
+# requests as one user and must reach every rule, not only the 429).
+if not env.bool("API_THROTTLE", default=True):
+    REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+        "klaviyo_consent_write": None,
+        "klaviyo_consent_check": None,
+        "klaviyo_consent_webhook": None,
+        "klaviyo_consent_public": None,
+    }
 
 # The immediate backend pushes right after each commit: fine for a demo. For production see
 # docs/delivery.md (database worker, or Celery with Redis).

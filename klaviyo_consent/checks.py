@@ -65,7 +65,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="klaviyo_consent.W001",
             )
         )
-    if consent_settings.PUSH_ON_COMMIT:
+    try:
+        enqueue = consent_settings.ENQUEUE_PUSH
+    except ConfigurationError as exc:
+        messages.append(
+            checks.Error(
+                str(exc),
+                hint='Celery sites: "klaviyo_consent.celery.enqueue_push" with the celery extra '
+                "installed; None: Django's Tasks framework (TASK_BACKEND).",
+                id="klaviyo_consent.E040",
+            )
+        )
+        enqueue = exc
+    if consent_settings.PUSH_ON_COMMIT and enqueue is None:
         alias = consent_settings.TASK_BACKEND
         try:
             sync_task().get_backend()
@@ -268,3 +280,32 @@ def check_table_owner(app_configs: Any = None, databases: Any = None, **kwargs: 
                 )
             )
     return messages
+
+
+#: What the API's docs page (``api/consent/docs/``) loads: drf-spectacular's Swagger UI
+#: template and the sidecar's static copy of Swagger UI (no CDN).
+DOCS_APPS = ("drf_spectacular", "drf_spectacular_sidecar")
+
+
+@checks.register("klaviyo_consent", checks.Tags.urls)
+def check_api_docs(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W040: the site mounts the API (its docs page resolves) without the apps the page needs."""
+    from django.apps import apps
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        reverse("klaviyo_consent:docs")
+    except NoReverseMatch:
+        return []  # the API is not mounted (or not under the app's namespace)
+    missing = [name for name in DOCS_APPS if not apps.is_installed(name)]
+    if not missing:
+        return []
+    return [
+        checks.Warning(
+            f"The API docs page (klaviyo_consent:docs) needs {', '.join(missing)} in "
+            "INSTALLED_APPS.",
+            hint='INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"] '
+            "(README, Install in your project).",
+            id="klaviyo_consent.W040",
+        )
+    ]

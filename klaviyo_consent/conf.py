@@ -82,6 +82,10 @@ DEFAULTS: dict[str, Any] = {
     "PUSH_ON_COMMIT_MAX_SECONDS": 1.0,
     # Task backend alias in TASKS used to enqueue pushes.
     "TASK_BACKEND": "default",
+    # Dotted path to a function of no arguments that enqueues the push after a commit, for a
+    # site whose workers are not Django Tasks': "klaviyo_consent.celery.enqueue_push" (Celery).
+    # None: tasks.sync_outbox on the Tasks backend TASK_BACKEND.
+    "ENQUEUE_PUSH": None,
     # Client-side rate limiter: None (off), "local" (this process) or a redis:// URL (shared by
     # every worker of the site, so together they stay inside the account's limits).
     "RATE_LIMITER": "local",
@@ -115,7 +119,7 @@ DEFAULTS: dict[str, Any] = {
     "CONTROLLER": {"name": "", "contact": "", "address": "", "url": ""},
 }
 
-IMPORT_STRINGS = ("BACKEND", "WRITE_PERMISSION_CLASSES")
+IMPORT_STRINGS = ("BACKEND", "WRITE_PERMISSION_CLASSES", "ENQUEUE_PUSH")
 
 
 def _import(value: Any, setting: str) -> Any:

@@ -22,6 +22,8 @@ from typing import NamedTuple
 REVISION = "2026-07-15"
 #: Klaviyo's API host (spec ``servers[0].url``).
 BASE_URL = "https://a.klaviyo.com"
+#: Where a person's profile opens in Klaviyo's web app (the admin's "View in Klaviyo").
+PROFILE_URL = "https://www.klaviyo.com/profile/{klaviyo_id}"
 
 #: Where Klaviyo sends SMS, as ISO 3166 alpha-2 region codes as phonenumbers gives them
 #: (docs, help centre "Where is Klaviyo SMS available"). "US" means the 50 states only:

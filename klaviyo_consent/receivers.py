@@ -30,7 +30,9 @@ def enqueue_push() -> None:
     ``PUSH_ON_COMMIT_MAX_REQUESTS`` requests); what it cannot send now stays in the outbox.
     """
     try:
-        if runs_inline():
+        if consent_settings.ENQUEUE_PUSH is not None:
+            consent_settings.ENQUEUE_PUSH()
+        elif runs_inline():
             with no_wait(
                 consent_settings.PUSH_ON_COMMIT_MAX_REQUESTS,
                 consent_settings.PUSH_ON_COMMIT_MAX_SECONDS,

@@ -1,12 +1,13 @@
 """Task wrappers over the services, on Django's Tasks framework.
 
 ``django.tasks`` on Django 6.x, the ``django-tasks`` backport on 5.2 (``compat``). Which backend
-runs them (immediate for the demo, the database worker, or Celery) is the site's ``TASKS``
-setting.
+runs them (immediate for the demo, or the database worker) is the site's ``TASKS`` setting.
+Celery sites use :mod:`klaviyo_consent.celery` instead, which calls the same service.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
@@ -41,8 +42,11 @@ def runs_inline() -> bool:
     """Whether the task backend runs ``sync_outbox`` inside ``enqueue`` (the immediate backend).
 
     Then a push, and its read-back, have already happened when a recording transaction has
-    committed, and whoever shows the result must read it again.
+    committed, and whoever shows the result must read it again. A site that enqueues through
+    ``ENQUEUE_PUSH`` (Celery) runs it elsewhere.
     """
+    if consent_settings.ENQUEUE_PUSH is not None:
+        return False
     return isinstance(sync_task().get_backend(), ImmediateBackend)
 
 
@@ -56,6 +60,17 @@ def schedule_follow_up() -> bool:
     deferred = sync_task()
     if not deferred.get_backend().supports_defer:
         return False
+    due = next_sync_due()
+    if due is None:
+        return False
+    deferred.using(run_after=due).enqueue()
+    return True
+
+
+def next_sync_due() -> datetime | None:
+    """When the next retry or read-back of the outbox falls due (never in the past), or None
+    when nothing waits: the time a follow-up ``sync_outbox`` should run (here and in
+    :mod:`klaviyo_consent.celery`)."""
     due = (
         Delivery.objects.filter(
             status__in=(DeliveryStatus.PENDING, DeliveryStatus.PUSHED),
@@ -65,7 +80,4 @@ def schedule_follow_up() -> bool:
         .values_list("next_attempt_at", flat=True)
         .first()
     )
-    if due is None:
-        return False
-    deferred.using(run_after=max(due, timezone.now())).enqueue()
-    return True
+    return None if due is None else max(due, timezone.now())

@@ -17,8 +17,11 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "klaviyo_consent",
 ]
 MIDDLEWARE = [
@@ -60,3 +63,4 @@ KLAVIYO_CONSENT = {
     "LEDGER_SIGNING_KEY": "dGVzdC1sZWRnZXItc2lnbmluZy1rZXktMzItYnl0ZXM=",
     "LEDGER_SECRET": "test-ledger-secret",
 }
+STATIC_URL = "static/"

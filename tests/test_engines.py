@@ -175,7 +175,7 @@ def test_a_celery_worker_with_a_redis_broker_delivers_a_recorded_consent(
     client.close()
     assert metas
     assert {(meta["name"], meta["status"]) for meta in metas} == {
-        ("django_tasks:klaviyo_consent.tasks.sync_outbox", "SUCCESS")
+        ("klaviyo_consent.sync_outbox", "SUCCESS")
     }
     assert sum(meta["result"]["pushed"] for meta in metas) == 1
 

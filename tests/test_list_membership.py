@@ -4,6 +4,7 @@ or list relationships, judged by the list read-back, and never a change of conse
 from __future__ import annotations
 
 import json
+from io import StringIO
 
 import pytest
 from django.core.management import call_command
@@ -363,6 +364,20 @@ def test_import_members_only_needs_a_list(tmp_path, fake):
         call_command(
             "klaviyo_consent_import", _csv(tmp_path, "email\na@example.com\n"), "--members-only"
         )
+
+
+def test_import_members_only_dry_run_records_nothing_and_rejects_is_refused(tmp_path, fake):
+    from django.core.management import CommandError
+
+    path = _csv(tmp_path, "email\nada@example.com\nbob@example.com\n")
+    out = StringIO()
+    args = ("klaviyo_consent_import", path, "--members-only", "--list-id", "Single")
+    call_command(*args, "--dry-run", stdout=out)
+    assert "Would record 2 row(s)" in out.getvalue()
+    assert not MembershipEvent.objects.exists() and not Profile.objects.exists()
+    with pytest.raises(CommandError, match="--rejects is not available"):
+        call_command(*args, "--rejects", str(tmp_path / "r.csv"))
+    assert not MembershipEvent.objects.exists()
 
 
 def test_a_failed_read_back_waits_and_says_why_without_a_verdict(api, fake, on_commit, settings):

@@ -93,6 +93,15 @@ def test_bad_input_is_a_400_naming_the_field_in_plain_words(anonymous, fake, bod
     assert not ConsentEvent.objects.exists()
 
 
+def test_a_bad_consent_text_id_is_called_a_consent_text_id_not_a_profile_id(anonymous, fake):
+    body = {**signup(), "consent_text_ids": {"sms": "seven"}}
+    response = anonymous.post(PUBLIC, body, format="json")
+    assert response.status_code == 400
+    assert response.json()["consent_text_ids"]["sms"] == [
+        "A consent text id is a whole number (a JSON integer)."
+    ]
+
+
 def test_unknown_fields_and_identifiers_the_public_may_not_name_are_refused(anonymous, fake):
     named = signup()
     named["profile"]["external_id"] = "crm-1"

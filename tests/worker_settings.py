@@ -10,7 +10,7 @@ is its own process, so the test process hands it everything through the environm
 ``KLAVIYO_CONSENT_JSON``
     A JSON object merged into ``KLAVIYO_CONSENT`` (``LEASE_SECONDS``, ``RATE_LIMITER``, ...).
 ``TASKS_ENGINE``
-    ``immediate`` (default), ``database`` (django-tasks-db) or ``celery`` (django-tasks-fennel).
+    ``immediate`` (default), ``database`` (django-tasks-db) or ``celery`` (klaviyo_consent.celery).
 ``CELERY_BROKER_URL``
     Broker and result backend for ``celery`` (default: the suite's Redis, db 5).
 ``RATE_LIMIT_TIME_SCALE``
@@ -57,8 +57,9 @@ elif ENGINE == "database":
     INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 elif ENGINE == "celery":
-    INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_fennel"]
-    TASKS = {"default": {"BACKEND": "django_tasks_fennel.CeleryBackend"}}
+    # Celery without Django's Tasks: klaviyo_consent.celery's task, enqueued on commit.
+    KLAVIYO_CONSENT["ENQUEUE_PUSH"] = "klaviyo_consent.celery.enqueue_push"
+    CELERY_IMPORTS = ["klaviyo_consent.celery"]
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/5")
     CELERY_RESULT_BACKEND = CELERY_BROKER_URL
     CELERY_RESULT_EXTENDED = True

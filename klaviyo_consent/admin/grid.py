@@ -24,14 +24,12 @@ from klaviyo_consent.admin.labels import (
     yes_no,
 )
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Method
-
-#: Where a person's profile opens in Klaviyo's web app.
-KLAVIYO_PROFILE_URL = "https://www.klaviyo.com/profile/{klaviyo_id}"
+from klaviyo_consent.klaviyo import PROFILE_URL
 
 
 def klaviyo_profile_url(klaviyo_id: str) -> str | None:
     """The Klaviyo web app's page of a profile, or None before Klaviyo gave it an id."""
-    return KLAVIYO_PROFILE_URL.format(klaviyo_id=klaviyo_id) if klaviyo_id else None
+    return PROFILE_URL.format(klaviyo_id=klaviyo_id) if klaviyo_id else None
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api import examples
 from klaviyo_consent.api.parsers import StrictBodyMixin
+from klaviyo_consent.api.renderers import ExampleBody
+from klaviyo_consent.api.schema import (
+    FIELD_ERRORS_SCHEMA,
+    Documented,
+    errors,
+    request_example,
+    response_examples,
+)
 from klaviyo_consent.api.serializers import StrictSerializer
 from klaviyo_consent.exceptions import ErasureRefused
 from klaviyo_consent.models import Erasure, Profile
@@ -64,11 +75,29 @@ def erasure_data(erasure: Erasure) -> dict[str, Any]:
     }
 
 
-class EraseProfileView(StrictBodyMixin, APIView):
+@extend_schema(
+    summary="Erase a person, keep the proof",
+    request=ErasureRequestSerializer,
+    responses={
+        202: OpenApiResponse(OpenApiTypes.OBJECT, description="The erasure record."),
+        **errors(400, 401, 403, 404, 415),
+        409: OpenApiResponse(
+            FIELD_ERRORS_SCHEMA,
+            description="It cannot run (already erased, merged into another): names profile.",
+            examples=response_examples(("Refused", examples.ERASURE_REFUSED), status=409),
+        ),
+    },
+    examples=[
+        request_example("Request", examples.ERASE),
+        *response_examples(("Erased", examples.ERASED), status=202),
+    ],
+)
+class EraseProfileView(Documented, ExampleBody, StrictBodyMixin, APIView):
     """Erase the person: 202 with the erasure record (Klaviyo's deletion job is queued);
     409 naming ``profile`` when it cannot run (already erased, merged into another)."""
 
     permission_classes = [CanEraseProfile]
+    example_body = examples.ERASE
 
     def post(self, request: Request, pk: int) -> Response:
         profile = get_object_or_404(Profile, pk=pk)

@@ -8,12 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from klaviyo_consent.api.permissions import CanViewConsent
+from klaviyo_consent.api.schema import Documented, errors, query
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import ConsentEvent
 from klaviyo_consent.services import export
@@ -23,7 +26,48 @@ from klaviyo_consent.services import export
 PARAMETERS = ("format", "since", "until", "channel", "profile")
 
 
-class EventExportView(APIView):
+_EXPORTED = (
+    "Streamed; each row an event with its evidence, consent text hash and version, verdict "
+    "and leaf hash (docs/api.md)."
+)
+
+
+@extend_schema(
+    summary="Export the ledger as CSV or JSON Lines",
+    parameters=[
+        query("format", OpenApiTypes.STR, "csv (default) or jsonl.", enum=["csv", "jsonl"]),
+        query("since", OpenApiTypes.DATETIME, "Events recorded at or after this time."),
+        query("until", OpenApiTypes.DATETIME, "Events recorded before this time."),
+        query("channel", OpenApiTypes.STR, "Only this channel's events.", enum=["email", "sms"]),
+        query("profile", OpenApiTypes.INT, "Only this profile's events."),
+    ],
+    responses={
+        (200, "text/csv"): OpenApiResponse(
+            OpenApiTypes.STR,
+            description=_EXPORTED,
+            examples=[
+                OpenApiExample(
+                    "CSV",
+                    value="id,recorded_at,profile,email,...\r\n8,2026-11-30T07:40:17Z,1,...",
+                    response_only=True,
+                )
+            ],
+        ),
+        (200, "application/jsonl"): OpenApiResponse(
+            OpenApiTypes.STR,
+            description=_EXPORTED,
+            examples=[
+                OpenApiExample(
+                    "JSON Lines",
+                    value='{"id": 8, "recorded_at": "2026-11-30T07:40:17Z", "profile": 1, ...}\n',
+                    response_only=True,
+                )
+            ],
+        ),
+        **errors(400, 401, 403),
+    },
+)
+class EventExportView(Documented, APIView):
     """``GET events/export/?format=csv|jsonl&since=&until=&channel=&profile=``: every event
     with its evidence, consent text hash and version, verdict and leaf hash (docs/api.md)."""
 

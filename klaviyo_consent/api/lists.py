@@ -11,14 +11,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api import examples
 from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import CanViewConsent, write_permissions
+from klaviyo_consent.api.renderers import ExampleBody
+from klaviyo_consent.api.schema import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    Documented,
+    errors,
+    query,
+    request_example,
+    response_examples,
+)
 from klaviyo_consent.api.serializers import StrictSerializer
 from klaviyo_consent.api.throttling import ThrottledMixin
 from klaviyo_consent.api.views import Pagination, field_error, identity_conflict, query_text
@@ -62,7 +75,57 @@ class _MembersBody(StrictSerializer):
     )
 
 
-class ListIndex(generics.ListAPIView):
+class MembershipRecordedSerializer(serializers.Serializer):
+    """The answer of ``POST``/``DELETE lists/{list_id}/members/`` (documentation only)."""
+
+    list_id = serializers.CharField()
+    action = serializers.ChoiceField(choices=Membership.choices)
+    events = MembershipEventSerializer(many=True)
+
+
+class MemberStatusSerializer(serializers.Serializer):
+    email = serializers.CharField(allow_null=True)
+    phone_number = serializers.CharField(allow_null=True)
+    profile = serializers.IntegerField(allow_null=True)
+    on_list = serializers.BooleanField()
+    membership_status = serializers.CharField()
+    suppressed = serializers.BooleanField()
+    suppressions = serializers.ListField(child=serializers.DictField())
+    member = serializers.BooleanField()
+
+
+class MemberStatusesSerializer(serializers.Serializer):
+    """The answer of ``GET lists/{list_id}/members/`` (documentation only)."""
+
+    list_id = serializers.CharField()
+    members = MemberStatusSerializer(many=True)
+
+
+_LIST_ID = OpenApiParameter("list_id", OpenApiTypes.STR, OpenApiParameter.PATH)
+
+
+def _membership_schema(method: str, summary: str, code: int) -> Any:
+    return extend_schema(
+        methods=[method],
+        summary=summary,
+        parameters=[_LIST_ID],
+        request=_MembersBody,
+        responses={code: MembershipRecordedSerializer, **errors(*WRITE_ERRORS, 409)},
+        examples=[
+            request_example("Request", examples.MEMBERS),
+            *response_examples(("Recorded", examples.MEMBERSHIP_RECORDED), status=code),
+        ],
+    )
+
+
+@extend_schema(
+    summary="Klaviyo lists as last read",
+    responses={200: KlaviyoListSerializer(many=True), **errors(*READ_ERRORS)},
+    examples=response_examples(
+        ("Page", {"count": 1, "next": None, "previous": None, "results": [examples.LIST]})
+    ),
+)
+class ListIndex(Documented, generics.ListAPIView):
     """Every Klaviyo list as last read (``klaviyo_consent_pull --lists`` refreshes them)."""
 
     serializer_class = KlaviyoListSerializer
@@ -71,7 +134,13 @@ class ListIndex(generics.ListAPIView):
     queryset = KlaviyoList.objects.all()
 
 
-class ListDetail(generics.RetrieveAPIView):
+@extend_schema(
+    summary="One Klaviyo list as last read",
+    parameters=[_LIST_ID],
+    responses={200: KlaviyoListSerializer, **errors(*READ_ERRORS)},
+    examples=response_examples(("List", examples.LIST)),
+)
+class ListDetail(Documented, generics.RetrieveAPIView):
     """One list as last read: name, opt-in process, member count and when it was read."""
 
     serializer_class = KlaviyoListSerializer
@@ -80,9 +149,29 @@ class ListDetail(generics.RetrieveAPIView):
     lookup_field = "list_id"
 
 
-class ListMembersView(ThrottledMixin, StrictBodyMixin, APIView):
+@extend_schema(
+    methods=["GET"],
+    summary="Are these people on the list and not suppressed? (get-members)",
+    parameters=[
+        _LIST_ID,
+        query("email", {"type": "array", "items": {"type": "string"}}, "Emails to ask about."),
+        query(
+            "phone_number",
+            {"type": "array", "items": {"type": "string"}},
+            "E.164 numbers to ask about.",
+        ),
+    ],
+    request=None,
+    responses={200: MemberStatusesSerializer, **errors(400, 401, 403)},
+    examples=response_examples(("Answer", examples.MEMBER_STATUSES)),
+)
+@_membership_schema("POST", "Add people to the list without consent", 201)
+@_membership_schema("DELETE", "Remove people from the list", 202)
+class ListMembersView(Documented, ExampleBody, ThrottledMixin, StrictBodyMixin, APIView):
     """POST: add these people to the list without consent; DELETE: remove them. GET: are
     these identifiers on the list and not suppressed (the legacy get-members)."""
+
+    example_body = examples.MEMBERS
 
     def get_permissions(self) -> list[Any]:
         if self.request.method == "GET":

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api import examples
 from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import CanViewConsent
+from klaviyo_consent.api.renderers import ExampleBody
+from klaviyo_consent.api.schema import Documented, errors, request_example, response_examples
 from klaviyo_consent.api.serializers import StrictSerializer
 from klaviyo_consent.api.throttling import CHECK, ThrottledMixin
 from klaviyo_consent.exceptions import ConsentValidationError
@@ -59,8 +64,19 @@ class PriorConsentCheckSerializer(StrictSerializer):
         return attrs
 
 
-class PriorConsentCheckView(ThrottledMixin, StrictBodyMixin, APIView):
+@extend_schema(
+    summary="Has this email or phone number consented before?",
+    request=PriorConsentCheckSerializer,
+    responses={200: OpenApiTypes.OBJECT, **errors(400, 401, 403, 415, 429)},
+    examples=[
+        request_example("Request", examples.CHECK),
+        *response_examples(("Answer", examples.CHECKED)),
+    ],
+)
+class PriorConsentCheckView(Documented, ExampleBody, ThrottledMixin, StrictBodyMixin, APIView):
     """Each identifier's consent per channel and purpose, in the order given."""
+
+    example_body = examples.CHECK
 
     permission_classes = [CanViewConsent]
     throttle_scope = CHECK

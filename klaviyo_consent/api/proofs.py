@@ -10,19 +10,40 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api import examples
 from klaviyo_consent.api.permissions import CanViewConsent
+from klaviyo_consent.api.schema import (
+    READ_ERRORS,
+    CheckpointListSerializer,
+    CheckpointSerializer,
+    Documented,
+    ErrorDetailSerializer,
+    errors,
+    query,
+    response_examples,
+)
 from klaviyo_consent.exceptions import NotYetCheckpointed
 from klaviyo_consent.models import Checkpoint, ConsentEvent, Profile, parse_row_id
 from klaviyo_consent.services import proofs
 
 
-class LatestCheckpointView(APIView):
+@extend_schema(
+    summary="The newest signed tree head",
+    responses={
+        200: CheckpointSerializer,
+        404: OpenApiResponse(ErrorDetailSerializer, description="No checkpoint yet."),
+    },
+    examples=response_examples(("Checkpoint", examples.CHECKPOINT)),
+)
+class LatestCheckpointView(Documented, APIView):
     """``GET checkpoints/latest/``: the newest signed tree head, or 404 before the first."""
 
     permission_classes = [AllowAny]
@@ -34,7 +55,22 @@ class LatestCheckpointView(APIView):
         return Response(proofs.checkpoint_data(latest))
 
 
-class CheckpointListView(APIView):
+@extend_schema(
+    summary="Signed tree heads with consistency proofs",
+    parameters=[
+        query(
+            "since", {"type": "integer", "minimum": 0}, "Heads with tree_size ≥ since (default 0)."
+        ),
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 100},
+            "At most this many (default 100).",
+        ),
+    ],
+    responses={200: CheckpointListSerializer, **errors(400)},
+    examples=response_examples(("Checkpoints", examples.CHECKPOINTS)),
+)
+class CheckpointListView(Documented, APIView):
     """``GET checkpoints/?since=N&limit=M``: up to M (≤ 100) heads with tree_size ≥ N, with
     consistency proofs; page on with ``since`` = the last tree_size listed + 1."""
 
@@ -52,7 +88,20 @@ class CheckpointListView(APIView):
         return Response({"checkpoints": proofs.checkpoints_since(since, limit)})
 
 
-class EventReceiptView(APIView):
+@extend_schema(
+    summary="An event's signed receipt with its inclusion proof",
+    responses={
+        200: OpenApiTypes.OBJECT,
+        **errors(*READ_ERRORS),
+        409: OpenApiResponse(
+            ErrorDetailSerializer,
+            description="No checkpoint covers the event yet (klaviyo_consent_checkpoint).",
+            examples=response_examples(("Not yet checkpointed", examples.NOT_YET_CHECKPOINTED)),
+        ),
+    },
+    examples=response_examples(("Receipt", examples.RECEIPT)),
+)
+class EventReceiptView(Documented, APIView):
     """``GET events/{id}/receipt/``: one receipt; 409 while no checkpoint covers the event."""
 
     permission_classes = [CanViewConsent]
@@ -68,7 +117,12 @@ class EventReceiptView(APIView):
             return Response({"detail": str(exc)}, status=409)
 
 
-class ProfileReceiptsView(APIView):
+@extend_schema(
+    summary="Every receipt of a person, against one checkpoint",
+    responses={200: OpenApiTypes.OBJECT, **errors(*READ_ERRORS)},
+    examples=response_examples(("Receipts", examples.RECEIPTS)),
+)
+class ProfileReceiptsView(Documented, APIView):
     """``GET profiles/{id}/receipts/``: every receipt of a person, against one checkpoint."""
 
     permission_classes = [CanViewConsent]

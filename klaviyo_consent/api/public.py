@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import CSRFCheck
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -20,13 +21,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api import examples
 from klaviyo_consent.api.parsers import StrictBodyMixin
+from klaviyo_consent.api.renderers import ExampleBody
+from klaviyo_consent.api.schema import (
+    Documented,
+    ErrorDetailSerializer,
+    errors,
+    request_example,
+    response_examples,
+)
 from klaviyo_consent.api.serializers import RowIdField, StrictBooleanField, StrictSerializer
 from klaviyo_consent.api.throttling import PUBLIC, ThrottledMixin
 from klaviyo_consent.evidence import evidence_from
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.forms import MESSAGES, ConsentForm, confirmation, refusal
-from klaviyo_consent.services.signup import record_signup
+from klaviyo_consent.services.signup import Outcome, record_signup
 
 logger = logging.getLogger("klaviyo_consent.signup")
 
@@ -48,8 +58,8 @@ class _PublicSubscriptions(StrictSerializer):
 
 
 class _TextIds(StrictSerializer):
-    email = RowIdField(required=False)
-    sms = RowIdField(required=False)
+    email = RowIdField(noun="consent text", required=False)
+    sms = RowIdField(noun="consent text", required=False)
 
 
 class PublicSubscribeSerializer(StrictSerializer):
@@ -96,12 +106,46 @@ def _body_errors(errors: dict[str, list[str]]) -> dict[str, Any]:
     return detail
 
 
-class PublicSubscribeView(ThrottledMixin, StrictBodyMixin, APIView):
+class PublicOutcomeSerializer(serializers.Serializer):
+    """The answer: each channel's outcome and a sentence for the shopper (documentation)."""
+
+    email = serializers.ChoiceField(choices=[Outcome.SUBSCRIBED, Outcome.NOT_REQUESTED])
+    #: SMS alone can be refused for the number (its country, or not a mobile).
+    sms = serializers.ChoiceField(
+        choices=[
+            Outcome.SUBSCRIBED,
+            Outcome.NOT_REQUESTED,
+            Outcome.COUNTRY_UNSUPPORTED,
+            Outcome.NOT_A_MOBILE,
+        ]
+    )
+    message = serializers.CharField()
+
+
+@extend_schema(
+    summary="Sign a shopper up (anonymous, CSRF-checked, throttled)",
+    request=PublicSubscribeSerializer,
+    responses={
+        201: PublicOutcomeSerializer,
+        **errors(400, 415, 429),
+        403: OpenApiResponse(
+            ErrorDetailSerializer,
+            description="No valid CSRF token (send the csrftoken cookie's value as X-CSRFToken).",
+            examples=response_examples(("CSRF failed", examples.CSRF_FAILED)),
+        ),
+    },
+    examples=[
+        request_example("Request", examples.PUBLIC_SUBSCRIBE),
+        *response_examples(("Signed up", examples.PUBLIC_SUBSCRIBED)),
+    ],
+)
+class PublicSubscribeView(Documented, ExampleBody, ThrottledMixin, StrictBodyMixin, APIView):
     """Sign a shopper up for marketing email and/or SMS; answers only what became of each."""
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
     throttle_scope = PUBLIC
+    example_body = examples.PUBLIC_SUBSCRIBE
 
     def check_permissions(self, request: Request) -> None:
         # No session authentication here, so DRF would not check CSRF: check it as Django's

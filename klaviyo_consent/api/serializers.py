@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Method
@@ -42,15 +43,35 @@ class RowIdField(serializers.IntegerField):
     """A row id: a JSON integer from 1 to 2⁶³−1. DRF's IntegerField also takes ``"7"``,
     ``7.0`` and ``true``."""
 
-    default_error_messages = {"invalid": "A profile id is a whole number (a JSON integer)."}
-
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, noun: str, **kwargs: Any) -> None:
+        """``noun`` names the id in its error: "A consent text id is a whole number ..."."""
         super().__init__(min_value=1, max_value=MAX_ROW_ID, **kwargs)
+        self.error_messages["invalid"] = f"A {noun} id is a whole number (a JSON integer)."
 
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+_REQUEST_METHODS = [m for m in Method.values if m != Method.KLAVIYO]
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": f"^({'|'.join(_REQUEST_METHODS)})$",
+        "default": Method.API.value,
+        "description": "How the consent reached the site: "
+        + ", ".join(_REQUEST_METHODS)
+        + " (klaviyo is kept for changes made in Klaviyo).",
+    }
+)
+class RequestMethodField(serializers.ChoiceField):
+    """``method`` of a request: every :class:`~klaviyo_consent.choices.Method` but ``klaviyo``.
+
+    Its schema is a pattern, not an enum: the events' ``method`` is the whole set, and two
+    enums under one field name make drf-spectacular name one by a hash (a warning)."""
 
 
 def _service_rule(rule: Any, field: str) -> Any:
@@ -125,11 +146,14 @@ class PhoneNumberChangeSerializer(StrictSerializer):
 class MergeSerializer(StrictSerializer):
     """Body of ``profiles/{id}/merge/``: the profile folded into this one."""
 
-    other = RowIdField()
+    other = RowIdField(noun="profile")
 
 
 def _purposes_serializer(channel: str) -> type[StrictSerializer]:
-    fields = {purpose: StrictBooleanField(required=False) for purpose in CHANNEL_PURPOSES[channel]}
+    # str(): the plain name, so a schema writer (YAML, JSON) can write the field names.
+    fields = {
+        str(purpose): StrictBooleanField(required=False) for purpose in CHANNEL_PURPOSES[channel]
+    }
     return type(f"{channel.title()}PurposesSerializer", (StrictSerializer,), fields)
 
 
@@ -151,7 +175,7 @@ class ConsentRequestSerializer(StrictSerializer):
         trim_whitespace=False,
         validators=[_service_rule(clean_klaviyo_id, "list_id")],
     )
-    method = serializers.ChoiceField(
+    method = RequestMethodField(
         choices=[c for c in Method.choices if c[0] != Method.KLAVIYO], default=Method.API
     )
     method_detail = serializers.CharField(
@@ -164,7 +188,7 @@ class ConsentRequestSerializer(StrictSerializer):
         required=False, allow_blank=True, default="", trim_whitespace=False
     )
     #: A ConsentText version by id (its words need not be sent again).
-    consent_text_id = RowIdField(required=False, allow_null=True, default=None)
+    consent_text_id = RowIdField(noun="consent text", required=False, allow_null=True, default=None)
     consented_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     historical_import = StrictBooleanField(required=False, default=False)
 
@@ -292,7 +316,7 @@ class IdentityDeliverySerializer(_BuiltOnce, serializers.ModelSerializer):
 class IdentityEventSerializer(_BuiltOnce, serializers.ModelSerializer):
     recorded_by = serializers.SerializerMethodField()
     #: Telling Klaviyo a new number (Create or Update Profile); null for other changes.
-    delivery = IdentityDeliverySerializer(read_only=True, default=None)
+    delivery = IdentityDeliverySerializer(read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = IdentityEvent

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from klaviyo_consent.api import erasure, lists, proofs, views
+from klaviyo_consent.api import erasure, lists, proofs, root, views
 from klaviyo_consent.api.export import EventExportView
 from klaviyo_consent.api.prior_consent import PriorConsentCheckView
 from klaviyo_consent.api.public import PublicSubscribeView
@@ -41,3 +41,10 @@ urlpatterns = [
     path("lists/<str:list_id>/members/", lists.ListMembersView.as_view(), name="list-members"),
     path("public/subscribe/", PublicSubscribeView.as_view(), name="public-subscribe"),
 ]
+
+# The schema, its docs page and the API root (which lists each route above without a parameter).
+urlpatterns += [
+    path("schema/", root.SchemaView.as_view(), name="schema"),
+    path("docs/", root.DocsView.as_view(), name="docs"),
+]
+urlpatterns.append(path("", root.ApiRoot.as_view(routes=tuple(urlpatterns)), name="api-root"))

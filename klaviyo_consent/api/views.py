@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -12,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api import examples
 from klaviyo_consent.api.committed import as_committed
 from klaviyo_consent.api.parsers import StrictBodyMixin
 from klaviyo_consent.api.permissions import (
@@ -19,6 +22,17 @@ from klaviyo_consent.api.permissions import (
     CanViewConsent,
     can_read_profiles,
     write_permissions,
+)
+from klaviyo_consent.api.renderers import ExampleBody
+from klaviyo_consent.api.schema import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    Documented,
+    answer,
+    errors,
+    query,
+    request_example,
+    response_examples,
 )
 from klaviyo_consent.api.serializers import (
     ConsentEventSerializer,
@@ -104,7 +118,7 @@ def events_answer(request: Request, events: list[ConsentEvent]) -> Any:
     return ConsentEventSummarySerializer(events, many=True).data
 
 
-class _RecordView(ThrottledMixin, StrictBodyMixin, APIView):
+class _RecordView(Documented, ExampleBody, ThrottledMixin, StrictBodyMixin, APIView):
     consent: str = ""
 
     def get_permissions(self) -> list[Any]:
@@ -147,19 +161,38 @@ class _RecordView(ThrottledMixin, StrictBodyMixin, APIView):
         )
 
 
+def _record_schema(summary: str, example: dict[str, Any]) -> Any:
+    return extend_schema(
+        summary=summary,
+        request=ConsentRequestSerializer,
+        responses={201: answer("recorded"), **errors(*WRITE_ERRORS, 409)},
+        examples=[
+            request_example("Request", example),
+            *response_examples(
+                ("Recorded (caller holds view_profile)", examples.RECORDED),
+                ("Recorded (any other caller)", examples.RECORDED_SUMMARY),
+            ),
+        ],
+    )
+
+
+@_record_schema("Record consent given", examples.SUBSCRIBE)
 class SubscribeView(_RecordView):
     """Record consent given; it is pushed to Klaviyo once the transaction commits."""
 
     consent = Consent.SUBSCRIBED
+    example_body = examples.SUBSCRIBE
 
 
+@_record_schema("Record consent withdrawn", examples.UNSUBSCRIBE)
 class UnsubscribeView(_RecordView):
     """Record consent withdrawn for the channels and purposes named."""
 
     consent = Consent.UNSUBSCRIBED
+    example_body = examples.UNSUBSCRIBE
 
 
-class _SuppressionView(ThrottledMixin, StrictBodyMixin, APIView):
+class _SuppressionView(Documented, ExampleBody, ThrottledMixin, StrictBodyMixin, APIView):
     action: str = ""
 
     def get_permissions(self) -> list[Any]:
@@ -199,19 +232,48 @@ class _SuppressionView(ThrottledMixin, StrictBodyMixin, APIView):
         )
 
 
+def _suppression_schema(summary: str) -> Any:
+    return extend_schema(
+        summary=summary,
+        request=SuppressionRequestSerializer,
+        responses={201: answer("suppressed"), **errors(*WRITE_ERRORS)},
+        examples=[
+            request_example("Request", examples.SUPPRESS),
+            *response_examples(("Recorded", examples.SUPPRESSED)),
+        ],
+    )
+
+
+@_suppression_schema("Suppress emails in Klaviyo (USER_SUPPRESSED)")
 class SuppressView(_SuppressionView):
     """Suppress these emails in Klaviyo (USER_SUPPRESSED), through the outbox."""
 
     action = Suppression.SUPPRESS
+    example_body = examples.SUPPRESS
 
 
+@_suppression_schema("Lift the USER_SUPPRESSED suppression of emails")
 class UnsuppressView(_SuppressionView):
     """Lift the USER_SUPPRESSED suppression of these emails in Klaviyo, through the outbox."""
 
     action = Suppression.UNSUPPRESS
+    example_body = examples.SUPPRESS
 
 
-class ProfileList(generics.ListAPIView):
+@extend_schema(
+    summary="Profiles: Klaviyo's mirror beside the ledger",
+    parameters=[
+        query("email", OpenApiTypes.STR, "Only the profile with this email (normalised)."),
+        query("phone_number", OpenApiTypes.STR, "Only the profile with this phone number."),
+        query("country", OpenApiTypes.STR, "ISO 3166-1 alpha-2: where a national number is."),
+        query("external_id", OpenApiTypes.STR, "Only the profile with this external id."),
+    ],
+    responses={200: ProfileSerializer(many=True), **errors(400, *READ_ERRORS)},
+    examples=response_examples(
+        ("Page", {"count": 1, "next": None, "previous": None, "results": [examples.PROFILE]})
+    ),
+)
+class ProfileList(Documented, generics.ListAPIView):
     serializer_class = ProfileSerializer
     permission_classes = [CanViewConsent]
     pagination_class = Pagination
@@ -269,13 +331,18 @@ class ProfileList(generics.ListAPIView):
         return queryset
 
 
-class ProfileDetail(generics.RetrieveAPIView):
+@extend_schema(
+    summary="One profile",
+    responses={200: ProfileSerializer, **errors(*READ_ERRORS)},
+    examples=response_examples(("Profile", examples.PROFILE)),
+)
+class ProfileDetail(Documented, generics.RetrieveAPIView):
     serializer_class = ProfileSerializer
     permission_classes = [CanViewConsent]
     queryset = Profile.objects.all()
 
 
-class _IdentityView(ThrottledMixin, StrictBodyMixin, APIView):
+class _IdentityView(Documented, ExampleBody, ThrottledMixin, StrictBodyMixin, APIView):
     """A write on one profile's identity: the write permission and ``change_profile``, one
     service call, 200 or 409."""
 
@@ -315,11 +382,27 @@ class _IdentityView(ThrottledMixin, StrictBodyMixin, APIView):
         raise NotImplementedError("subclasses of _IdentityView must provide perform()")
 
 
+def _identity_schema(summary: str, serializer: type, example: dict[str, Any]) -> Any:
+    return extend_schema(
+        summary=summary,
+        request=serializer,
+        responses={200: answer("identity_changed"), **errors(*WRITE_ERRORS, 404, 409)},
+        examples=[
+            request_example("Request", example),
+            *response_examples(("Changed", examples.IDENTITY_CHANGED)),
+        ],
+    )
+
+
+@_identity_schema(
+    "Replace a profile's phone number", PhoneNumberChangeSerializer, examples.PHONE_NUMBER_CHANGE
+)
 class PhoneNumberChangeView(_IdentityView):
     """Replace the profile's phone number: the old number's SMS consent is closed, the new
     number starts NEVER_SUBSCRIBED."""
 
     serializer_class = PhoneNumberChangeSerializer
+    example_body = examples.PHONE_NUMBER_CHANGE
 
     def perform(self, profile: Profile, data: dict[str, Any], user: Any) -> IdentityResult:
         return replace_phone_number(
@@ -327,10 +410,12 @@ class PhoneNumberChangeView(_IdentityView):
         )
 
 
+@_identity_schema("Merge another profile into this one", MergeSerializer, examples.MERGE)
 class MergeView(_IdentityView):
     """Merge profile ``other`` into this one (its identifiers move here; events stay)."""
 
     serializer_class = MergeSerializer
+    example_body = examples.MERGE
 
     def perform(self, profile: Profile, data: dict[str, Any], user: Any) -> IdentityResult:
         other = Profile.objects.filter(pk=data["other"]).first()
@@ -339,7 +424,18 @@ class MergeView(_IdentityView):
         return merge_profiles(profile, other, recorded_by=user)
 
 
-class EventList(generics.ListAPIView):
+@extend_schema(
+    summary="Consent events, newest first",
+    parameters=[
+        query("profile", OpenApiTypes.INT, "Only this profile's events."),
+        query("channel", OpenApiTypes.STR, "Only this channel's events.", enum=["email", "sms"]),
+    ],
+    responses={200: ConsentEventSerializer(many=True), **errors(400, *READ_ERRORS)},
+    examples=response_examples(
+        ("Page", {"count": 1, "next": None, "previous": None, "results": [examples.EVENT]})
+    ),
+)
+class EventList(Documented, generics.ListAPIView):
     """The audit trail, newest first."""
 
     serializer_class = ConsentEventSerializer

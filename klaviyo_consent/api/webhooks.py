@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -9,13 +11,39 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from klaviyo_consent.api import examples
 from klaviyo_consent.api.parsers import StrictBodyMixin
+from klaviyo_consent.api.schema import (
+    CodedErrorSerializer,
+    Documented,
+    errors,
+    response_examples,
+)
 from klaviyo_consent.api.throttling import WEBHOOK, ThrottledMixin
 from klaviyo_consent.exceptions import MalformedWebhook, WebhookRejected
 from klaviyo_consent.services.webhooks import handle_webhook, verify_webhook
 
 
-class KlaviyoWebhookView(ThrottledMixin, StrictBodyMixin, APIView):
+@extend_schema(
+    summary="Klaviyo's signed webhook deliveries",
+    request=OpenApiTypes.OBJECT,
+    responses={
+        200: OpenApiTypes.OBJECT,
+        400: OpenApiResponse(CodedErrorSerializer, description="Not a webhook body."),
+        403: OpenApiResponse(
+            CodedErrorSerializer,
+            description="The signature or timestamp is wrong, or the delivery was replayed.",
+            examples=response_examples(("Rejected", examples.WEBHOOK_REJECTED)),
+        ),
+        **errors(415, 429),
+        500: OpenApiResponse(
+            OpenApiTypes.OBJECT,
+            description="Stored but not processed (code processing_failed): Klaviyo resends.",
+        ),
+    },
+    examples=response_examples(("Handled", examples.WEBHOOK_HANDLED)),
+)
+class KlaviyoWebhookView(Documented, ThrottledMixin, StrictBodyMixin, APIView):
     """Accept a signed Klaviyo delivery and re-read the profiles it names.
 
     No authentication (Klaviyo has no session or token) and so no CSRF check: the HMAC

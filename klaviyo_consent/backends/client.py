@@ -21,6 +21,7 @@ from klaviyo_consent.backends.base import JSON_API, JobAccepted, RequestHeaders
 from klaviyo_consent.backends.http import KlaviyoBackend
 from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import ConfigurationError, KlaviyoClientError
+from klaviyo_consent.klaviyo import MAX_CLIENT_SUBSCRIPTION_PROFILES
 
 #: The reason a pushed consent keeps under this backend (issue 13's words).
 CANNOT_READ_REASON = "no private key: Klaviyo's state cannot be read"
@@ -56,7 +57,7 @@ class ClientBackend(KlaviyoBackend):
     """Pushes consent with Create Client Subscription; reads nothing back."""
 
     #: One profile per Create Client Subscription request (spec).
-    max_profiles_per_subscribe = 1
+    max_profiles_per_subscribe = MAX_CLIENT_SUBSCRIPTION_PROFILES
     cannot_read = CANNOT_READ_REASON
 
     def __init__(self, *, public_api_key: str | None = None, **kwargs: Any) -> None:

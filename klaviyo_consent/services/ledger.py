@@ -528,7 +528,9 @@ def latest_events(profile_ids: Iterable[int]) -> dict[int, list[ConsentEvent]]:
         .select_related("delivery", "profile")
         .order_by("id")
     ):
-        latest[event.profile.merged_into_id or event.profile_id].append(event)
+        owner_id = event.profile.merged_into_id or event.profile_id
+        # A profile merged away, asked for by its own id, keeps its own latest events.
+        latest[owner_id if owner_id in latest else event.profile_id].append(event)
     return latest
 
 

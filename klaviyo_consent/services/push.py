@@ -23,6 +23,7 @@ from klaviyo_consent.conf import consent_settings
 from klaviyo_consent.exceptions import (
     KlaviyoAPIError,
     KlaviyoAuthenticationError,
+    KlaviyoConnectionError,
     KlaviyoRateLimited,
     PushDeferred,
 )
@@ -165,6 +166,8 @@ class Pusher:
             return
         except KlaviyoAPIError as error:
             self.report.requests += 1
+            if isinstance(error, KlaviyoConnectionError):
+                self.report.unreachable += 1
             if error.retryable:
                 self._retry(job, profile_ids, error)
             else:

@@ -38,6 +38,8 @@ class SyncReport:
     verified: int = 0
     #: Rows a stopped worker had sent: found applied in Klaviyo and not sent again.
     recovered: int = 0
+    #: Requests that never reached Klaviyo (refused connection, timeout, DNS): their rows wait.
+    unreachable: int = 0
     #: List membership rows (no consent) sent to Klaviyo, and given a verdict by a read-back.
     memberships_pushed: int = 0
     memberships_verified: int = 0
@@ -78,6 +80,23 @@ class PullReport:
             "verdicts_changed": self.verdicts_changed,
             "drifts": self.drifts,
         }
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """``sync(wait=True)`` is about to sleep until the next retry falls due: what it waits for.
+
+    ``seconds`` it sleeps now (at most 5, then it looks again); ``due_at`` the earliest pending
+    row's next try; ``pending`` the rows left in the outbox; ``reason`` that row's last error in
+    the app's words; ``unreachable`` when the last pass could not reach Klaviyo at all.
+    """
+
+    seconds: float
+    due_at: datetime
+    pending: int
+    attempts: int
+    reason: str
+    unreachable: bool
 
 
 #: Above this many rows, a table's size is PostgreSQL's estimate rather than a COUNT.

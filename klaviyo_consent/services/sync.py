@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from django.utils import timezone
 
@@ -22,22 +23,36 @@ from klaviyo_consent.services.erasure_push import push_erasures
 from klaviyo_consent.services.identity_push import push_identity_changes
 from klaviyo_consent.services.membership_push import push_memberships, verify_memberships
 from klaviyo_consent.services.push import push_pending
-from klaviyo_consent.services.reports import SyncReport
+from klaviyo_consent.services.reports import SyncReport, Waiting
 from klaviyo_consent.services.verify import verify_pushed
 
 logger = logging.getLogger("klaviyo_consent.sync")
 
 
-def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) -> SyncReport:
+def sync(
+    *,
+    verify: bool = True,
+    wait: bool = False,
+    max_wait: float = 300.0,
+    on_pass: Callable[[SyncReport], None] | None = None,
+    on_wait: Callable[[Waiting], None] | None = None,
+) -> SyncReport:
     """Push what is pending, then verify what is due.
 
     With ``wait``, keep going while pending rows fall due within ``max_wait`` seconds; a row
     whose next try lies beyond that (a long backoff, a request Klaviyo keeps refusing) is left
     to the next run, so the command returns instead of sleeping out its budget.
+
+    ``on_pass(report)`` hears what each pass did (the run's totals so far); ``on_wait(waiting)``
+    hears, before each sleep, what it waits for (:class:`~.reports.Waiting`: how long, how many
+    rows, why, and whether Klaviyo could be reached), so a caller is never silent.
     """
     report = SyncReport()
     deadline = time.monotonic() + max_wait
+    unreachable = False  # whether the last request of this run failed to reach Klaviyo
+    last_said: tuple[Any, ...] = ()
     while True:
+        before = (report.requests, report.unreachable)
         report.merge(push_pending())
         if push_identity_changes(report):  # new numbers told: their SMS consent may go now
             report.merge(push_pending())
@@ -52,18 +67,44 @@ def sync(*, verify: bool = True, wait: bool = False, max_wait: float = 300.0) ->
                     raise
                 # A push inside a signup reads back only what it can without waiting.
                 logger.info("Read-back left for the next run: %s", exc)
+        if report.requests > before[0]:
+            unreachable = report.unreachable > before[1]
+        if on_pass is not None:
+            on_pass(report)
         if not wait:
             return report
+        pending = Delivery.objects.filter(status=DeliveryStatus.PENDING)
         upcoming = (
-            Delivery.objects.filter(status=DeliveryStatus.PENDING)
-            .order_by("next_attempt_at")
-            .values_list("next_attempt_at", flat=True)
+            pending.order_by("next_attempt_at")
+            .values("next_attempt_at", "reason", "attempts", "deferrals")
             .first()
         )
         left = deadline - time.monotonic()
-        if upcoming is None or (upcoming - timezone.now()).total_seconds() > left:
+        if upcoming is None:
             return report
-        time.sleep(min(max((upcoming - timezone.now()).total_seconds(), 0.05), 5.0))
+        due_in = (upcoming["next_attempt_at"] - timezone.now()).total_seconds()
+        if due_in > left:
+            return report
+        seconds = min(max(due_in, 0.05), 5.0)
+        said = (upcoming["attempts"], upcoming["deferrals"], upcoming["reason"])
+        if on_wait is not None and said != last_said:  # once per wait, not per 5 s nap
+            last_said = said
+            on_wait(
+                Waiting(
+                    seconds=seconds,
+                    due_at=upcoming["next_attempt_at"],
+                    pending=pending.count(),
+                    attempts=upcoming["attempts"] + upcoming["deferrals"],
+                    reason=upcoming["reason"],
+                    unreachable=unreachable,
+                )
+            )
+        time.sleep(seconds)
+
+
+def pending_count() -> int:
+    """Events still waiting in the outbox for a push (their next try may lie ahead)."""
+    return Delivery.objects.filter(status=DeliveryStatus.PENDING).count()
 
 
 def retry_failed(*, event_ids: Sequence[int] | None = None) -> int:

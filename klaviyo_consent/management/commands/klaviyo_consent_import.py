@@ -209,6 +209,11 @@ class Command(BaseCommand):
             raise CommandError("--members-only needs --list-id: the list to add the rows to.")
         if not KLAVIYO_ID.fullmatch(list_id):
             raise CommandError("--list-id is not a Klaviyo list id: letters and digits only.")
+        if options["rejects"] is not None:
+            raise CommandError(
+                "--members-only imports all rows or none: --rejects is not available with it."
+            )
+        dry_run = options["dry_run"]
         members: list[tuple[int, dict[str, str]]] = []
         count, line = 0, 1
         try:
@@ -221,6 +226,8 @@ class Command(BaseCommand):
                         members = []
                 if members:
                     _record_members(list_id, members)
+                if dry_run:
+                    transaction.set_rollback(True)
         except OSError as exc:
             raise CommandError(f"Cannot read {exc.filename or path}: {exc.strerror}") from exc
         except ValueError as exc:
@@ -239,8 +246,10 @@ class Command(BaseCommand):
                 f"{path}, line {failure.line}: {failure.error.field or 'row'}: "
                 f"{failure.error.message} Nothing was imported."
             ) from failure
+        verb = "Would record" if dry_run else "Recorded"
         self.stdout.write(
-            f"Recorded {count} row(s) of {path} as members of list {list_id} (no consent)."
+            f"{verb} {count} row(s) of {path} as members of list {list_id} (no consent)."
+            + (" Dry run: nothing was recorded." if dry_run else "")
         )
 
     @contextmanager

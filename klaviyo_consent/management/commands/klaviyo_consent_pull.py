@@ -4,6 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from klaviyo_consent.exceptions import KlaviyoAPIError
+from klaviyo_consent.management.output import Output, klaviyo_retries_told
 from klaviyo_consent.models import Profile
 from klaviyo_consent.services.lists import mirror_lists
 from klaviyo_consent.services.verify import pull_all, pull_profiles
@@ -24,6 +26,15 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            with klaviyo_retries_told(Output(self.stdout)):
+                self.pull(options)
+        except KlaviyoAPIError as error:
+            # Pages already read are stored; an unreachable or refusing Klaviyo is said in its
+            # own words (never the key), not as a traceback.
+            raise CommandError(f"Klaviyo could not be read: {error}") from error
+
+    def pull(self, options: dict[str, Any]) -> None:
         if options["lists"]:
             lists = mirror_lists(profile_counts=True)
             self.stdout.write(f"lists mirrored {len(lists)} with their member counts")
