@@ -64,6 +64,15 @@ def test_the_email_is_kept_when_only_the_sms_part_is_refused(anonymous, fake):
     assert response.json()["sms"] == "country_unsupported"
     assert "numbers in Slovenia" in response.json()["message"]
     assert [e.channel for e in ConsentEvent.objects.all()] == ["email"]
+    # The refused number is kept nowhere: not on the profile, not on the event.
+    [profile] = Profile.objects.all()
+    assert not profile.phone_number and not ConsentEvent.objects.get().phone_number
+
+
+def test_a_refused_landline_is_not_kept_either(anonymous, fake):
+    response = anonymous.post(PUBLIC, signup(phone="020 7946 0000", country="GB"), format="json")
+    assert response.status_code == 201 and response.json()["sms"] == "not_a_mobile"
+    assert not Profile.objects.exclude(phone_number=None).exclude(phone_number="").exists()
 
 
 def test_an_sms_only_signup_that_cannot_be_texted_is_a_400_in_plain_words(anonymous, fake):

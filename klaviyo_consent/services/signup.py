@@ -22,7 +22,7 @@ page needs and the staff API does not:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.db import transaction
@@ -36,7 +36,7 @@ from klaviyo_consent.exceptions import (
     UnsupportedSMSNumber,
 )
 from klaviyo_consent.models import ConsentEvent, ConsentText, KlaviyoList, Profile
-from klaviyo_consent.phone import normalize_phone_number, phone_region
+from klaviyo_consent.phone import normalize_phone_number, phone_region, require_sms_country
 from klaviyo_consent.services.ledger import ConsentRequest, Evidence, clean_email, record_consent
 from klaviyo_consent.services.texts import active_text
 
@@ -120,6 +120,14 @@ def record_signup(request: SignupRequest) -> SignupOutcome:
     docstring); only a request that keeps losing races to concurrent ones still raises it.
     """
     outcome = SignupOutcome()
+    given = request
+    refused = _sms_refusal(request)
+    if refused:
+        # The number cannot be texted: the email is recorded alone and the number is kept
+        # nowhere (on the profile it would make the person findable by a number they were
+        # told was not taken).
+        outcome.sms = refused
+        request = replace(request, phone_number=None, channels=request.channels - {Channel.SMS})
     with transaction.atomic():
         together = _may_join(request)
         for channel in (Channel.EMAIL, Channel.SMS):
@@ -139,11 +147,28 @@ def record_signup(request: SignupRequest) -> SignupOutcome:
         outcome.double_opt_in = KlaviyoList.objects.filter(
             list_id=list_id, opt_in_process=OptInProcess.DOUBLE_OPT_IN
         ).exists()
-    if request.phone_number:
+    if given.phone_number:
         outcome.sms_region = phone_region(
-            normalize_phone_number(request.phone_number, country=request.country)
+            normalize_phone_number(given.phone_number, country=given.country)
         )
     return outcome
+
+
+def _sms_refusal(request: SignupRequest) -> str | None:
+    """The SMS :class:`Outcome` when the SMS box is ticked for a number Klaviyo cannot text
+    (``require_sms_country``), else None. A malformed number raises ConsentValidationError."""
+    if Channel.SMS not in request.channels or not request.phone_number:
+        return None
+    phone = normalize_phone_number(
+        request.phone_number, field="phone_number", country=request.country
+    )
+    try:
+        require_sms_country(phone)
+    except UnsupportedSMSCountry:
+        return Outcome.COUNTRY_UNSUPPORTED
+    except UnsupportedSMSNumber:
+        return Outcome.NOT_A_MOBILE
+    return None
 
 
 def _may_join(request: SignupRequest) -> bool:
