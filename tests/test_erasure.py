@@ -849,3 +849,14 @@ def test_a_consent_method_detail_naming_an_email_or_phone_number_is_refused(api,
     answer = api.post(SUBSCRIBE, body(method_detail=f"phoned from {ADA_PHONE}"), format="json")
     assert answer.status_code == 400 and "method_detail" in answer.data
     assert not ConsentEvent.objects.exists()
+
+
+def test_an_erasure_reason_naming_an_email_or_phone_number_is_refused(ada, eraser, fake):
+    client = APIClient()
+    client.force_authenticate(eraser)
+    answer = client.post(ERASE.format(ada.pk), {"reason": f"asked by {ADA_EMAIL}"}, format="json")
+    assert answer.status_code == 400 and "kept after erasure" in str(answer.data["reason"])
+    with pytest.raises(CommandError, match="reason"):
+        call_command("klaviyo_consent_erase", "--profile", str(ada.pk), "--reason", ADA_PHONE)
+    assert Profile.objects.get(pk=ada.pk).erased_at is None
+    assert not Erasure.objects.exists()

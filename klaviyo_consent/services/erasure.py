@@ -49,7 +49,7 @@ from klaviyo_consent.services.checkpoints import checkpoint
 from klaviyo_consent.services.leaves import digest, ledger_secret
 from klaviyo_consent.services.ledger import clean_email
 from klaviyo_consent.signals import profile_erased
-from klaviyo_consent.validators import EMAIL_IN_TEXT
+from klaviyo_consent.validators import EMAIL_IN_TEXT, clean_reason
 
 #: What replaces an erased identifier inside free text (Klaviyo's error detail, webhook bodies).
 ERASED = "[erased]"
@@ -86,9 +86,11 @@ def erase_profile(request: ErasureRequest, *, now: datetime | None = None) -> Er
     stop (``failed``, :data:`NOT_SENT`), an :class:`Erasure` with the digests is written and
     one :class:`ErasureDelivery` per identifier Klaviyo knows the profile by is queued
     (pushed on commit). Returns the erasure. Raises :class:`ErasureRefused` (already erased,
-    a profile merged into another, an event the ledger cannot take yet) and
-    :class:`Profile.DoesNotExist`.
+    a profile merged into another, an event the ledger cannot take yet),
+    :class:`ConsentValidationError` naming ``reason`` when it holds an e-mail address or a
+    phone number, and :class:`Profile.DoesNotExist`.
     """
+    clean_reason(request.reason, field="reason")  # kept on the erasure record, a ledger leaf
     profile = Profile.objects.get(pk=request.profile_id)
     if profile.merged_into_id is not None:
         raise ErasureRefused(
