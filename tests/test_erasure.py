@@ -860,3 +860,18 @@ def test_an_erasure_reason_naming_an_email_or_phone_number_is_refused(ada, erase
         call_command("klaviyo_consent_erase", "--profile", str(ada.pk), "--reason", ADA_PHONE)
     assert Profile.objects.get(pk=ada.pk).erased_at is None
     assert not Erasure.objects.exists()
+
+
+def test_no_failed_push_of_an_erased_person_of_any_kind_is_requeued(ada, fake):
+    from klaviyo_consent.models import IdentityDelivery, MembershipDelivery
+    from klaviyo_consent.services import identity_push, outbox
+    from klaviyo_consent.services.sync import retry_failed
+
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    kinds = (Delivery, IdentityDelivery, MembershipDelivery)
+    for model in kinds:
+        assert model.objects.filter(profile=ada).exists()
+        outbox.mark_failed(model.objects.filter(profile=ada), "Klaviyo refused it", [])
+    assert retry_failed() == 0 and identity_push.retry_failed() == 0
+    for model in kinds:
+        assert not model.objects.filter(profile=ada).exclude(status="failed").exists()
