@@ -48,6 +48,10 @@ COLUMNS = {
     "consent_text",
     "method_detail",
 }
+
+#: What a rejects file adds to each row it writes back: so a fixed rejects file imports as it
+#: is, these two are accepted and ignored.
+REJECT_COLUMNS = ("line", "reason")
 PURPOSE_COLUMNS = {
     "email_marketing": ("email", "marketing"),
     "sms_marketing": ("sms", "marketing"),
@@ -315,12 +319,14 @@ def read_rows(path: Path, encoding: str | None = None) -> Iterator[tuple[int, di
             repeated = sorted(name for name, n in Counter(header).items() if n > 1)
             if repeated:
                 raise CsvFileError(1, f"column(s) named twice: {', '.join(repeated)}.")
-            unknown = sorted(set(header) - COLUMNS)
+            unknown = sorted(set(header) - COLUMNS - set(REJECT_COLUMNS))
             if unknown:
                 raise CsvFileError(1, f"unknown column(s) {', '.join(unknown)}.")
             last = 1
             for row in reader:
                 last = reader.line_num
+                for column in REJECT_COLUMNS:
+                    row.pop(column, None)
                 yield last, row
         except csv.Error as error:
             line = last + 1

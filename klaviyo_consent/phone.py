@@ -43,16 +43,24 @@ def normalize_phone_number(
     reads them. A number with an extension (``ext. 12``, ``x12``, ``;ext=12``) is refused.
     """
     text = (raw or "").strip()
+    region = country or consent_settings.DEFAULT_PHONE_REGION
+    international = "write it with + and its country code (E.164, e.g. +13239169023)"
     try:
-        number = phonenumbers.parse(text, country or consent_settings.DEFAULT_PHONE_REGION)
+        number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
+        # The library's own words ("(0) Missing or invalid default region.") mean nothing to
+        # the caller: say what to send instead.
+        national = exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE
         raise InvalidPhoneNumber(
-            f"{text!r} is not a phone number ({exc}); use E.164, e.g. +13239169023.",
+            f"{text!r} is a national number: {international}, or give its country."
+            if national and not text.startswith("+")
+            else f"{text!r} is not a phone number: {international}.",
             field=field,
         ) from exc
     if not phonenumbers.is_valid_number(number):
+        where = f" in {region}" if region and not text.startswith("+") else ""
         raise InvalidPhoneNumber(
-            f"{text!r} is not a valid phone number; use E.164, e.g. +13239169023.", field=field
+            f"{text!r} is not a valid phone number{where}: {international}.", field=field
         )
     if number.extension:
         # A consent is for one number a text reaches; an extension reaches a desk phone.

@@ -117,6 +117,21 @@ def test_double_opt_in_list_leaves_consent_pending_confirmation(api, fake, on_co
     assert ConsentEvent.objects.get(pk=event["id"]).delivery.status == "pending_confirmation"
 
 
+def test_a_national_number_without_a_country_says_to_give_one_in_words(api, fake):
+    response = api.post(
+        SUBSCRIBE,
+        {
+            "profile": {"email": "a@example.com", "phone_number": "07400 123458"},
+            "subscriptions": {"sms": {"marketing": True}},
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    [message] = response.json()["profile"]["phone_number"]
+    assert "national number" in message and "give its country" in message
+    assert "default region" not in message and "(0)" not in message
+
+
 BAD_INPUT = [
     (
         "malformed email",

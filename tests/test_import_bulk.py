@@ -125,6 +125,17 @@ def test_by_default_good_rows_are_kept_and_bad_ones_go_to_a_rejects_file_beside_
     assert Profile.objects.count() == 2
 
 
+def test_a_fixed_rejects_file_imports_as_it_is(tmp_path):
+    path = write(tmp_path, GOOD + BAD_EMAIL)
+    run(path, "--historical-import")
+    rejects = path.with_name(f"{path.stem}.rejects.csv")
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(rejects.read_text().replace("not-an-email", "c@example.org"))
+    summary = run(fixed, "--historical-import")
+    assert "recorded 1" in summary and "rejected 0." in summary
+    assert Profile.objects.filter(email="c@example.org").exists()
+
+
 def test_a_clean_import_leaves_no_rejects_file(tmp_path):
     path = write(tmp_path, GOOD + GOOD_2)
     run(path, "--historical-import")

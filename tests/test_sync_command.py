@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import io
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.db.models import F
 
+from klaviyo_consent.management.output import waiting_line
 from klaviyo_consent.models import Delivery
 from klaviyo_consent.services import sync as sync_service
 from klaviyo_consent.services.ledger import ConsentRequest, record_consent
+from klaviyo_consent.services.reports import Waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -148,3 +150,21 @@ def test_pull_says_each_read_it_retries_and_ends_in_a_command_error_when_klaviyo
     retries = [line for line in out.getvalue().splitlines() if "retrying in" in line]
     assert len(retries) == len(slept) > 0
     assert "Klaviyo did not answer" in retries[0]
+
+
+def test_the_waiting_line_counts_to_the_next_try_and_says_when_the_run_gives_up(settings):
+    settings.TIME_ZONE = "UTC"
+    now = datetime(2026, 11, 30, 9, 11, 15, tzinfo=UTC)
+    line = waiting_line(
+        Waiting(
+            seconds=66,
+            due_at=now + timedelta(seconds=66),
+            gives_up_at=now + timedelta(seconds=300),
+            pending=1,
+            attempts=4,
+            reason="Klaviyo did not answer",
+            unreachable=True,
+        )
+    )
+    assert "next try in 66 s at 09:12:21 UTC (try 5)" in line
+    assert "Waiting until 09:16:15 UTC at most" in line and "--no-wait" in line

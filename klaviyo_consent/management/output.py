@@ -17,12 +17,14 @@ from klaviyo_consent.services.reports import Waiting
 def waiting_line(waiting: Waiting) -> str:
     """What a run waits for, in words: whether Klaviyo answered, how many events, until when."""
     due = timezone.localtime(waiting.due_at).strftime("%H:%M:%S %Z")
+    until = timezone.localtime(waiting.gives_up_at).strftime("%H:%M:%S %Z")
     events = f"{waiting.pending} event{'s' if waiting.pending != 1 else ''}"
     head = "Klaviyo is unreachable" if waiting.unreachable else "Waiting for Klaviyo"
     why = f" ({waiting.reason})" if waiting.reason else ""
     return (
         f"{head}{why}: {events} wait; next try in {waiting.seconds:.0f} s at {due} "
-        f"(try {waiting.attempts + 1})."
+        f"(try {waiting.attempts + 1}). Waiting until {until} at most, then the rest stays "
+        "in the outbox (--no-wait: do not wait)."
     )
 
 

@@ -86,13 +86,16 @@ class PullReport:
 class Waiting:
     """``sync(wait=True)`` is about to sleep until the next retry falls due: what it waits for.
 
-    ``seconds`` it sleeps now (at most 5, then it looks again); ``due_at`` the earliest pending
-    row's next try; ``pending`` the rows left in the outbox; ``reason`` that row's last error in
-    the app's words; ``unreachable`` when the last pass could not reach Klaviyo at all.
+    ``seconds`` until ``due_at``, the earliest pending row's next try (the run naps at most 5 s
+    at a time and looks again); ``gives_up_at`` when the run stops waiting (``max_wait``) and
+    exits, leaving the rest in the outbox; ``pending`` the rows left in the outbox; ``reason``
+    that row's last error in the app's words; ``unreachable`` when the last pass could not
+    reach Klaviyo at all.
     """
 
     seconds: float
     due_at: datetime
+    gives_up_at: datetime
     pending: int
     attempts: int
     reason: str

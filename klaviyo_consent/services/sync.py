@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,8 +92,9 @@ def sync(
             last_said = said
             on_wait(
                 Waiting(
-                    seconds=seconds,
+                    seconds=max(due_in, 0.0),
                     due_at=upcoming["next_attempt_at"],
+                    gives_up_at=timezone.now() + timedelta(seconds=left),
                     pending=pending.count(),
                     attempts=upcoming["attempts"] + upcoming["deferrals"],
                     reason=upcoming["reason"],

@@ -19,6 +19,7 @@ from django.utils import timezone
 from klaviyo_consent.choices import Consent, Method
 from klaviyo_consent.csvrows import (  # noqa: F401 - request_from_row: the import's to_request
     COLUMNS,
+    REJECT_COLUMNS,
     CsvFileError,
     member_from_row,
     parse_consented_at,
@@ -39,7 +40,6 @@ from klaviyo_consent.services.membership import MAX_PROFILES, record_membership
 from klaviyo_consent.validators import KLAVIYO_ID
 
 #: The rejects file's extra columns, after the file's own.
-REJECT_COLUMNS = ("line", "reason")
 
 
 def _record_members(list_id: str, batch: list[tuple[int, dict[str, str]]]) -> None:
