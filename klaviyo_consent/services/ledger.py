@@ -28,7 +28,12 @@ from klaviyo_consent.models import (
 from klaviyo_consent.phone import clean_country, normalize_phone_number, require_sms_country
 from klaviyo_consent.services.texts import resolve_text
 from klaviyo_consent.signals import consent_recorded, identity_changed
-from klaviyo_consent.validators import check_deliverable_email, clean_klaviyo_id, strict_bool
+from klaviyo_consent.validators import (
+    check_deliverable_email,
+    clean_klaviyo_id,
+    clean_reason,
+    strict_bool,
+)
 
 #: Stores the evidence IP as the database keeps it (IPv6 compressed), so a response built
 #: from the new rows says what a later read says.
@@ -147,6 +152,9 @@ def clean_request(
             require_sms_country(phone, field="profile.phone_number")
 
     strict_bool(request.historical_import, field="historical_import")
+    if request.method != Method.KLAVIYO:  # Klaviyo's own words (drift) are recorded as given
+        # The event's method_detail enters its ledger leaf: an erasure could never blank it.
+        clean_reason(request.method_detail, field="method_detail")
     if request.list_id:
         clean_klaviyo_id(request.list_id, field="list_id")
     if request.historical_import and request.consented_at is None:

@@ -31,7 +31,7 @@ from klaviyo_consent.services.ledger import (
     clean_email,
 )
 from klaviyo_consent.signals import membership_recorded
-from klaviyo_consent.validators import clean_klaviyo_id
+from klaviyo_consent.validators import clean_klaviyo_id, clean_reason
 
 #: The most people one request may name (Klaviyo's add-to-list call takes 1000 too).
 MAX_PROFILES = 1000
@@ -119,6 +119,7 @@ def record_membership(
     belong to different people; then nothing is recorded. Consent is never touched.
     """
     list_id = clean_klaviyo_id(list_id, field="list_id")
+    method_detail = clean_reason(method_detail, field="method_detail")
     if action not in Membership.values:
         raise ValueError(f"action must be one of {Membership.values}")
     members = clean_members(profiles)

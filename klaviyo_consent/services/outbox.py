@@ -386,11 +386,19 @@ def write_history(rows: QuerySet[Delivery], history: list[dict[str, Any]]) -> in
     return rows.update(history=history)
 
 
-def requeue(rows: QuerySet[Any]) -> int:
-    """Failed (and dead-lettered) rows back to ``pending`` with a fresh attempt budget."""
+def requeue(rows: QuerySet[Any], *, erased_too: bool = False) -> int:
+    """Failed (and dead-lettered) rows back to ``pending`` with a fresh attempt budget.
+
+    Rows of an erased person stay failed (the erasure stopped them: they would name blanked
+    identifiers, or bring the person back to Klaviyo); only the erasure's own deletion jobs
+    (``erased_too=True``) are requeued for an erased profile.
+    """
     now = timezone.now()
+    rows = rows.filter(status=DeliveryStatus.FAILED)
+    if not erased_too:
+        rows = rows.exclude(profile__erased_at__isnull=False)
     return _transition(
-        rows.filter(status=DeliveryStatus.FAILED),
+        rows,
         now,
         status=DeliveryStatus.PENDING,
         attempts=0,
