@@ -875,3 +875,19 @@ def test_no_failed_push_of_an_erased_person_of_any_kind_is_requeued(ada, fake):
     assert retry_failed() == 0 and identity_push.retry_failed() == 0
     for model in kinds:
         assert not model.objects.filter(profile=ada).exclude(status="failed").exists()
+
+
+def test_an_erased_persons_page_and_ledger_say_erased_and_keep_the_consent(ada, api, admin_client):
+    before = api.get(f"/api/consent/profiles/{ada.pk}/").json()["ledger"]
+    assert before["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+
+    # The ledger still says what she had agreed to, not NEVER_SUBSCRIBED.
+    after = api.get(f"/api/consent/profiles/{ada.pk}/").json()
+    assert after["erased_at"] is not None
+    assert after["ledger"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    assert after["ledger"]["email"]["marketing"]["event_id"] is not None
+    # The admin page says so and offers no action.
+    html = admin_client.get(f"/admin/klaviyo_consent/profile/{ada.pk}/change/").content.decode()
+    assert "Erased on" in html and "Nothing more can be recorded" in html
+    assert 'name="action" value="withdraw_action"' not in html

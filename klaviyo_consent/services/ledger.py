@@ -483,7 +483,9 @@ def _current(queryset: Any) -> Any:
     """Events that speak for the identifiers a profile holds now: email events for its email,
     SMS events for its phone number. A replaced number's history stays with that number.
 
-    The identifiers are the survivor's for the events of a merged profile.
+    The identifiers are the survivor's for the events of a merged profile. An erased
+    profile holds no identifiers any more: its latest consent per key still speaks (what the
+    person had agreed to when they were erased), not NEVER_SUBSCRIBED.
     """
     return queryset.annotate(
         current_email=Coalesce(F("profile__merged_into__email"), F("profile__email")),
@@ -491,6 +493,7 @@ def _current(queryset: Any) -> Any:
     ).filter(
         Q(channel=Channel.EMAIL, personal_data__email=F("current_email"))
         | Q(channel=Channel.SMS, personal_data__phone_number=F("current_phone"))
+        | Q(profile__erased_at__isnull=False)
     )
 
 
