@@ -32,7 +32,7 @@ from klaviyo_consent.exceptions import (
 from klaviyo_consent.models import ErasureDelivery
 from klaviyo_consent.services import outbox, payloads
 from klaviyo_consent.services.erasure import redact
-from klaviyo_consent.services.outbox import _free, backoff
+from klaviyo_consent.services.outbox import backoff, free_condition
 from klaviyo_consent.services.reports import SyncReport
 
 logger = logging.getLogger("klaviyo_consent.sync")
@@ -49,7 +49,7 @@ def _claim(limit: int) -> list[ErasureDelivery]:
     with transaction.atomic():
         due = (
             ErasureDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .filter(_free(now))
+            .filter(free_condition(now))
             .order_by("pk")
         )
         if connection.features.has_select_for_update_skip_locked:
@@ -57,7 +57,7 @@ def _claim(limit: int) -> list[ErasureDelivery]:
         ids = list(due.values_list("pk", flat=True)[:limit])
         if not ids:
             return []
-        ErasureDelivery.objects.filter(pk__in=ids).filter(_free(now)).update(
+        ErasureDelivery.objects.filter(pk__in=ids).filter(free_condition(now)).update(
             lease_token=token, lease_expires_at=until
         )
     return list(ErasureDelivery.objects.filter(lease_token=token).order_by("pk"))

@@ -40,7 +40,7 @@ from klaviyo_consent.validators import (
 _IP_FIELD = EventPersonalData._meta.get_field("ip_address")
 
 
-class _LostProfileRace(Exception):
+class LostProfileRace(Exception):
     """Another transaction created this person's profile between our lookup and our INSERT."""
 
 
@@ -299,7 +299,7 @@ def match_profile(
     return profile
 
 
-def _resolve_profile(
+def resolve_profile(
     email: str | None, phone: str | None, external_id: str | None, *, method: str, user: Any
 ) -> tuple[Profile, bool]:
     """Find the person, or create them; add identifiers they lack, never overwrite one."""
@@ -317,7 +317,7 @@ def _resolve_profile(
                 email=email, phone_number=phone, external_id=external_id
             )
         except IntegrityError as error:
-            raise _LostProfileRace from error
+            raise LostProfileRace from error
         return profile, True
     added = [
         (name, value)
@@ -330,7 +330,7 @@ def _resolve_profile(
         try:
             profile.save(update_fields=[name for name, _ in added] + ["updated_at"])
         except IntegrityError as error:  # another request gave it to someone else meanwhile
-            raise _LostProfileRace from error
+            raise LostProfileRace from error
         records = IdentityEvent.objects.append(
             IdentityEvent(
                 profile=profile,
@@ -358,13 +358,13 @@ def record_consent(request: ConsentRequest) -> RecordResult:
     for attempt in range(RACE_ATTEMPTS):
         try:
             return _record(request, email, phone, changes)
-        except (_LostProfileRace, OperationalError) as error:
+        except (LostProfileRace, OperationalError) as error:
             # Another request created or changed this person between our lookup and our
             # write, or PostgreSQL broke a lock cycle (deadlock, serialization failure). The
             # transaction (or savepoint) is rolled back whole; the next run sees the winner's
             # rows, so it finds the profile, adds to it, or raises IdentityConflict.
-            if not _is_race(error) or attempt == RACE_ATTEMPTS - 1:
-                if isinstance(error, _LostProfileRace):
+            if not is_profile_race(error) or attempt == RACE_ATTEMPTS - 1:
+                if isinstance(error, LostProfileRace):
                     raise IdentityConflict(
                         "Other requests kept changing the profiles these identifiers name; "
                         "nothing was recorded. Try again.",
@@ -387,9 +387,9 @@ RACE_ATTEMPTS = 5
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}
 
 
-def _is_race(error: Exception) -> bool:
+def is_profile_race(error: Exception) -> bool:
     """A lost profile race, or a database error that says "run the transaction again"."""
-    if isinstance(error, _LostProfileRace):
+    if isinstance(error, LostProfileRace):
         return True
     cause = error.__cause__
     return (
@@ -402,7 +402,7 @@ def _record(
     request: ConsentRequest, email: str | None, phone: str | None, changes: list[tuple[str, str]]
 ) -> RecordResult:
     with transaction.atomic():
-        profile, created = _resolve_profile(
+        profile, created = resolve_profile(
             email, phone, request.external_id, method=request.method, user=request.recorded_by
         )
         check_profile(request, phone, changes, profile.email, profile.phone_number)
