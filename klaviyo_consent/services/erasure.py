@@ -41,11 +41,11 @@ from klaviyo_consent.models import (
     MembershipDelivery,
     Profile,
     WebhookDelivery,
-    normalize_email,
 )
 from klaviyo_consent.phone import normalize_phone_number, phone_numbers_in
 from klaviyo_consent.services import outbox
 from klaviyo_consent.services.checkpoints import checkpoint
+from klaviyo_consent.services.erased import erased_on
 from klaviyo_consent.services.leaves import digest, ledger_secret
 from klaviyo_consent.services.ledger import clean_email
 from klaviyo_consent.signals import profile_erased
@@ -426,39 +426,6 @@ def _scrub_admin_log(ids: list[int], values: dict[str, set[str]]) -> None:
             object_repr=scrub(entry.object_repr, patterns)[:200],
             change_message=scrub(entry.change_message, patterns),
         )
-
-
-def erased_on(field: str, value: str) -> datetime | None:
-    """When an erasure removed this identifier (the latest, if several), else None.
-
-    Found by its keyed digest (``ErasedIdentifier``): the identifier itself is not stored.
-    ``value`` is normalised as the ledger stores it (email NFKC/lower-case/IDNA, E.164).
-    """
-    if field == "email":
-        value = normalize_email(value)
-    return erasures_of([(field, value)]).get((field, value))
-
-
-def erasures_of(identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
-    """``{(field, value): when it was last erased}`` for those an erasure removed; one query.
-
-    ``identifiers`` are (field, normalised value) pairs; they are looked up by keyed digest.
-    """
-    secret = ledger_secret()
-    by_digest = {
-        (field, digest(field, value, secret)): (field, value) for field, value in identifiers
-    }
-    if not by_digest:
-        return {}
-    found: dict[tuple[str, str], datetime] = {}
-    rows = ErasedIdentifier.objects.filter(
-        digest__in=[hexdigest for _, hexdigest in by_digest]
-    ).values_list("field", "digest", "erasure__requested_at")
-    for field, hexdigest, when in rows:
-        key = by_digest.get((field, hexdigest))
-        if key is not None and (key not in found or when > found[key]):
-            found[key] = when
-    return found
 
 
 def erase_expired_evidence(
