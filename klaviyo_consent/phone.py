@@ -179,3 +179,14 @@ def require_sms_country(e164: str, *, field: str = "phone_number") -> None:
             f"cannot be recorded for {e164}.",
             field=field,
         )
+
+
+def phone_numbers_in(text: str) -> list[str]:
+    """The valid phone numbers written anywhere in free ``text``, as written there.
+
+    Found by libphonenumber's matcher (``PhoneNumberMatcher``, leniency VALID): ``+``-prefixed
+    numbers always, national ones in the ``DEFAULT_PHONE_REGION`` setting's format when it is
+    set. A ticket number is not a valid phone number, so it is not found.
+    """
+    region = consent_settings.DEFAULT_PHONE_REGION or "ZZ"
+    return [match.raw_string for match in phonenumbers.PhoneNumberMatcher(text or "", region)]

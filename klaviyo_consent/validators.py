@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.phone import phone_numbers_in
 
 #: Klaviyo's ids are letters and digits: list ids like ``Y6nRLr``, profile ids are ULIDs like
 #: ``01GSQPBF74KQ5YTDEPP41T1BZH`` (the examples of the OpenAPI spec, revision 2026-07-15, which
@@ -73,3 +74,24 @@ def strict_bool(value: Any, *, field: str) -> bool:
     if value is True or value is False:
         return value
     raise ConsentValidationError("Must be true or false (a JSON boolean).", field=field)
+
+
+#: An e-mail address inside free text (RFC 5322's addr-spec, loosely: ``local@domain.tld``).
+EMAIL_IN_TEXT = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+\.[^\s@<>()\[\],;:\"']+")
+#: Why a reason may not name a person (docs/erasure.md: what an erasure keeps).
+REASON_NAMES_A_PERSON = (
+    "a reason must not contain an email address or phone number: it is kept after erasure"
+)
+
+
+def clean_reason(value: str, *, field: str = "reason") -> str:
+    """``value`` when it names no e-mail address and no phone number, else raise naming ``field``.
+
+    A reason (an admin action's, an API call's ``method_detail``) is stored on append-only
+    rows that an erasure cannot rewrite, so it must never hold an identifier. Phone numbers
+    are found by libphonenumber (:func:`klaviyo_consent.phone.phone_numbers_in`).
+    """
+    text = value or ""
+    if EMAIL_IN_TEXT.search(text) or phone_numbers_in(text):
+        raise ConsentValidationError(f"{field}: {REASON_NAMES_A_PERSON}.", field=field)
+    return value

@@ -321,3 +321,37 @@ def test_changelists_show_their_columns_in_words(admin_client, person):
     assert "SMS marketing: not applied" in profiles  # the verdict names its subscription
     events = text_of(admin_client.get("/admin/klaviyo_consent/consentevent/").content.decode())
     assert "By verdict" in events and "By status" not in events
+
+
+def test_dead_letters_of_every_delivery_kind_are_counted_and_the_link_opens_only_them(
+    admin_client, fake, person
+):
+    from klaviyo_consent.models import ErasureDelivery, MembershipDelivery
+    from klaviyo_consent.services.erasure import ErasureRequest, erase_profile
+    from klaviyo_consent.services.membership import record_membership
+
+    dead = subscribe("cy@example.com").events[0]
+    refused = subscribe("di@example.com").events[0]  # failed, not dead-lettered
+    outbox.dead_letter(Delivery.objects.filter(pk=dead.pk), attempts=8, reason="gave up", errors=[])
+    outbox.mark_failed(Delivery.objects.filter(pk=refused.pk), "Klaviyo refused it", [])
+    [member] = record_membership("Single", [{"email": "ed@example.com"}], action="add").events
+    outbox.dead_letter(
+        MembershipDelivery.objects.filter(pk=member.pk), attempts=8, reason="x", errors=[]
+    )
+    erase_profile(ErasureRequest(profile_id=person.pk, source="command"))
+    outbox.dead_letter(ErasureDelivery.objects.all(), attempts=8, reason="gave up", errors=[])
+    report = dashboard()
+    assert report.dead_letters_by_kind == {
+        "consent": 1,
+        "identity": 0,
+        "membership": 1,
+        "erasure": ErasureDelivery.objects.count(),
+    }
+    assert report.dead_letters == 2 + ErasureDelivery.objects.count()
+    index = admin_client.get("/admin/klaviyo_consent/").content.decode()
+    link = re.search(r'href="([^"]+)">Dead letters', index).group(1).replace("&amp;", "&")
+    shown = admin_client.get(link).content.decode()
+    assert f"/consentevent/{dead.pk}/change/" in shown
+    assert f"/consentevent/{refused.pk}/change/" not in shown
+    for model in ("membershipevent", "erasuredelivery"):
+        assert f"/admin/klaviyo_consent/{model}/?dead_letter=yes" in index

@@ -18,7 +18,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from klaviyo_consent.choices import DeliveryStatus
-from klaviyo_consent.exceptions import ErasureRefused, ImmutableConsentEvent
+from klaviyo_consent.exceptions import ErasureRefused, ImmutableConsentEvent, KlaviyoAPIError
 from klaviyo_consent.models import (
     ConsentEvent,
     Delivery,
@@ -40,6 +40,7 @@ from klaviyo_consent.services.erasure import (
     scrub,
 )
 from klaviyo_consent.services.erasure_push import push_erasures
+from klaviyo_consent.services.health import note_answer
 from klaviyo_consent.services.ledger import ConsentRequest, Evidence, record_consent
 from klaviyo_consent.services.sync import sync
 from tests.helpers import FAKE_HEADERS, SUBSCRIBE, body, post_to_fake, pull
@@ -49,12 +50,25 @@ pytestmark = pytest.mark.django_db
 ADA_EMAIL = "ada@example.com"
 ADA_PHONE = "+447400123456"
 ADA_NEW_PHONE = "+447400654321"
+#: The number staff gave her in the admin, with a reason.
+ADA_ADMIN_PHONE = "+447400111222"
 ADA_EXTERNAL = "crm-ada-4711"
 ADA_IP = "203.0.113.77"
 ADA_AGENT = "AdaBrowser/9.1 (Lovelace)"
 ADA_PAGE = "https://shop.example/ada-landing?ref=ada-campaign"
 #: Everything that identifies Ada; none may remain anywhere after her erasure.
-ADA = (ADA_EMAIL, ADA_PHONE, ADA_NEW_PHONE, ADA_EXTERNAL, ADA_IP, ADA_AGENT, ADA_PAGE)
+ADA = (
+    ADA_EMAIL,
+    ADA_PHONE,
+    ADA_NEW_PHONE,
+    ADA_ADMIN_PHONE,
+    ADA_EXTERNAL,
+    ADA_IP,
+    ADA_AGENT,
+    ADA_PAGE,
+)
+#: A list she was added to through the lists API (a membership is not a consent).
+ADA_LIST = "Single"
 ERASE = "/api/consent/profiles/{}/erase/"
 CHECK = "/api/consent/check/"
 
@@ -71,9 +85,10 @@ def eraser(django_user_model: Any) -> Any:
 
 
 @pytest.fixture
-def ada(api, fake, on_commit) -> Profile:
-    """Ada: email and SMS consent with evidence, an external id, a replaced number, Klaviyo's
-    mirror, a Klaviyo error quoting her email, and a webhook naming her."""
+def ada(api, fake, on_commit, admin_client) -> Profile:
+    """Ada: email and SMS consent with evidence, an external id, a replaced number, a number
+    staff changed in the admin with a reason, a list membership, Klaviyo's mirror, a Klaviyo
+    error quoting her email, Klaviyo's health naming her, and a webhook naming her."""
     with on_commit():
         response = api.post(
             SUBSCRIBE,
@@ -94,6 +109,28 @@ def ada(api, fake, on_commit) -> Profile:
             format="json",
         )
     assert changed.status_code == 200, changed.data
+    with on_commit():
+        added = api.post(
+            f"/api/consent/lists/{ADA_LIST}/members/",
+            {"profiles": [{"email": ADA_EMAIL}]},
+            format="json",
+        )
+    assert added.status_code == 201, added.content
+    sync()
+    with on_commit():
+        admin_client.post(
+            "/admin/klaviyo_consent/profile/",
+            {
+                "action": "replace_phone_number_action",
+                "_selected_action": [profile.pk],
+                "confirm": "yes",
+                "phone_number": ADA_ADMIN_PHONE,
+                "country": "",
+                "reason": "customer asked on the phone, ticket 4821",
+            },
+            follow=True,  # staff read the confirmation message, which names the new number
+        )
+    assert Profile.objects.get(pk=profile.pk).phone_number == ADA_ADMIN_PHONE
     sync()
     pull(profile.pk)
     profile.refresh_from_db()
@@ -110,6 +147,10 @@ def ada(api, fake, on_commit) -> Profile:
         topics=["profile.subscribed"],
         body={"data": [{"attributes": {"email": ADA_EMAIL, "phone_number": ADA_NEW_PHONE}}]},
         error=f"could not match {ADA_EXTERNAL}",
+    )
+    note_answer(
+        KlaviyoAPIError(status=429, errors=[{"detail": f"Slow down on {ADA_ADMIN_PHONE}"}]),
+        "get_profiles",
     )
     return profile
 
@@ -166,6 +207,13 @@ def _admin_pages(client: Any) -> str:
             page = client.get(f"{base}{pk}/change/")
             assert page.status_code == 200, (base, pk)
             pages.append(page.content.decode())
+            if "447400111222" in pages[-1]:
+                print(
+                    "HIT",
+                    base,
+                    pk,
+                    pages[-1][max(0, pages[-1].index("447400111222") - 1500) :][:1800],
+                )
     return "\n".join(pages)
 
 
@@ -178,7 +226,25 @@ def _api_pages(api: APIClient, profile: Profile) -> str:
         f"/api/consent/profiles/{profile.pk}/receipts/",
         "/api/consent/checkpoints/",
     ]
-    pages = [api.get(path).content.decode() for path in paths]
+    paths += [
+        "/api/consent/events/export/?format=csv",
+        "/api/consent/events/export/?format=jsonl",
+        f"/api/consent/events/export/?format=jsonl&profile={profile.pk}",
+    ]
+    pages = []
+    for path in paths:
+        page = api.get(path)
+        assert page.status_code == 200, (path, page.status_code)
+        pages.append(b"".join(page.streaming_content) if page.streaming else page.content)
+    pages = [page.decode() for page in pages]
+    # members/?email= echoes the address it is asked about (as check/ does): the rest may not
+    # name her.
+    for query in ({"email": ADA_EMAIL}, {"phone_number": ADA_ADMIN_PHONE}):
+        page = api.get(f"/api/consent/lists/{ADA_LIST}/members/", query)
+        assert page.status_code == 200, page.content
+        for member in page.json()["members"]:
+            member.pop("email"), member.pop("phone_number")
+            pages.append(json.dumps(member))
     for event in ConsentEvent.objects.filter(profile=profile):
         pages.append(api.get(f"/api/consent/events/{event.pk}/receipt/").content.decode())
     # (check/ echoes the identifiers it is asked about: its own test asks it.)
@@ -600,3 +666,228 @@ def test_migration_0013_moves_existing_values_and_keeps_the_append_only_triggers
     checkpoints.checkpoint()
     with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
         cursor.execute(f"UPDATE {LedgerEntry._meta.db_table} SET leaf_hash = 'x'")
+
+
+# --- what an erasure left behind, and what could bring it back ---------------------------------
+
+
+def test_retry_failed_never_resends_an_erased_persons_stopped_pushes(api, fake, on_commit):
+    from klaviyo_consent.models import MembershipDelivery
+    from klaviyo_consent.services.sync import retry_failed
+
+    with on_commit():
+        response = api.post(
+            SUBSCRIBE, body(profile={"email": ADA_EMAIL, "phone_number": ADA_PHONE}), format="json"
+        )
+        members = api.post(
+            "/api/consent/lists/Single/members/",
+            {"profiles": [{"email": ADA_EMAIL}]},
+            format="json",
+        )
+    assert members.status_code == 201, members.content
+    profile_id = response.data["profile"]["id"]
+    # Nothing pushed yet: the erasure stops every pending consent and membership push.
+    Delivery.objects.filter(profile_id=profile_id).update(status=DeliveryStatus.PENDING)
+    MembershipDelivery.objects.filter(profile_id=profile_id).update(status=DeliveryStatus.PENDING)
+    jobs_before = len(fake.jobs)
+    erase_profile(ErasureRequest(profile_id=profile_id, source="command"))
+    assert retry_failed() == 0
+    call_command("klaviyo_consent_sync", "--retry-failed")
+    assert Delivery.objects.filter(profile_id=profile_id, status="pending").count() == 0
+    assert MembershipDelivery.objects.filter(profile_id=profile_id, status="pending").count() == 0
+    assert len(fake.jobs) == jobs_before  # no job names her again
+
+
+def test_the_admin_retry_action_leaves_an_erased_persons_pushes_stopped(admin_client, fake):
+    [event] = record_consent(
+        ConsentRequest(
+            consent="SUBSCRIBED", subscriptions={"email": {"marketing": True}}, email=ADA_EMAIL
+        )
+    ).events
+    erase_profile(ErasureRequest(profile_id=event.profile_id, source="command"))
+    admin_client.post(
+        "/admin/klaviyo_consent/consentevent/",
+        {"action": "retry_action", "_selected_action": [event.pk]},
+    )
+    assert Delivery.objects.get(pk=event.pk).status == DeliveryStatus.FAILED
+
+
+@pytest.mark.parametrize("dead", [False, True])
+def test_a_refused_deletion_job_keeps_no_identifier_klaviyo_quoted(queued, fake, settings, dead):
+    settings.KLAVIYO_CONSENT = {**settings.KLAVIYO_CONSENT, "MAX_ATTEMPTS": 1}
+    quoted = [{"detail": f"profile {ADA_EMAIL} / {ADA_NEW_PHONE} not deletable", "status": 400}]
+    fake.fail_next(500 if dead else 400, errors=quoted)
+    push_erasures()
+    queued.refresh_from_db()
+    assert queued.status == DeliveryStatus.FAILED and bool(queued.dead_lettered_at) is dead
+    assert _leftovers((ADA_EMAIL, ADA_NEW_PHONE)) == []
+    assert ERASED in queued.reason and queued.errors[0]["detail"].count(ERASED) == 2
+    assert queued.target_value  # kept until Klaviyo accepts the job
+
+
+def test_klaviyos_health_detail_naming_the_person_is_scrubbed(ada, fake):
+    from klaviyo_consent.models import KlaviyoHealth
+
+    KlaviyoHealth.objects.create(
+        status=403,
+        seen=1,
+        operation="get_profiles",
+        detail=f"No scope to read {ADA_EMAIL}",
+        last_seen_at=timezone.now(),
+    )
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    assert KlaviyoHealth.objects.get(status=403).detail == f"No scope to read {ERASED}"
+    assert ADA_ADMIN_PHONE not in KlaviyoHealth.objects.get(status=429).detail
+
+
+def test_the_admin_history_of_any_object_naming_the_person_is_scrubbed(ada, admin_user):
+    from django.contrib.admin.models import CHANGE
+    from django.contrib.contenttypes.models import ContentType
+
+    event = ConsentEvent.objects.filter(profile=ada).first()
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(ConsentEvent),
+        object_id=str(event.pk),
+        object_repr=f"event of {ADA_EMAIL}",
+        action_flag=CHANGE,
+        change_message=f"Withdrawn. Reason: asked from {ADA_NEW_PHONE}",
+    )
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    entry = LogEntry.objects.get(content_type__model="consentevent")
+    assert entry.object_repr == f"event of {ERASED}"
+    assert entry.change_message == f"Withdrawn. Reason: asked from {ERASED}"
+
+
+@pytest.mark.parametrize("reason", [f"asked by {ADA_EMAIL}", "called from +44 7400 123456"])
+def test_a_reason_naming_an_email_or_phone_number_is_refused(reason, fake):
+    from klaviyo_consent.admin.confirm import ReasonForm
+    from klaviyo_consent.exceptions import ConsentValidationError
+    from klaviyo_consent.services.membership import record_membership
+
+    form = ReasonForm({"reason": reason})
+    assert not form.is_valid()
+    assert "must not contain an email address or phone number" in str(form.errors["reason"])
+    assert ReasonForm({"reason": "customer asked by phone, ticket 4821"}).is_valid()
+    with pytest.raises(ConsentValidationError) as refused:
+        record_membership(
+            "Single", [{"email": "bob@example.com"}], action="add", method_detail=reason
+        )
+    assert refused.value.field == "method_detail"
+    assert "kept after erasure" in str(refused.value)
+
+
+def test_an_identity_events_reason_is_erasable_and_erased_with_the_person(ada, fake):
+    from klaviyo_consent.models import IdentityPersonalData
+
+    changed = IdentityEvent.objects.filter(profile=ada).first()
+    assert "reason" not in {f.name for f in IdentityEvent._meta.concrete_fields}
+    assert changed.reason == changed.personal_data.reason  # the attribute API is kept
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    assert set(IdentityPersonalData.objects.values_list("reason", flat=True)) <= {None, ""}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0015_moves_identity_reasons_and_keeps_the_append_only_triggers():
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("klaviyo_consent", "0014_delivery_history")])
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_profile (email, klaviyo_id, subscriptions, created_at, "
+            "updated_at) VALUES ('old@example.com', '', '{}', %s, %s)",
+            [now, now],
+        )
+        cursor.execute("SELECT id FROM klaviyo_consent_profile")
+        [(profile_id,)] = cursor.fetchall()
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_identityevent (profile_id, change, field, method, "
+            "reason, recorded_at, recorded_by_label) VALUES (%s, 'phone_number_replaced', "
+            "'phone_number', 'admin', 'ticket 9', %s, '')",
+            [profile_id, now],
+        )
+        cursor.execute("SELECT id FROM klaviyo_consent_identityevent")
+        [(event_id,)] = cursor.fetchall()
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_consentevent (profile_id, channel, purpose, consent, "
+            "method, method_detail, custom_source, consent_text, recorded_at, list_id, "
+            "historical_import, klaviyo_data, recorded_by_label) VALUES (%s, 'email', "
+            "'marketing', 'SUBSCRIBED', 'api', '', '', '', %s, '', %s, '{}', '')",
+            [profile_id, now, False],
+        )
+        cursor.execute(
+            "INSERT INTO klaviyo_consent_identitypersonaldata (event_id, old_value, new_value, "
+            "moved) VALUES (%s, '+447400123456', '+447400654321', '{}')",
+            [event_id],
+        )
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    event = IdentityEvent.objects.get()
+    assert (event.reason, event.old_value) == ("ticket 9", "+447400123456")
+    with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {ConsentEvent._meta.db_table} SET consent = 'UNSUBSCRIBED'")
+    with pytest.raises(Exception, match="append-only"), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {ConsentEvent._meta.db_table}")
+
+
+def test_a_consent_method_detail_naming_an_email_or_phone_number_is_refused(api, fake):
+    from klaviyo_consent.exceptions import ConsentValidationError
+
+    with pytest.raises(ConsentValidationError) as refused:
+        record_consent(
+            ConsentRequest(
+                consent="SUBSCRIBED",
+                subscriptions={"email": {"marketing": True}},
+                email="bob@example.com",
+                method_detail=f"forwarded by {ADA_EMAIL}",
+            )
+        )
+    assert refused.value.field == "method_detail"
+    answer = api.post(SUBSCRIBE, body(method_detail=f"phoned from {ADA_PHONE}"), format="json")
+    assert answer.status_code == 400 and "method_detail" in answer.data
+    assert not ConsentEvent.objects.exists()
+
+
+def test_an_erasure_reason_naming_an_email_or_phone_number_is_refused(ada, eraser, fake):
+    client = APIClient()
+    client.force_authenticate(eraser)
+    answer = client.post(ERASE.format(ada.pk), {"reason": f"asked by {ADA_EMAIL}"}, format="json")
+    assert answer.status_code == 400 and "kept after erasure" in str(answer.data["reason"])
+    with pytest.raises(CommandError, match="reason"):
+        call_command("klaviyo_consent_erase", "--profile", str(ada.pk), "--reason", ADA_PHONE)
+    assert Profile.objects.get(pk=ada.pk).erased_at is None
+    assert not Erasure.objects.exists()
+
+
+def test_no_failed_push_of_an_erased_person_of_any_kind_is_requeued(ada, fake):
+    from klaviyo_consent.models import IdentityDelivery, MembershipDelivery
+    from klaviyo_consent.services import identity_push, outbox
+    from klaviyo_consent.services.sync import retry_failed
+
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    kinds = (Delivery, IdentityDelivery, MembershipDelivery)
+    for model in kinds:
+        assert model.objects.filter(profile=ada).exists()
+        outbox.mark_failed(model.objects.filter(profile=ada), "Klaviyo refused it", [])
+    assert retry_failed() == 0 and identity_push.retry_failed() == 0
+    for model in kinds:
+        assert not model.objects.filter(profile=ada).exclude(status="failed").exists()
+
+
+def test_an_erased_persons_page_and_ledger_say_erased_and_keep_the_consent(ada, api, admin_client):
+    before = api.get(f"/api/consent/profiles/{ada.pk}/").json()["ledger"]
+    assert before["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+
+    # The ledger still says what she had agreed to, not NEVER_SUBSCRIBED.
+    after = api.get(f"/api/consent/profiles/{ada.pk}/").json()
+    assert after["erased_at"] is not None
+    assert after["ledger"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    assert after["ledger"]["email"]["marketing"]["event_id"] is not None
+    # The admin page says so and offers no action.
+    html = admin_client.get(f"/admin/klaviyo_consent/profile/{ada.pk}/change/").content.decode()
+    assert "Erased on" in html and "Nothing more can be recorded" in html
+    assert 'name="action" value="withdraw_action"' not in html

@@ -68,6 +68,35 @@ class ConsentFilter(admin.SimpleListFilter):
         return queryset.alias(mirrored=mirrored_consent(channel, purpose)).filter(mirrored=consent)
 
 
+class DeadLetterFilter(admin.SimpleListFilter):
+    """Rows whose retries ran out (``failed`` with ``dead_lettered_at``): the dashboard's
+    "Dead letters" links (``?dead_letter=yes``). ``field_path`` reaches the delivery row."""
+
+    title = "dead letter"
+    parameter_name = "dead_letter"
+    #: The delivery's fields from the changelist's model (``"delivery__"`` for an event).
+    prefix = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "retries ran out")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() != "yes":
+            return queryset
+        return queryset.filter(
+            **{
+                f"{self.prefix}status": DeliveryStatus.FAILED,
+                f"{self.prefix}dead_lettered_at__isnull": False,
+            }
+        )
+
+
+class EventDeadLetterFilter(DeadLetterFilter):
+    """:class:`DeadLetterFilter` for an event changelist (its ``delivery``)."""
+
+    prefix = "delivery__"
+
+
 class VerdictFilter(admin.SimpleListFilter):
     """Profiles with an event in a given verdict, or with drift recorded from Klaviyo."""
 

@@ -32,6 +32,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from klaviyo_consent.exceptions import ConsentValidationError
+from klaviyo_consent.validators import REASON_NAMES_A_PERSON, clean_reason
 
 #: The longest reason kept: it goes into an event's ``method_detail`` (255 characters).
 MAX_REASON_LENGTH = 200
@@ -54,6 +55,16 @@ class ReasonForm(forms.Form):
     def __init__(self, *args: Any, queryset: QuerySet | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queryset = queryset
+
+    def clean_reason(self) -> str:
+        """The reason stays on append-only rows after an erasure: it must name nobody."""
+        reason = self.cleaned_data["reason"]
+        try:
+            return clean_reason(reason)
+        except ConsentValidationError as error:
+            raise forms.ValidationError(
+                REASON_NAMES_A_PERSON[0].upper() + REASON_NAMES_A_PERSON[1:] + "."
+            ) from error
 
 
 ActionRun = Callable[[Any, HttpRequest, QuerySet, dict[str, Any]], str]

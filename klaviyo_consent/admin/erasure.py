@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from klaviyo_consent.admin.base import ReadOnlyMixin
+from klaviyo_consent.admin.base import DeadLetterFilter, ReadOnlyMixin
 from klaviyo_consent.models import Erasure, ErasureDelivery
 
 
@@ -47,7 +47,7 @@ class ErasureAdmin(ReadOnlyMixin, admin.ModelAdmin):
 @admin.register(ErasureDelivery)
 class ErasureDeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["erasure", "target_field", "status", "attempts", "pushed_at", "updated_at"]
-    list_filter = ["status"]
+    list_filter = ["status", DeadLetterFilter]
     # target_value (the identifier until Klaviyo's 202) is never shown.
     readonly_fields = [
         "erasure",

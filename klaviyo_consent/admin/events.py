@@ -12,6 +12,7 @@ from django.utils.safestring import SafeString
 
 from klaviyo_consent.admin.accessible import BlankNamedValuesFilter
 from klaviyo_consent.admin.base import (
+    EventDeadLetterFilter,
     ReadOnlyMixin,
     badge,
 )
@@ -52,6 +53,7 @@ class ConsentEventAdmin(EventProofMixin, ReadOnlyMixin, admin.ModelAdmin):
         "consent",
         "method",
         ("delivery__status", VerdictListFilter),
+        EventDeadLetterFilter,
         "historical_import",
     ]
     search_fields = [

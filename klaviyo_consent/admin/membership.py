@@ -15,7 +15,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from klaviyo_consent.admin.base import ReadOnlyMixin
+from klaviyo_consent.admin.base import EventDeadLetterFilter, ReadOnlyMixin
 from klaviyo_consent.admin.confirm import ReasonForm, confirmed_action
 from klaviyo_consent.choices import Membership, Method
 from klaviyo_consent.exceptions import ConsentValidationError
@@ -98,7 +98,7 @@ class MembershipEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     be sent again."""
 
     list_display = ["id", "profile", "list_id", "action", "verdict", "method", "recorded_at"]
-    list_filter = ["action", "delivery__status", "method"]
+    list_filter = ["action", "delivery__status", EventDeadLetterFilter, "method"]
     search_fields = ["list_id", "profile__email", "profile__phone_number"]
     list_select_related = ["profile", "delivery"]
     actions = ["retry_action"]

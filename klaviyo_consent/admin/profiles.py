@@ -245,8 +245,12 @@ class ProfileAdmin(
             "kc_events_url": reverse("admin:klaviyo_consent_consentevent_changelist")
             + f"?profile={profile.pk}",
             "kc_klaviyo_url": klaviyo_profile_url(profile.klaviyo_id),
-            "kc_actions": [(name, allowed[name][2]) for name in PAGE_ACTIONS if name in allowed],
-            "kc_may_operate": self.has_operate_permission(request),
+            # An erased person has no identifiers left to record, withdraw or push with.
+            "kc_actions": []
+            if profile.erased_at
+            else [(name, allowed[name][2]) for name in PAGE_ACTIONS if name in allowed],
+            "kc_erased_at": local_time(profile.erased_at) if profile.erased_at else "",
+            "kc_may_operate": self.has_operate_permission(request) or bool(profile.erased_at),
             "kc_changelist_url": reverse("admin:klaviyo_consent_profile_changelist"),
         }
 

@@ -24,7 +24,7 @@ from klaviyo_consent.api.schema import (
     response_examples,
 )
 from klaviyo_consent.api.serializers import StrictSerializer
-from klaviyo_consent.exceptions import ErasureRefused
+from klaviyo_consent.exceptions import ConsentValidationError, ErasureRefused
 from klaviyo_consent.models import Erasure, Profile
 from klaviyo_consent.services.erasure import ErasureRequest, erase_profile
 
@@ -114,5 +114,7 @@ class EraseProfileView(Documented, ExampleBody, StrictBodyMixin, APIView):
             )
         except ErasureRefused as error:
             return Response({error.field: [error.message]}, status=status.HTTP_409_CONFLICT)
+        except ConsentValidationError as error:
+            return Response({error.field: [error.message]}, status=status.HTTP_400_BAD_REQUEST)
         erasure.refresh_from_db()
         return Response(erasure_data(erasure), status=status.HTTP_202_ACCEPTED)

@@ -3,8 +3,9 @@
 A consent event and an identity event never change, yet a person may ask to be forgotten
 (GDPR Art. 17) and evidence may outlive its retention. So the raw identifiers and evidence
 (email, phone number, external id, IP address, user agent, page URL; an identity change's old
-and new values) live in one row per event here, which erasure blanks (``erased_at``). The
-event keeps its proof: the ledger leaf holds keyed digests of those values (docs/receipts.md).
+and new values and its reason) live in one row per event here, which erasure blanks
+(``erased_at``). The event keeps its proof: the ledger leaf holds keyed digests of those
+values (docs/receipts.md).
 
 The events keep attributes of the same names (``event.email``, ``ConsentEvent(email=...)``)
 through :func:`erasable`; ORM lookups go through the relation: ``personal_data__email``.
@@ -150,6 +151,9 @@ class IdentityPersonalData(models.Model):
     new_value = models.CharField(max_length=255, blank=True)
     #: For a merge: the identifiers that moved, ``{"email": "...", ...}``.
     moved = models.JSONField(default=dict, blank=True)
+    #: Why staff made the change (the admin asks for it), None where none was given: free
+    #: text, so an erasure blanks it with the identifiers.
+    reason = models.TextField(null=True, blank=True)  # noqa: DJ001
     erased_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -172,4 +176,4 @@ EVENT_ERASABLE = {
 #: The evidence among them: what EVIDENCE_RETENTION_DAYS erases.
 EVIDENCE_FIELDS = ("ip_address", "user_agent", "page_url")
 #: An identity event's erasable attributes and their value when absent or erased.
-IDENTITY_ERASABLE = {"old_value": "", "new_value": "", "moved": {}}
+IDENTITY_ERASABLE = {"old_value": "", "new_value": "", "moved": {}, "reason": None}

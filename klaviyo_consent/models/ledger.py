@@ -314,7 +314,7 @@ class IdentityEvent(ErasableRowMixin, RecordedBy):
 
     Consent events keep the identifiers they were given for; these rows say when and why a
     profile's identifiers changed since (a number replaced, an identifier added, a merge).
-    ``old_value``, ``new_value`` and ``moved`` are kept in the erasable row
+    ``old_value``, ``new_value``, ``moved`` and ``reason`` are kept in the erasable row
     (:class:`~klaviyo_consent.models.IdentityPersonalData`, ``personal_data``).
     """
 
@@ -328,9 +328,6 @@ class IdentityEvent(ErasableRowMixin, RecordedBy):
         Profile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.API)
-    #: Why staff made the change (the admin asks for it); null (no default: adding the column
-    #: leaves SQLite's append-only trigger in place) where none was given.
-    reason = models.TextField(null=True, blank=True)  # noqa: DJ001
     recorded_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = IdentityEventManager()
@@ -339,6 +336,8 @@ class IdentityEvent(ErasableRowMixin, RecordedBy):
     new_value = erasable("new_value", IDENTITY_ERASABLE["new_value"])
     #: For a merge: the identifiers that moved, ``{"email": "...", ...}``.
     moved = erasable("moved", IDENTITY_ERASABLE["moved"])
+    #: Why staff made the change (the admin asks for it), None where none was given.
+    reason = erasable("reason", IDENTITY_ERASABLE["reason"])
 
     class Meta:
         ordering = ["-recorded_at", "-id"]

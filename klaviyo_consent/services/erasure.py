@@ -37,17 +37,19 @@ from klaviyo_consent.models import (
     EventPersonalData,
     IdentityDelivery,
     IdentityPersonalData,
+    KlaviyoHealth,
     MembershipDelivery,
     Profile,
     WebhookDelivery,
-    normalize_email,
 )
-from klaviyo_consent.phone import normalize_phone_number
+from klaviyo_consent.phone import normalize_phone_number, phone_numbers_in
 from klaviyo_consent.services import outbox
 from klaviyo_consent.services.checkpoints import checkpoint
+from klaviyo_consent.services.erased import erased_on
 from klaviyo_consent.services.leaves import digest, ledger_secret
 from klaviyo_consent.services.ledger import clean_email
 from klaviyo_consent.signals import profile_erased
+from klaviyo_consent.validators import EMAIL_IN_TEXT, clean_reason
 
 #: What replaces an erased identifier inside free text (Klaviyo's error detail, webhook bodies).
 ERASED = "[erased]"
@@ -84,9 +86,11 @@ def erase_profile(request: ErasureRequest, *, now: datetime | None = None) -> Er
     stop (``failed``, :data:`NOT_SENT`), an :class:`Erasure` with the digests is written and
     one :class:`ErasureDelivery` per identifier Klaviyo knows the profile by is queued
     (pushed on commit). Returns the erasure. Raises :class:`ErasureRefused` (already erased,
-    a profile merged into another, an event the ledger cannot take yet) and
-    :class:`Profile.DoesNotExist`.
+    a profile merged into another, an event the ledger cannot take yet),
+    :class:`ConsentValidationError` naming ``reason`` when it holds an e-mail address or a
+    phone number, and :class:`Profile.DoesNotExist`.
     """
+    clean_reason(request.reason, field="reason")  # kept on the erasure record, a ledger leaf
     profile = Profile.objects.get(pk=request.profile_id)
     if profile.merged_into_id is not None:
         raise ErasureRefused(
@@ -149,11 +153,12 @@ def erase_profile(request: ErasureRequest, *, now: datetime | None = None) -> Er
         rows.update(**_BLANK_EVENT, erased_at=now)
         IdentityPersonalData.objects.filter(
             Q(event__profile_id__in=ids) | Q(event__other_profile_id__in=ids)
-        ).update(old_value="", new_value="", moved={}, erased_at=now)
+        ).update(old_value="", new_value="", moved={}, reason=None, erased_at=now)
         _stop_deliveries(ids)
         _scrub_outbox(ids, values)
         _scrub_webhooks(values)
-        _scrub_admin_log(ids)
+        _scrub_health(values)
+        _scrub_admin_log(ids, values)
         Profile.objects.filter(pk__in=ids).update(
             email=None,
             phone_number=None,
@@ -297,6 +302,24 @@ def scrub(value: Any, patterns: Iterable[str]) -> Any:
     return value
 
 
+def redact(value: Any, patterns: Iterable[str] = ()) -> Any:
+    """:func:`scrub`, then every e-mail address and phone number left in the strings of
+    ``value`` replaced by :data:`ERASED` too: for texts that belong to an erased person only
+    (a deletion job's errors), where Klaviyo may quote an identifier the row no longer holds.
+    """
+    value = scrub(value, patterns)
+    if isinstance(value, str):
+        text = EMAIL_IN_TEXT.sub(ERASED, value)
+        for number in sorted(set(phone_numbers_in(text)), key=len, reverse=True):
+            text = text.replace(number, ERASED)
+        return text
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, dict):
+        return {redact(key): redact(item) for key, item in value.items()}
+    return value
+
+
 def _naming(patterns: list[str], *columns: str) -> Q:
     """Rows one of whose ``columns`` (text, or ``<name>_text``: JSON as text) holds a pattern."""
     condition = Q()
@@ -338,6 +361,15 @@ def _scrub_outbox(ids: list[int], values: dict[str, set[str]]) -> None:
         model.objects.bulk_update(changed, list(fields), batch_size=500)
 
 
+def _scrub_health(values: dict[str, set[str]]) -> None:
+    """Klaviyo's last 401/403/429 (``KlaviyoHealth.detail``) may quote the person's identifier."""
+    patterns = _patterns(values)
+    if not patterns:
+        return
+    for row in KlaviyoHealth.objects.filter(_naming(patterns, "detail")):
+        KlaviyoHealth.objects.filter(pk=row.pk).update(detail=scrub(row.detail, patterns))
+
+
 def _scrub_webhooks(values: dict[str, set[str]]) -> None:
     """Klaviyo's webhook bodies (and the errors their processing left) naming the person."""
     patterns = _patterns(values)
@@ -374,8 +406,10 @@ def find_person(*, email: str | None = None, phone_number: str | None = None) ->
     raise ErasureRefused(f"No profile has this {field}.", field=field)
 
 
-def _scrub_admin_log(ids: list[int]) -> None:
-    """Django's admin history names a profile by its ``str()``: its email or phone number."""
+def _scrub_admin_log(ids: list[int], values: dict[str, set[str]]) -> None:
+    """Django's admin history: a profile is named by its ``str()`` (its email or phone
+    number), and any row's change message (a reason, a changed field's value) or name may
+    quote an identifier, whatever its content type."""
     if not django_apps.is_installed("django.contrib.admin"):
         return
     LogEntry = django_apps.get_model("admin", "LogEntry")  # noqa: N806 - a model class
@@ -384,39 +418,14 @@ def _scrub_admin_log(ids: list[int]) -> None:
         LogEntry.objects.filter(content_type=kind, object_id=str(pk)).update(
             object_repr=f"erased profile {pk}", change_message=""
         )
-
-
-def erased_on(field: str, value: str) -> datetime | None:
-    """When an erasure removed this identifier (the latest, if several), else None.
-
-    Found by its keyed digest (``ErasedIdentifier``): the identifier itself is not stored.
-    ``value`` is normalised as the ledger stores it (email NFKC/lower-case/IDNA, E.164).
-    """
-    if field == "email":
-        value = normalize_email(value)
-    return erasures_of([(field, value)]).get((field, value))
-
-
-def erasures_of(identifiers: Iterable[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
-    """``{(field, value): when it was last erased}`` for those an erasure removed; one query.
-
-    ``identifiers`` are (field, normalised value) pairs; they are looked up by keyed digest.
-    """
-    secret = ledger_secret()
-    by_digest = {
-        (field, digest(field, value, secret)): (field, value) for field, value in identifiers
-    }
-    if not by_digest:
-        return {}
-    found: dict[tuple[str, str], datetime] = {}
-    rows = ErasedIdentifier.objects.filter(
-        digest__in=[hexdigest for _, hexdigest in by_digest]
-    ).values_list("field", "digest", "erasure__requested_at")
-    for field, hexdigest, when in rows:
-        key = by_digest.get((field, hexdigest))
-        if key is not None and (key not in found or when > found[key]):
-            found[key] = when
-    return found
+    patterns = _patterns(values)
+    if not patterns:
+        return
+    for entry in LogEntry.objects.filter(_naming(patterns, "object_repr", "change_message")):
+        LogEntry.objects.filter(pk=entry.pk).update(
+            object_repr=scrub(entry.object_repr, patterns)[:200],
+            change_message=scrub(entry.change_message, patterns),
+        )
 
 
 def erase_expired_evidence(

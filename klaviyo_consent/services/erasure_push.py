@@ -31,7 +31,8 @@ from klaviyo_consent.exceptions import (
 )
 from klaviyo_consent.models import ErasureDelivery
 from klaviyo_consent.services import outbox, payloads
-from klaviyo_consent.services.outbox import _free, backoff
+from klaviyo_consent.services.erasure import redact
+from klaviyo_consent.services.outbox import backoff, free_condition
 from klaviyo_consent.services.reports import SyncReport
 
 logger = logging.getLogger("klaviyo_consent.sync")
@@ -48,7 +49,7 @@ def _claim(limit: int) -> list[ErasureDelivery]:
     with transaction.atomic():
         due = (
             ErasureDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .filter(_free(now))
+            .filter(free_condition(now))
             .order_by("pk")
         )
         if connection.features.has_select_for_update_skip_locked:
@@ -56,7 +57,7 @@ def _claim(limit: int) -> list[ErasureDelivery]:
         ids = list(due.values_list("pk", flat=True)[:limit])
         if not ids:
             return []
-        ErasureDelivery.objects.filter(pk__in=ids).filter(_free(now)).update(
+        ErasureDelivery.objects.filter(pk__in=ids).filter(free_condition(now)).update(
             lease_token=token, lease_expires_at=until
         )
     return list(ErasureDelivery.objects.filter(lease_token=token).order_by("pk"))
@@ -93,7 +94,7 @@ def push_erasures(report: SyncReport | None = None) -> int:
 
 def retry_failed() -> int:
     """Put failed (and dead-lettered) deletion jobs back in the outbox."""
-    return outbox.requeue(ErasureDelivery.objects.all())
+    return outbox.requeue(ErasureDelivery.objects.all(), erased_too=True)
 
 
 def _owned(row: ErasureDelivery):  # noqa: ANN202 - a queryset
@@ -101,7 +102,13 @@ def _owned(row: ErasureDelivery):  # noqa: ANN202 - a queryset
 
 
 def _failed(row: ErasureDelivery, error: KlaviyoAPIError, report: SyncReport) -> None:
+    """Klaviyo's reason and errors are kept with every address and number in them erased:
+    they belong to a person already erased here (``target_value`` alone is kept, until
+    Klaviyo accepts the job)."""
     now = timezone.now()
+    patterns = [row.target_value] if row.target_value else []
+    message = redact(str(error), patterns)
+    errors = redact(error.errors, patterns)
     owned = ErasureDelivery.objects.filter(pk=row.pk, lease_token=row.lease_token)
     if isinstance(error, KlaviyoRateLimited | KlaviyoAuthenticationError):
         deferrals = row.deferrals + 1
@@ -109,25 +116,27 @@ def _failed(row: ErasureDelivery, error: KlaviyoAPIError, report: SyncReport) ->
             owned,
             next_attempt_at=now
             + timedelta(seconds=backoff(row.attempts + deferrals, error.retry_after)),
-            reason=f"Will retry: {error}",
-            errors=error.errors,
+            reason=f"Will retry: {message}",
+            errors=errors,
             deferrals=deferrals,
         )
         report.retried += 1
-        logger.info("Klaviyo did not take a deletion job now (%s); it stays in the outbox.", error)
+        logger.info(
+            "Klaviyo did not take a deletion job now (%s); it stays in the outbox.", message
+        )
         return
     if not error.retryable:
-        outbox.mark_failed(owned, str(error), error.errors)
+        outbox.mark_failed(owned, message, errors)
         report.failed += 1
-        logger.error("Klaviyo refused a data-privacy deletion job: %s", error)
+        logger.error("Klaviyo refused a data-privacy deletion job: %s", message)
         return
     attempts = row.attempts + 1
     if attempts >= consent_settings.MAX_ATTEMPTS:
         outbox.dead_letter(
             owned,
             attempts=attempts,
-            reason=f"Gave up after {attempts} attempts: {error}",
-            errors=error.errors,
+            reason=f"Gave up after {attempts} attempts: {message}",
+            errors=errors,
         )
         report.failed += 1
         return
@@ -135,8 +144,8 @@ def _failed(row: ErasureDelivery, error: KlaviyoAPIError, report: SyncReport) ->
         owned,
         next_attempt_at=now
         + timedelta(seconds=backoff(attempts + row.deferrals, error.retry_after)),
-        reason=f"Will retry: {error}",
-        errors=error.errors,
+        reason=f"Will retry: {message}",
+        errors=errors,
         attempts=attempts,
     )
     report.retried += 1

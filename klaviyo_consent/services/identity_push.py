@@ -40,7 +40,7 @@ from klaviyo_consent.models import (
     Profile,
 )
 from klaviyo_consent.services import outbox, payloads
-from klaviyo_consent.services.outbox import _free, backoff
+from klaviyo_consent.services.outbox import backoff, free_condition
 from klaviyo_consent.services.reports import SyncReport
 
 logger = logging.getLogger("klaviyo_consent.sync")
@@ -89,7 +89,7 @@ def _claim(limit: int) -> list[IdentityDelivery]:
     with transaction.atomic():
         due = (
             IdentityDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .filter(_free(now))
+            .filter(free_condition(now))
             .exclude(Exists(closing_unsent))
             .order_by("identity_event_id")
         )
@@ -98,7 +98,7 @@ def _claim(limit: int) -> list[IdentityDelivery]:
         ids = list(due.values_list("pk", flat=True)[:limit])
         if not ids:
             return []
-        IdentityDelivery.objects.filter(pk__in=ids).filter(_free(now)).update(
+        IdentityDelivery.objects.filter(pk__in=ids).filter(free_condition(now)).update(
             lease_token=token, lease_expires_at=until
         )
     return list(

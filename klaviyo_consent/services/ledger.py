@@ -29,14 +29,19 @@ from klaviyo_consent.models.bulk import new
 from klaviyo_consent.phone import clean_country, normalize_phone_number, require_sms_country
 from klaviyo_consent.services.texts import resolve_text
 from klaviyo_consent.signals import consent_recorded, identity_changed
-from klaviyo_consent.validators import check_deliverable_email, clean_klaviyo_id, strict_bool
+from klaviyo_consent.validators import (
+    check_deliverable_email,
+    clean_klaviyo_id,
+    clean_reason,
+    strict_bool,
+)
 
 #: Stores the evidence IP as the database keeps it (IPv6 compressed), so a response built
 #: from the new rows says what a later read says.
 _IP_FIELD = EventPersonalData._meta.get_field("ip_address")
 
 
-class _LostProfileRace(Exception):
+class LostProfileRace(Exception):
     """Another transaction created this person's profile between our lookup and our INSERT."""
 
 
@@ -148,6 +153,9 @@ def clean_request(
             require_sms_country(phone, field="profile.phone_number")
 
     strict_bool(request.historical_import, field="historical_import")
+    if request.method != Method.KLAVIYO:  # Klaviyo's own words (drift) are recorded as given
+        # The event's method_detail enters its ledger leaf: an erasure could never blank it.
+        clean_reason(request.method_detail, field="method_detail")
     if request.list_id:
         clean_klaviyo_id(request.list_id, field="list_id")
     if request.historical_import and request.consented_at is None:
@@ -292,7 +300,7 @@ def match_profile(
     return profile
 
 
-def _resolve_profile(
+def resolve_profile(
     email: str | None, phone: str | None, external_id: str | None, *, method: str, user: Any
 ) -> tuple[Profile, bool]:
     """Find the person, or create them; add identifiers they lack, never overwrite one."""
@@ -310,7 +318,7 @@ def _resolve_profile(
                 email=email, phone_number=phone, external_id=external_id
             )
         except IntegrityError as error:
-            raise _LostProfileRace from error
+            raise LostProfileRace from error
         return profile, True
     added = [
         (name, value)
@@ -323,7 +331,7 @@ def _resolve_profile(
         try:
             profile.save(update_fields=[name for name, _ in added] + ["updated_at"])
         except IntegrityError as error:  # another request gave it to someone else meanwhile
-            raise _LostProfileRace from error
+            raise LostProfileRace from error
         records = IdentityEvent.objects.append(
             IdentityEvent(
                 profile=profile,
@@ -351,13 +359,13 @@ def record_consent(request: ConsentRequest) -> RecordResult:
     for attempt in range(RACE_ATTEMPTS):
         try:
             return _record(request, email, phone, changes)
-        except (_LostProfileRace, OperationalError) as error:
+        except (LostProfileRace, OperationalError) as error:
             # Another request created or changed this person between our lookup and our
             # write, or PostgreSQL broke a lock cycle (deadlock, serialization failure). The
             # transaction (or savepoint) is rolled back whole; the next run sees the winner's
             # rows, so it finds the profile, adds to it, or raises IdentityConflict.
-            if not _is_race(error) or attempt == RACE_ATTEMPTS - 1:
-                if isinstance(error, _LostProfileRace):
+            if not is_profile_race(error) or attempt == RACE_ATTEMPTS - 1:
+                if isinstance(error, LostProfileRace):
                     raise IdentityConflict(
                         "Other requests kept changing the profiles these identifiers name; "
                         "nothing was recorded. Try again.",
@@ -380,9 +388,9 @@ RACE_ATTEMPTS = 5
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}
 
 
-def _is_race(error: Exception) -> bool:
+def is_profile_race(error: Exception) -> bool:
     """A lost profile race, or a database error that says "run the transaction again"."""
-    if isinstance(error, _LostProfileRace):
+    if isinstance(error, LostProfileRace):
         return True
     cause = error.__cause__
     return (
@@ -395,7 +403,7 @@ def _record(
     request: ConsentRequest, email: str | None, phone: str | None, changes: list[tuple[str, str]]
 ) -> RecordResult:
     with transaction.atomic():
-        profile, created = _resolve_profile(
+        profile, created = resolve_profile(
             email, phone, request.external_id, method=request.method, user=request.recorded_by
         )
         check_profile(request, phone, changes, profile.email, profile.phone_number)
@@ -477,7 +485,9 @@ def _current(queryset: Any) -> Any:
     """Events that speak for the identifiers a profile holds now: email events for its email,
     SMS events for its phone number. A replaced number's history stays with that number.
 
-    The identifiers are the survivor's for the events of a merged profile.
+    The identifiers are the survivor's for the events of a merged profile. An erased
+    profile holds no identifiers any more: its latest consent per key still speaks (what the
+    person had agreed to when they were erased), not NEVER_SUBSCRIBED.
     """
     return queryset.annotate(
         current_email=Coalesce(F("profile__merged_into__email"), F("profile__email")),
@@ -485,6 +495,7 @@ def _current(queryset: Any) -> Any:
     ).filter(
         Q(channel=Channel.EMAIL, personal_data__email=F("current_email"))
         | Q(channel=Channel.SMS, personal_data__phone_number=F("current_phone"))
+        | Q(profile__erased_at__isnull=False)
     )
 
 

@@ -21,20 +21,21 @@ from django.utils import timezone
 
 from klaviyo_consent.choices import Membership, Method
 from klaviyo_consent.exceptions import ConsentValidationError, IdentityConflict
+from klaviyo_consent.klaviyo import MAX_LIST_MEMBERS
 from klaviyo_consent.models import MembershipDelivery, MembershipEvent, Profile
 from klaviyo_consent.phone import normalize_phone_number
 from klaviyo_consent.services.ledger import (
     RACE_ATTEMPTS,
-    _is_race,
-    _LostProfileRace,
-    _resolve_profile,
+    LostProfileRace,
     clean_email,
+    is_profile_race,
+    resolve_profile,
 )
 from klaviyo_consent.signals import membership_recorded
-from klaviyo_consent.validators import clean_klaviyo_id
+from klaviyo_consent.validators import clean_klaviyo_id, clean_reason
 
 #: The most people one request may name (Klaviyo's add-to-list call takes 1000 too).
-MAX_PROFILES = 1000
+MAX_PROFILES = MAX_LIST_MEMBERS
 _IDENTIFIERS = ("email", "phone_number", "external_id")
 
 
@@ -119,15 +120,16 @@ def record_membership(
     belong to different people; then nothing is recorded. Consent is never touched.
     """
     list_id = clean_klaviyo_id(list_id, field="list_id")
+    method_detail = clean_reason(method_detail, field="method_detail")
     if action not in Membership.values:
         raise ValueError(f"action must be one of {Membership.values}")
     members = clean_members(profiles)
     for attempt in range(RACE_ATTEMPTS):
         try:
             return _record(list_id, members, action, method, method_detail, recorded_by)
-        except (_LostProfileRace, OperationalError) as error:
-            if not _is_race(error) or attempt == RACE_ATTEMPTS - 1:
-                if isinstance(error, _LostProfileRace):
+        except (LostProfileRace, OperationalError) as error:
+            if not is_profile_race(error) or attempt == RACE_ATTEMPTS - 1:
+                if isinstance(error, LostProfileRace):
                     raise IdentityConflict(
                         "Other requests kept changing these profiles; nothing was recorded. "
                         "Try again.",
@@ -151,7 +153,7 @@ def _record(
         people: list[Profile] = []
         for index, member in enumerate(members):
             try:
-                profile, _ = _resolve_profile(
+                profile, _ = resolve_profile(
                     member.email,
                     member.phone_number,
                     member.external_id,

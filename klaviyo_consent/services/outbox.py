@@ -44,7 +44,7 @@ def waits_for_identity_push() -> Q:
     )
 
 
-def _free(now: datetime) -> Q:
+def free_condition(now: datetime) -> Q:
     return Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
 
 
@@ -97,7 +97,7 @@ def lease_due(
     with transaction.atomic():
         if limit > 0:
             due = Delivery.objects.filter(status=status, next_attempt_at__lte=due_before or now)
-            due = due.filter(_free(now))
+            due = due.filter(free_condition(now))
             if profile_ids is not None:
                 due = due.filter(profile_id__in=list(profile_ids))
             if status == DeliveryStatus.PENDING:
@@ -117,7 +117,7 @@ def lease_due(
             ids = [pk for pk, _, _ in picked]
             stranded = {pk: ends - lease_length for pk, old, ends in picked if old and ends}
             if ids:
-                Delivery.objects.filter(pk__in=ids).filter(_free(now)).update(
+                Delivery.objects.filter(pk__in=ids).filter(free_condition(now)).update(
                     lease_token=token, lease_expires_at=lease_until
                 )
         if keep is not None and keep[1]:
@@ -149,7 +149,7 @@ def lease_rows(
     lease_until = now + timedelta(seconds=consent_settings.LEASE_SECONDS)
     model = rows.model
     with transaction.atomic():
-        due = rows.filter(next_attempt_at__lte=now).filter(_free(now))
+        due = rows.filter(next_attempt_at__lte=now).filter(free_condition(now))
         if in_order:
             older = model.objects.filter(
                 **{name: OuterRef(name) for name in in_order},
@@ -163,7 +163,7 @@ def lease_rows(
         ids = list(candidates.values_list("pk", flat=True)[:limit])
         if not ids:
             return []
-        model.objects.filter(pk__in=ids).filter(_free(now)).update(
+        model.objects.filter(pk__in=ids).filter(free_condition(now)).update(
             lease_token=token, lease_expires_at=lease_until
         )
     return list(
@@ -386,11 +386,19 @@ def write_history(rows: QuerySet[Delivery], history: list[dict[str, Any]]) -> in
     return rows.update(history=history)
 
 
-def requeue(rows: QuerySet[Any]) -> int:
-    """Failed (and dead-lettered) rows back to ``pending`` with a fresh attempt budget."""
+def requeue(rows: QuerySet[Any], *, erased_too: bool = False) -> int:
+    """Failed (and dead-lettered) rows back to ``pending`` with a fresh attempt budget.
+
+    Rows of an erased person stay failed (the erasure stopped them: they would name blanked
+    identifiers, or bring the person back to Klaviyo); only the erasure's own deletion jobs
+    (``erased_too=True``) are requeued for an erased profile.
+    """
     now = timezone.now()
+    rows = rows.filter(status=DeliveryStatus.FAILED)
+    if not erased_too:
+        rows = rows.exclude(profile__erased_at__isnull=False)
     return _transition(
-        rows.filter(status=DeliveryStatus.FAILED),
+        rows,
         now,
         status=DeliveryStatus.PENDING,
         attempts=0,

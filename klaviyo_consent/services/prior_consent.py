@@ -14,7 +14,7 @@ from typing import Any
 from klaviyo_consent.exceptions import ConsentValidationError
 from klaviyo_consent.models import Profile
 from klaviyo_consent.phone import normalize_phone_number
-from klaviyo_consent.services.erasure import erasures_of
+from klaviyo_consent.services.erased import erasures_of
 from klaviyo_consent.services.ledger import clean_email, latest_events, sms_histories
 from klaviyo_consent.services.ledger_state import ledger_for
 

@@ -17,7 +17,10 @@ from klaviyo_consent.models import (
     Checkpoint,
     ConsentEvent,
     Delivery,
+    ErasureDelivery,
+    IdentityDelivery,
     KlaviyoHealth,
+    MembershipDelivery,
     VerificationRun,
 )
 
@@ -120,6 +123,13 @@ def estimated_rows(queryset: QuerySet) -> int | None:
 
 #: How far back the dashboard counts drift (changes made in Klaviyo).
 DRIFT_WINDOW = timedelta(days=7)
+#: Every outbox, by the kind of push it holds (the dashboard's dead letters).
+DELIVERY_KINDS = {
+    "consent": Delivery,
+    "identity": IdentityDelivery,
+    "membership": MembershipDelivery,
+    "erasure": ErasureDelivery,
+}
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,8 @@ class Dashboard:
 
     ``verdicts``: delivery status → events in it (every status, zeros included).
     ``drift_last_7_days``: inbound events (changes made in Klaviyo) recorded in DRIFT_WINDOW.
-    ``dead_letters``: events whose retries ran out (``failed`` with ``dead_lettered_at``).
+    ``dead_letters``: deliveries whose retries ran out (``failed`` with ``dead_lettered_at``),
+    of every kind; ``dead_letters_by_kind``: ``{"consent"|"identity"|"membership"|"erasure": n}``.
     ``outbox_oldest_at``: when the oldest event still ``pending`` was recorded (None: empty);
     ``outbox_age``: how long it has waited, at ``now``.
     ``klaviyo_health``: status (401, 403, 429) → the last such answer, or None if never seen.
@@ -143,6 +154,7 @@ class Dashboard:
     last_checkpoint: Any
     last_verification: Any
     klaviyo_health: dict[int, Any]
+    dead_letters_by_kind: dict[str, int] = field(default_factory=dict)
     #: Statuses whose count is an estimate (PostgreSQL's, on a large table): shown as "≈".
     estimated: frozenset[str] = frozenset()
 
@@ -192,6 +204,12 @@ def dashboard(*, now: datetime | None = None) -> Dashboard:
         .values_list("event__recorded_at", flat=True)
         .first()
     )
+    dead = {
+        kind: model.objects.filter(
+            status=DeliveryStatus.FAILED, dead_lettered_at__isnull=False
+        ).count()
+        for kind, model in DELIVERY_KINDS.items()
+    }
     return Dashboard(
         now=now,
         verdicts={status: counts.get(status, 0) for status in DeliveryStatus.values},
@@ -199,9 +217,8 @@ def dashboard(*, now: datetime | None = None) -> Dashboard:
         drift_last_7_days=ConsentEvent.objects.filter(
             method=Method.KLAVIYO, recorded_at__gte=now - DRIFT_WINDOW
         ).count(),
-        dead_letters=Delivery.objects.filter(
-            status=DeliveryStatus.FAILED, dead_lettered_at__isnull=False
-        ).count(),
+        dead_letters=sum(dead.values()),
+        dead_letters_by_kind=dead,
         outbox_oldest_at=oldest,
         outbox_age=(now - oldest) if oldest else None,
         last_checkpoint=Checkpoint.objects.order_by("-tree_size").first(),
