@@ -3,6 +3,7 @@ file a second time (nothing new to record), and the code before issue 11 as the 
 
     .venv/bin/python benchmarks/import_rows.py [--rows 1000000] [--database sqlite|postgres]
         [--baseline-rows 20000] [--skip-baseline] [--batch-size 1000] [--profile FILE]
+        [--baseline-tree DIR]
 
 The file: one row per person, every row dated (``--historical-import``), 80 % email-only
 (email.marketing), 20 % email + US mobile number (email.marketing and sms.marketing), four
@@ -17,6 +18,10 @@ the import.
 The baseline is ``klaviyo_consent_import`` as it was at commit ``BASELINE_COMMIT`` (one
 ``record_consent`` per row, all in one transaction), read with ``git show`` and run on the
 first ``--baseline-rows`` rows of the same file, in the same run, on an emptied database.
+
+``--baseline-tree DIR`` adds a second baseline: the whole file imported by another checkout of
+this project (e.g. ``git worktree add DIR main``: the import before a change), its own
+``benchmarks/import_rows.py --child`` run in DIR, on a fresh database, in the same run.
 """
 
 from __future__ import annotations
@@ -168,12 +173,14 @@ def fresh_database(args, folder: Path, name: str) -> dict[str, str]:
     return {"BENCH_PG_NAME": full}
 
 
-def measure(kind: str, csv_path: Path, args, env_extra: dict[str, str]) -> dict:
+def measure(kind: str, csv_path: Path, args, env_extra: dict[str, str], tree: str = "") -> dict:
+    """Run one import (``kind``) in a child process, by this tree's code or ``tree``'s."""
     env = {**os.environ, **env_extra}
+    script = str(Path(tree).resolve() / "benchmarks" / "import_rows.py") if tree else __file__
     answer = subprocess.run(
         [
             sys.executable,
-            __file__,
+            script,
             "--child",
             kind,
             "--file",
@@ -186,6 +193,7 @@ def measure(kind: str, csv_path: Path, args, env_extra: dict[str, str]) -> dict:
             args.profile if kind == "first" else "",
         ],
         env=env,
+        cwd=str(Path(script).parent.parent),
         capture_output=True,
         text=True,
     )
@@ -201,6 +209,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--profile", default="")
+    parser.add_argument("--baseline-tree", default="", help="a checkout to compare with")
     parser.add_argument("--child", default="")
     parser.add_argument("--file", default="")
     args = parser.parse_args()
@@ -230,6 +239,10 @@ def main() -> None:
     data["first"] = measure("first", big, args, env)
     data["first"]["rows_per_s"] = rows / data["first"]["seconds"]
     data["second"] = measure("second", big, args, env)
+    if args.baseline_tree:
+        tree_env = fresh_database(args, folder, "tree")
+        data["tree"] = measure("first", big, args, tree_env, tree=args.baseline_tree)
+        data["tree"]["rows_per_s"] = rows / data["tree"]["seconds"]
     data["second"]["rows_per_s"] = rows / data["second"]["seconds"]
     first, second = data["first"], data["second"]
     ratio = ""
@@ -243,6 +256,14 @@ def main() -> None:
         f"{first['rows_per_s']:,.0f} rows/s{ratio}; second run {second['seconds']:.1f} s, "
         f"{second['peak_rss_mb']:.0f} MB, {second['events'] - first['events']} new events |"
     )
+    if "tree" in data:
+        tree = data["tree"]
+        row += (
+            f" {args.baseline_tree} on the same file: {tree['seconds']:.1f} s (CPU "
+            f"{tree['cpu_seconds']:.1f} s, load {tree['load_average']:.1f}), "
+            f"{tree['peak_rss_mb']:.0f} MB; CPU ratio "
+            f"{tree['cpu_seconds'] / first['cpu_seconds']:.2f}×"
+        )
     emit("import_rows", row, data)
     for path in folder.iterdir():
         path.unlink()

@@ -1,4 +1,5 @@
-"""Multi-row INSERTs for the bulk writers (an import's profiles, events and outbox rows).
+"""Multi-row INSERTs for the bulk writers (an import's profiles, events and outbox rows), and
+the unsaved instances they write (:func:`new`).
 
 ``QuerySet.bulk_create`` compiles every value of every row through the SQL compiler, which
 costs more than the database's own work once a load reaches a million rows. :func:`insert`
@@ -12,9 +13,81 @@ invariants (``ConsentEvent.objects.append`` labels who recorded each event).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, TypeVar
 
 from django.db import connections, models
+
+M = TypeVar("M", bound=models.Model)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A model's concrete fields in ``__init__``'s positional order: each attname's position,
+    the defaults (constants as ``Field.get_default`` gives them; callables, e.g. ``dict`` or
+    ``timezone.now``, called per instance), and the names of its relations."""
+
+    position: dict[str, int]
+    constants: tuple[Any, ...]
+    factories: tuple[tuple[int, Callable[[], Any]], ...]
+    relations: frozenset[str]
+
+
+@cache
+def _layout(model: type[models.Model]) -> _Layout:
+    fields = list(model._meta.concrete_fields)
+    constants: list[Any] = []
+    factories: list[tuple[int, Callable[[], Any]]] = []
+    for index, field in enumerate(fields):
+        if field.has_default() and callable(field.default):
+            factories.append((index, field.get_default))
+            constants.append(None)
+        else:  # Field.get_default gives the same object every time
+            constants.append(field.get_default())
+    return _Layout(
+        position={f.attname: i for i, f in enumerate(fields)},
+        constants=tuple(constants),
+        factories=tuple(factories),
+        relations=frozenset(f.name for f in fields if f.is_relation),
+    )
+
+
+def new(model: type[M], /, **values: Any) -> M:
+    """An unsaved ``model`` instance, as ``model(**values)`` builds it, for bulk loads.
+
+    ``values``: concrete fields by attname (``channel``, ``profile_id``), relations by name
+    (``profile=obj``, set through the field's descriptor as ``Model.__init__`` does, so an
+    unsaved related object is read again at INSERT), and properties (set last, as
+    ``__init__`` sets them). Every other concrete field gets its default. ``Model.__init__``
+    dispatches keyword values field by field; its positional form, given every concrete field,
+    sets attributes directly. Raises ``TypeError`` for a name that is neither a field nor a
+    property, as ``__init__`` does.
+    """
+    layout = _layout(model)
+    args = list(layout.constants)
+    for index, factory in layout.factories:
+        args[index] = factory()
+    position = layout.position
+    related: list[tuple[str, Any]] = []
+    later: list[tuple[str, Any]] = []
+    for name, value in values.items():
+        index = position.get(name)
+        if index is not None:
+            args[index] = value
+        elif name in layout.relations:
+            related.append((name, value))
+        elif isinstance(getattr(model, name, None), property):
+            later.append((name, value))
+        else:
+            raise TypeError(f"{model.__name__}() got an unexpected keyword argument '{name}'")
+    obj = model(*args)
+    for name, value in related:
+        setattr(obj, name, value)
+    for name, value in later:
+        setattr(obj, name, value)
+    return obj
+
 
 _PLAIN = {
     models.CharField: str,

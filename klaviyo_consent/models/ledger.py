@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from klaviyo_consent.choices import CHANNEL_PURPOSES, Channel, Consent, Method, Purpose, Suppression
 from klaviyo_consent.exceptions import ImmutableConsentEvent
-from klaviyo_consent.models.bulk import insert
+from klaviyo_consent.models.bulk import insert, new
 from klaviyo_consent.models.erasable import (
     EVENT_ERASABLE,
     IDENTITY_ERASABLE,
@@ -84,7 +84,8 @@ class ConsentEventQuerySet(models.QuerySet):
             event.label_recorded_by()
         insert_with_rows(self, events, batch_size=batch_size)
         deliveries = [
-            Delivery(
+            new(
+                Delivery,
                 event=event,
                 profile_id=event.profile_id,
                 channel=event.channel,

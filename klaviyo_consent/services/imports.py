@@ -47,7 +47,7 @@ from klaviyo_consent.models import (
     IdentityEvent,
     Profile,
 )
-from klaviyo_consent.models.bulk import insert
+from klaviyo_consent.models.bulk import insert, new
 from klaviyo_consent.pushes import one_push
 from klaviyo_consent.services.ledger import (
     IDENTIFIERS,
@@ -383,7 +383,7 @@ class _People:
                     field="profile.external_id",
                 )
             check_profile(row.request, row.phone, row.changes, row.email, row.phone)
-            profile = Profile(email=row.email, phone_number=row.phone, external_id=external_id)
+            profile = new(Profile, email=row.email, phone_number=row.phone, external_id=external_id)
             self.new.append(profile)
             self._register(profile)
             return profile

@@ -25,6 +25,7 @@ from klaviyo_consent.models import (
     Profile,
     normalize_email,
 )
+from klaviyo_consent.models.bulk import new
 from klaviyo_consent.phone import clean_country, normalize_phone_number, require_sms_country
 from klaviyo_consent.services.texts import resolve_text
 from klaviyo_consent.signals import consent_recorded, identity_changed
@@ -451,7 +452,8 @@ def build_events(
     ``profile`` may be unsaved (a bulk import creates its people together).
     """
     return [
-        ConsentEvent(
+        new(
+            ConsentEvent,
             profile=profile,
             # The identifiers the person gave, plus the profile's own identifier for the
             # event's channel (the address the consent is for); never another person's.
