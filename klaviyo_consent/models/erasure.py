@@ -14,9 +14,9 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from klaviyo_consent.choices import DeliveryStatus
 from klaviyo_consent.exceptions import ImmutableConsentEvent
 from klaviyo_consent.models.ledger import RecordedBy
+from klaviyo_consent.models.outbox import OutboxRow
 from klaviyo_consent.models.profiles import Profile
 
 
@@ -100,7 +100,7 @@ class ErasedIdentifier(models.Model):
         return f"{self.field} {self.digest[:12]}… (erasure #{self.erasure_id})"
 
 
-class ErasureDelivery(models.Model):
+class ErasureDelivery(OutboxRow):
     """Klaviyo's data-privacy deletion job for one identifier of an erased person: the outbox
     row and its state (``pending`` → ``applied`` once Klaviyo answered 202, or ``failed``).
 
@@ -113,19 +113,6 @@ class ErasureDelivery(models.Model):
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="+")
     target_field = models.CharField(max_length=20, help_text="id, email or phone_number")
     target_value = models.CharField(max_length=255, blank=True)
-    status = models.CharField(
-        max_length=24, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
-    )
-    reason = models.TextField(blank=True)
-    errors = models.JSONField(default=list, blank=True, help_text="Klaviyo's errors[] as sent.")
-    attempts = models.PositiveIntegerField(default=0)
-    deferrals = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
-    lease_token = models.CharField(max_length=36, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    pushed_at = models.DateTimeField(null=True, blank=True)
-    dead_lettered_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "erasure deliveries"

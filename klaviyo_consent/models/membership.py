@@ -16,9 +16,10 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from klaviyo_consent.choices import DeliveryStatus, Membership, Method
+from klaviyo_consent.choices import Membership, Method
 from klaviyo_consent.exceptions import ImmutableConsentEvent
 from klaviyo_consent.models.ledger import RecordedBy
+from klaviyo_consent.models.outbox import OutboxRow
 from klaviyo_consent.models.profiles import Profile
 
 
@@ -58,7 +59,7 @@ class MembershipEvent(RecordedBy):
         raise ImmutableConsentEvent("Membership events are append-only and cannot be deleted.")
 
 
-class MembershipDelivery(models.Model):
+class MembershipDelivery(OutboxRow):
     """The outbox row of one membership event, and its verdict from the list read-back.
 
     The fields the state machine writes are a consent ``Delivery``'s, so ``services/outbox``
@@ -73,22 +74,9 @@ class MembershipDelivery(models.Model):
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="+")
     list_id = models.CharField(max_length=64)
     action = models.CharField(max_length=10, choices=Membership.choices)
-    status = models.CharField(
-        max_length=24, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
-    )
-    reason = models.TextField(blank=True)
-    errors = models.JSONField(default=list, blank=True, help_text="Klaviyo's errors[] as sent.")
-    attempts = models.PositiveIntegerField(default=0)
-    deferrals = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
-    lease_token = models.CharField(max_length=36, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    pushed_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     verify_attempts = models.PositiveIntegerField(default=0)
     history = models.JSONField(default=list, blank=True)
-    dead_lettered_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "membership deliveries"

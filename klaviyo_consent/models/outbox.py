@@ -13,7 +13,36 @@ from klaviyo_consent.choices import Channel, DeliveryStatus, Purpose
 from klaviyo_consent.models.profiles import Profile
 
 
-class Delivery(models.Model):
+class OutboxRow(models.Model):
+    """The fields of the one delivery state machine (``services/outbox.py`` is their only
+    writer), shared by every outbox row: a consent's :class:`Delivery`, a number change's
+    :class:`IdentityDelivery`, a membership's and an erasure's deliveries.
+
+    ``deferrals``: times Klaviyo made the row wait without judging it (429s, refusals of the
+    request itself): they grow the backoff but never spend ``attempts``. ``dead_lettered_at``:
+    set when retries ran out. The lease (``lease_token``, ``lease_expires_at``) is a worker's
+    claim; an expired lease is free to claim again.
+    """
+
+    status = models.CharField(
+        max_length=24, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    reason = models.TextField(blank=True)
+    errors = models.JSONField(default=list, blank=True, help_text="Klaviyo's errors[] as sent.")
+    attempts = models.PositiveIntegerField(default=0)
+    deferrals = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    lease_token = models.CharField(max_length=36, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    dead_lettered_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Delivery(OutboxRow):
     """The outbox row for one event and its verdict: the one state machine of its journey.
 
     Written in the same transaction as the event, so a crash or a Klaviyo outage loses nothing.
@@ -28,21 +57,11 @@ class Delivery(models.Model):
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="+")
     channel = models.CharField(max_length=10, choices=Channel.choices)
     purpose = models.CharField(max_length=20, choices=Purpose.choices)
-    status = models.CharField(
-        max_length=24, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
-    )
-    reason = models.TextField(blank=True)
-    errors = models.JSONField(default=list, blank=True, help_text="Klaviyo's errors[] as sent.")
-    attempts = models.PositiveIntegerField(default=0)
     deferrals = models.PositiveIntegerField(
         default=0,
         help_text="Times Klaviyo made this row wait without judging it (429s, refusals of the "
         "request itself): they grow the backoff but never spend attempts.",
     )
-    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
-    lease_token = models.CharField(max_length=36, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    pushed_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     verify_attempts = models.PositiveIntegerField(default=0)
     history = models.JSONField(
@@ -54,7 +73,6 @@ class Delivery(models.Model):
     dead_lettered_at = models.DateTimeField(
         null=True, blank=True, help_text="Set when retries ran out; retry from admin or command."
     )
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -83,7 +101,7 @@ class Delivery(models.Model):
         return f"{self.status} (event #{self.event_id})"
 
 
-class IdentityDelivery(models.Model):
+class IdentityDelivery(OutboxRow):
     """The outbox row that tells Klaviyo a profile's new phone number (Create or Update Profile).
 
     Written in the same transaction as its :class:`IdentityEvent`; the same state machine as a
@@ -100,19 +118,6 @@ class IdentityDelivery(models.Model):
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="+")
     #: The newest consent event of the profile when the number changed (0: none).
     after_event_id = models.PositiveBigIntegerField(default=0)
-    status = models.CharField(
-        max_length=24, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
-    )
-    reason = models.TextField(blank=True)
-    errors = models.JSONField(default=list, blank=True, help_text="Klaviyo's errors[] as sent.")
-    attempts = models.PositiveIntegerField(default=0)
-    deferrals = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
-    lease_token = models.CharField(max_length=36, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    pushed_at = models.DateTimeField(null=True, blank=True)
-    dead_lettered_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "identity deliveries"
