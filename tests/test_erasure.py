@@ -891,3 +891,14 @@ def test_an_erased_persons_page_and_ledger_say_erased_and_keep_the_consent(ada, 
     html = admin_client.get(f"/admin/klaviyo_consent/profile/{ada.pk}/change/").content.decode()
     assert "Erased on" in html and "Nothing more can be recorded" in html
     assert 'name="action" value="withdraw_action"' not in html
+
+
+def test_a_number_change_on_an_erased_profile_is_a_400_naming_the_profile(ada, api):
+    erase_profile(ErasureRequest(profile_id=ada.pk, source="command"))
+    response = api.post(
+        f"/api/consent/profiles/{ada.pk}/phone-number/",
+        {"phone_number": "07400 654321", "country": "GB"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "erased" in str(response.json()["profile"])

@@ -55,9 +55,16 @@ def replace_phone_number(
     profiles"). The new number starts ``NEVER_SUBSCRIBED``: consent is given by its holder.
     ``reason``: why staff changed it, kept on the identity event (the admin asks for one).
 
-    Raises :class:`ConsentValidationError` naming ``phone_number`` (or ``country``) for a bad
+    Raises :class:`ConsentValidationError` naming ``profile`` for an erased profile,
+    ``phone_number`` (or ``country``) for a bad
     or unchanged number, :class:`IdentityConflict` (409) when another profile holds it.
     """
+    if profile.erased_at:
+        raise ConsentValidationError(
+            f"This profile was erased on {profile.erased_at:%Y-%m-%d}: nothing more can be "
+            "recorded for it.",
+            field="profile",
+        )
     region = clean_country(country, field="country")
     new = normalize_phone_number(raw_phone_number, field="phone_number", country=region)
     with transaction.atomic():
