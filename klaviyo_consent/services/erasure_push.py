@@ -14,10 +14,8 @@ then dead-letter, any other 4xx is ``failed`` with Klaviyo's errors.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 
-from django.db import connection, transaction
 from django.utils import timezone
 
 from klaviyo_consent.backends import get_backend
@@ -32,7 +30,7 @@ from klaviyo_consent.exceptions import (
 from klaviyo_consent.models import ErasureDelivery
 from klaviyo_consent.services import outbox, payloads
 from klaviyo_consent.services.erasure import redact
-from klaviyo_consent.services.outbox import backoff, free_condition
+from klaviyo_consent.services.outbox import backoff
 from klaviyo_consent.services.reports import SyncReport
 
 logger = logging.getLogger("klaviyo_consent.sync")
@@ -43,24 +41,10 @@ ACCEPTED = "Klaviyo accepted the data-privacy deletion job (202); it deletes asy
 
 
 def _claim(limit: int) -> list[ErasureDelivery]:
-    now = timezone.now()
-    token = uuid.uuid4().hex
-    until = now + timedelta(seconds=consent_settings.LEASE_SECONDS)
-    with transaction.atomic():
-        due = (
-            ErasureDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .filter(free_condition(now))
-            .order_by("pk")
-        )
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True, of=("self",))
-        ids = list(due.values_list("pk", flat=True)[:limit])
-        if not ids:
-            return []
-        ErasureDelivery.objects.filter(pk__in=ids).filter(free_condition(now)).update(
-            lease_token=token, lease_expires_at=until
-        )
-    return list(ErasureDelivery.objects.filter(lease_token=token).order_by("pk"))
+    """Lease up to ``limit`` due deletion jobs: the outbox's one claim (``outbox.lease_rows``)."""
+    return outbox.lease_rows(
+        ErasureDelivery.objects.filter(status=DeliveryStatus.PENDING), limit=limit
+    )
 
 
 def push_erasures(report: SyncReport | None = None) -> int:
